@@ -1,0 +1,3 @@
+from codex_cli_image.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,91 @@
+"""The ``codex-image`` command line: renders what the library reports.
+
+Exit codes (stable, documented in the README): 0 ok, 2 input, 3 auth, 4 quota, 5 transient,
+6 launch, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from . import __version__
+
+if TYPE_CHECKING:
+    from .doctor import DoctorReport
+    from .errors import Kind
+
+EXIT_OK = 0
+EXIT_INTERRUPTED = 130
+EXIT_CODES: dict[Kind, int] = {"input": 2, "auth": 3, "quota": 4, "transient": 5, "launch": 6}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="codex-image",
+        description="Images from the Codex CLI you are signed in to (no API key).",
+    )
+    parser.add_argument("--version", action="version", version=f"codex-image {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="check that codex can be launched, without spending quota",
+        description="Find codex and report what stands in the way of making images.",
+    )
+    doctor.add_argument("--json", action="store_true", help="print one JSON object")
+    doctor.add_argument("--codex", metavar="PATH", help="the codex executable to use")
+    doctor.set_defaults(run=_doctor)
+    return parser
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from .doctor import doctor
+
+    report = doctor(codex=args.codex)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        _print_report(report)
+    if report.ok:
+        return EXIT_OK
+    return EXIT_CODES[report.problems[0].kind]
+
+
+def _print_report(report: DoctorReport) -> None:
+    rows: list[tuple[str, str]] = []
+    codex = report.codex
+    if codex is None:
+        rows.append(("codex", "not found"))
+    else:
+        rows.append(("codex", codex.path))
+        how: str = codex.source
+        if codex.shim and not codex.via_shim:
+            how += f" (npm shim {codex.shim} -> native binary)"
+        elif codex.via_shim:
+            how += " (through node: no native binary next to the npm shim)"
+        rows.append(("found via", how))
+        rows.append(("version", codex.version or "unknown"))
+        if codex.removed_env:
+            rows.append(("ignored env", ", ".join(codex.removed_env) + " (removed for codex)"))
+    rows.append(("status", "ready" if report.ok else "not ready"))
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        print(f"{label:<{width}}  {value}")
+    for problem in report.problems:
+        print(f"error: {problem.message}", file=sys.stderr)
+        print(f"hint: {problem.hint}", file=sys.stderr)

@@ -1,0 +1,130 @@
+"""The one exception tree of codex-cli-image, grouped by what the caller should do.
+
+    CodexImageError            every error this package raises
+    ├── InputError             kind "input":     fix the request (prompt, paths, options)
+    ├── LaunchError            kind "launch":    install codex or point us at it
+    ├── AuthError              kind "auth":      fix the login or the Codex configuration
+    ├── QuotaError             kind "quota":     wait (see ``retry_after_s`` / ``retry_at``)
+    └── TransientError         kind "transient": try again
+
+Every error carries a stable ``reason`` code, a one-sentence message, a ``hint`` saying what to do
+next, and whatever evidence there is (exit code, last stderr lines, codex version, thread id).
+Messages and evidence never contain tokens or keys.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+Kind = Literal["input", "launch", "auth", "quota", "transient"]
+
+__all__ = [
+    "AuthError",
+    "CodexImageError",
+    "InputError",
+    "Kind",
+    "LaunchError",
+    "QuotaError",
+    "TransientError",
+]
+
+
+class CodexImageError(Exception):
+    """Base of every error raised by codex-cli-image."""
+
+    kind: ClassVar[Kind]
+    # Only quota errors know when to come back; the keys exist on every error for stable JSON.
+    retry_after_s: float | None = None
+    retry_at: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        hint: str,
+        exit_code: int | None = None,
+        stderr_tail: str | None = None,
+        codex_version: str | None = None,
+        thread_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+        self.hint = hint
+        self.exit_code = exit_code
+        self.stderr_tail = stderr_tail
+        self.codex_version = codex_version
+        self.thread_id = thread_id
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(reason={self.reason!r}, message={self.message!r})"
+
+    def to_dict(self) -> dict[str, object]:
+        """The error as a JSON-ready mapping (the CLI's ``--json`` error object)."""
+        return {
+            "kind": self.kind,
+            "reason": self.reason,
+            "message": self.message,
+            "hint": self.hint,
+            "retry_after_s": self.retry_after_s,
+            "retry_at": self.retry_at,
+            "exit_code": self.exit_code,
+            "thread_id": self.thread_id,
+            "codex_version": self.codex_version,
+        }
+
+
+class InputError(CodexImageError):
+    """The request itself is wrong; retrying it unchanged cannot help."""
+
+    kind = "input"
+
+
+class LaunchError(CodexImageError):
+    """The codex executable cannot be found or started."""
+
+    kind = "launch"
+
+
+class AuthError(CodexImageError):
+    """The login or configuration cannot make images; the user must act."""
+
+    kind = "auth"
+
+
+class QuotaError(CodexImageError):
+    """A usage or rate limit was hit; waiting is the fix."""
+
+    kind = "quota"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        hint: str,
+        retry_after_s: float | None = None,
+        retry_at: str | None = None,
+        exit_code: int | None = None,
+        stderr_tail: str | None = None,
+        codex_version: str | None = None,
+        thread_id: str | None = None,
+    ) -> None:
+        super().__init__(
+            message,
+            reason=reason,
+            hint=hint,
+            exit_code=exit_code,
+            stderr_tail=stderr_tail,
+            codex_version=codex_version,
+            thread_id=thread_id,
+        )
+        self.retry_after_s = retry_after_s
+        self.retry_at = retry_at
+
+
+class TransientError(CodexImageError):
+    """A failure that may not happen again; retrying is reasonable."""
+
+    kind = "transient"

@@ -1,0 +1,779 @@
+"""A stand-in for the Codex CLI, for tests that must not log in or touch the network.
+
+It is a standalone script (standard library only, no import of codex_cli_image), run through a
+small executable wrapper that :class:`codex_cli_image.testing.FakeCodex` writes. It answers
+``--version``, ``login status``, ``features list`` and ``exec --json ... -`` the way codex 0.169
+does: JSONL events on stdout, the PNG under ``$CODEX_HOME/generated_images/<thread_id>/``, a session
+rollout under ``$CODEX_HOME/sessions/YYYY/MM/DD/``, and the real failure texts.
+
+What it does is chosen by options, read in this order (later wins):
+``fake-codex.json`` in the directory named by ``FAKE_CODEX_DIR`` (the wrapper sets it), the JSON
+object in ``FAKE_CODEX_OPTIONS``, and the scenario name in ``FAKE_CODEX_SCENARIO``. Each invocation
+is recorded as ``calls/<n>.json`` in that directory: argv, cwd, stdin, pid, selected environment.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+import uuid
+import zlib
+from pathlib import Path
+from typing import Any
+
+CONTROL_FILE = "fake-codex.json"
+DIR_ENV = "FAKE_CODEX_DIR"
+OPTIONS_ENV = "FAKE_CODEX_OPTIONS"
+SCENARIO_ENV = "FAKE_CODEX_SCENARIO"
+
+DEFAULTS: dict[str, Any] = {
+    "scenario": "success",
+    "version": "0.169.0",
+    # exec-<uuid>.png (code mode), call_<id>.png (direct call), ig_<id>.png (hosted, old versions)
+    "name_style": "exec",
+    "delay": 0.0,  # seconds between turn.started and the image
+    "final_delay": 0.0,  # seconds between the saved image and the closing message
+    "width": 64,
+    "height": 64,
+    "message": None,  # the closing agent message; None: a default per scenario
+    "error_message": None,  # for scenario "turn_failed"
+    "login": None,  # login status answer: chatgpt | apikey | agent | none | error; None: auth.json
+    "image_generation": True,  # what `features list` reports
+    "stdin_timeout": 10.0,  # the real codex waits forever for stdin EOF; we give up after this
+    "hang_max": 120.0,  # a hanging fake still exits after this, so a broken test cannot leak it
+    "helper": False,  # start a helper grandchild (as codex starts its code-mode host)
+    "stderr_bytes": 4 * 1024 * 1024,
+    "huge_bytes": 8 * 1024 * 1024,
+}
+
+# Closing texts codex prints for failed turns (codex-facts section 7), keyed by scenario.
+FAILURES: dict[str, str] = {
+    "usage_limit": (
+        "You've hit your usage limit. Upgrade to Pro (https://chatgpt.com/explore/pro), visit "
+        "https://chatgpt.com/codex/settings/usage to purchase more credits or try again at 3:45 PM."
+    ),
+    "usage_limit_date": (
+        "You've hit your usage limit. Visit https://chatgpt.com/codex/settings/usage to purchase "
+        "more credits or try again at Nov 23rd, 2026 3:45 PM."
+    ),
+    "rate_limited": (
+        "exceeded retry limit, last status: 429 Too Many Requests, request id: req-401-abc"
+    ),
+    "credits_exhausted": "Your workspace is out of credits. Ask your workspace admin to add more.",
+    "plan_not_included": (
+        "To use Codex with your ChatGPT plan, upgrade to Plus: https://openai.com/chatgpt/pricing."
+    ),
+    "refresh_failed": (
+        "Your access token could not be refreshed because your refresh token was already used. "
+        "Please log out and sign in again."
+    ),
+    "unauthorized": (
+        'unexpected status 401 Unauthorized: {"detail":"Could not parse your authentication '
+        'token. Please try signing in again."}'
+    ),
+    "model_not_supported": (
+        'unexpected status 400 Bad Request: {"detail":"The \'gpt-4.1\' model is not supported '
+        'when using Codex with a ChatGPT account."}'
+    ),
+    "capacity": "Selected model is at capacity. Please try a different model.",
+    "stream_disconnected": (
+        "stream disconnected before completion: error sending request for url "
+        "(https://chatgpt.com/backend-api/codex/responses)"
+    ),
+}
+
+SCENARIOS = (
+    "success",
+    "reconnecting",
+    "no_image",
+    "image_refused",
+    "hosted",
+    "invalid_png",
+    "truncated_png",
+    "jpeg",
+    "turn_failed",
+    *FAILURES,
+    "hang",
+    "hang_ignore_sigterm",
+    "hang_after_image",
+    "grandchild",
+    "stderr_flood",
+    "malformed_lines",
+    "huge_line",
+)
+
+_RECORDED_ENV = (
+    "PATH",
+    "HOME",
+    "CODEX_HOME",
+    "CODEX_MANAGED_BY_NPM",
+    "CODEX_MANAGED_BY_BUN",
+    "CODEX_MANAGED_BY_PNPM",
+    "CODEX_MANAGED_PACKAGE_ROOT",
+    "RUST_LOG",
+)
+# Recorded by presence only: the records must not hold secrets either.
+_SECRET_ENV = ("CODEX_API_KEY", "CODEX_ACCESS_TOKEN", "OPENAI_API_KEY")
+
+_FLAGS = {
+    "--json",
+    "--skip-git-repo-check",
+    "--ephemeral",
+    "--ignore-user-config",
+    "--ignore-rules",
+    "--strict-config",
+    "--oss",
+    "--trust",
+    "--worktree",
+    "--approve-for-me",
+    "--dangerously-bypass-approvals-and-sandbox",
+    "--dangerously-bypass-hook-trust",
+}
+_VALUED = {
+    "-c": "config",
+    "--config": "config",
+    "--enable": "enable",
+    "--disable": "disable",
+    "-m": "model",
+    "--model": "model",
+    "-p": "profile",
+    "--profile": "profile",
+    "-s": "sandbox",
+    "--sandbox": "sandbox",
+    "-C": "cd",
+    "--cd": "cd",
+    "--add-dir": "add_dir",
+    "-o": "output_last_message",
+    "--output-last-message": "output_last_message",
+    "--output-schema": "output_schema",
+    "--color": "color",
+    "--local-provider": "local_provider",
+    "--thread-source": "thread_source",
+    "--cyber-access-program": "cyber_access_program",
+}
+_SANDBOXES = ("read-only", "workspace-write", "danger-full-access")
+
+
+class Usage(Exception):
+    """A command-line error, reported like clap does (exit 2)."""
+
+
+class Fake:
+    def __init__(self, argv: list[str]) -> None:
+        self.argv = argv
+        self.dir = Path(os.environ[DIR_ENV]) if os.environ.get(DIR_ENV) else None
+        self.opts = self._load_options()
+        self.record: dict[str, Any] = {
+            "argv": argv,
+            "cwd": os.getcwd(),
+            "pid": os.getpid(),
+            "started": time.time(),
+            "scenario": self.opts["scenario"],
+            "env": {k: os.environ[k] for k in _RECORDED_ENV if k in os.environ},
+            "env_present": [k for k in _SECRET_ENV if k in os.environ],
+            "stdin": None,
+        }
+        self._record_path = self._new_record_path()
+        self.save()
+
+    # --- options and records ---
+
+    def _load_options(self) -> dict[str, Any]:
+        opts = dict(DEFAULTS)
+        if self.dir is not None:
+            try:
+                opts.update(json.loads((self.dir / CONTROL_FILE).read_text("utf-8")))
+            except FileNotFoundError:
+                pass
+        if os.environ.get(OPTIONS_ENV):
+            opts.update(json.loads(os.environ[OPTIONS_ENV]))
+        if os.environ.get(SCENARIO_ENV):
+            opts["scenario"] = os.environ[SCENARIO_ENV]
+        if opts["scenario"] not in SCENARIOS:
+            raise SystemExit(f"fake codex: unknown scenario {opts['scenario']!r}")
+        return opts
+
+    def _new_record_path(self) -> Path | None:
+        if self.dir is None:
+            return None
+        calls = self.dir / "calls"
+        calls.mkdir(exist_ok=True)
+        stamp = f"{time.time_ns():020d}-{os.getpid()}"
+        return calls / f"{stamp}.json"
+
+    def save(self) -> None:
+        if self._record_path is None:
+            return
+        tmp = self._record_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.record), "utf-8")
+        os.replace(tmp, self._record_path)
+
+    # --- dispatch ---
+
+    def run(self) -> int:
+        args = self.argv
+        if not args:
+            raise Usage("the interactive TUI is not simulated by the fake codex")
+        if args[0] in ("--version", "-V"):
+            print(f"codex-cli {self.opts['version']}")
+            return 0
+        if args[:2] == ["login", "status"]:
+            return self.login_status()
+        if args[:2] == ["features", "list"]:
+            return self.features_list(args[2:])
+        if args[0] in ("exec", "e"):
+            return Exec(self, args[1:]).run()
+        raise Usage(f"unrecognized subcommand '{args[0]}'")
+
+    def codex_home(self) -> Path | None:
+        value = os.environ.get("CODEX_HOME")
+        if value:
+            home = Path(value)
+            if not home.is_dir():
+                err(
+                    f'Error finding codex home: CODEX_HOME points to "{value}", '
+                    "but that path does not exist"
+                )
+                return None
+            return home
+        home = Path.home() / ".codex"
+        home.mkdir(exist_ok=True)
+        return home
+
+    def login_status(self) -> int:
+        answer = self.opts["login"]
+        if answer is None:
+            home = self.codex_home()
+            if home is None:
+                return 1
+            answer = _login_from_auth_file(home / "auth.json")
+        texts = {
+            "chatgpt": (0, "Logged in using ChatGPT"),
+            "apikey": (
+                0,
+                "API key configured - ***\nAuthentication is checked when you send a request.",
+            ),
+            "agent": (0, "Logged in using Agent Identity"),
+            "none": (1, "Not logged in"),
+            "error": (1, "Error checking login status: failed to deserialize CLI auth from file"),
+        }
+        code, text = texts[answer]
+        err(text)
+        return code
+
+    def features_list(self, args: list[str]) -> int:
+        enabled = bool(self.opts["image_generation"])
+        if "--disable" in args and "image_generation" in args:
+            enabled = False
+        rows = [
+            ("apps", "stable", True),
+            ("code_mode_host", "stable", True),
+            ("image_generation", "stable", enabled),
+            ("image_generation_animation", "under development", False),
+            ("view_image", "stable", True),
+        ]
+        for name, stage, on in rows:
+            print(f"{name:<41}{stage:<19}{str(on).lower()}")
+        return 0
+
+
+def _login_from_auth_file(path: Path) -> str:
+    """The login mode codex would report for this auth.json (codex-facts section 2)."""
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        return "none"
+    except (OSError, ValueError):
+        return "error"
+    if not isinstance(data, dict):
+        return "error"
+    mode = data.get("auth_mode")
+    if mode is None:
+        if data.get("personal_access_token"):
+            mode = "personalAccessToken"
+        elif data.get("OPENAI_API_KEY"):
+            mode = "apikey"
+        else:
+            mode = "chatgpt"
+    if mode == "apikey":
+        return "apikey"
+    if mode in ("agentIdentity", "personalAccessToken"):
+        return "agent"
+    return "chatgpt" if data.get("tokens") else "none"
+
+
+class Exec:
+    def __init__(self, fake: Fake, args: list[str]) -> None:
+        self.fake = fake
+        self.opts = fake.opts
+        self.flags: set[str] = set()
+        self.values: dict[str, list[str]] = {}
+        self.images: list[str] = []
+        self.prompt_arg: str | None = None
+        self._parse(args)
+
+    def _parse(self, args: list[str]) -> None:
+        i = 0
+        while i < len(args):
+            arg = args[i]
+            name, eq, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+            if arg == "--":
+                rest = args[i + 1 :]
+                if rest:
+                    self.prompt_arg = rest[0]
+                return
+            if name in _FLAGS and not eq:
+                self.flags.add(name)
+            elif name in ("-i", "--image"):
+                values = [inline] if eq else []
+                i += 1
+                # Variadic like clap: takes values until the next option; a lone "-" is a value.
+                while not eq and i < len(args) and (args[i] == "-" or not args[i].startswith("-")):
+                    values.append(args[i])
+                    i += 1
+                if not values:
+                    raise Usage(f"a value is required for '{name} <FILE>...' but none was supplied")
+                self.images += values
+                continue
+            elif name in _VALUED:
+                if eq:
+                    value = inline
+                elif i + 1 < len(args):
+                    i += 1
+                    value = args[i]
+                else:
+                    raise Usage(f"a value is required for '{name}' but none was supplied")
+                key = _VALUED[name]
+                if key == "sandbox" and value not in _SANDBOXES:
+                    raise Usage(f"invalid value '{value}' for '--sandbox <SANDBOX_MODE>'")
+                self.values.setdefault(key, []).append(value)
+            elif arg.startswith("-") and arg != "-":
+                raise Usage(
+                    f"unexpected argument '{arg}' found\n\n  tip: to pass '{arg}' as a value, "
+                    f"use '-- {arg}'"
+                )
+            elif self.prompt_arg is None:
+                self.prompt_arg = arg
+            else:
+                raise Usage(f"unexpected argument '{arg}' found")
+            i += 1
+
+    def run(self) -> int:
+        home = self.fake.codex_home()
+        if home is None:
+            return 1
+        self.home = home
+        cwd = Path(self.values.get("cd", [os.getcwd()])[-1]).absolute()
+        if not cwd.is_dir():
+            err(f"Error: failed to change directory to {cwd}")
+            return 1
+        self.cwd = cwd
+        if "--skip-git-repo-check" not in self.flags and not _in_git_repo(cwd):
+            err("Not inside a trusted directory and --skip-git-repo-check was not specified.")
+            return 1
+        prompt = self._read_prompt()
+        if prompt is None:
+            return 1
+        self.prompt = prompt
+        self.fake.record["stdin_prompt"] = prompt
+        self.fake.save()
+        return Turn(self).run()
+
+    def _read_prompt(self) -> str | None:
+        from_stdin = self.prompt_arg in (None, "-")
+        if from_stdin and sys.stdin.isatty():
+            err(
+                "No prompt provided. Either specify one as an argument or pipe the prompt into "
+                "stdin."
+            )
+            return None
+        if not from_stdin and (sys.stdin is None or sys.stdin.isatty()):
+            return self.prompt_arg
+        err(
+            "Reading prompt from stdin..."
+            if from_stdin
+            else "Reading additional input from stdin..."
+        )
+        data = _read_stdin(float(self.opts["stdin_timeout"]))
+        if data is None:
+            err(
+                "fake codex: stdin was never closed; the real codex would wait for it forever "
+                f"(gave up after {self.opts['stdin_timeout']} s)"
+            )
+            self.fake.record["stdin_left_open"] = True
+            self.fake.save()
+            return None
+        text = data.decode("utf-8", "replace")
+        self.fake.record["stdin"] = text
+        self.fake.save()
+        if from_stdin:
+            if not text.strip():
+                err("No prompt provided via stdin.")
+                return None
+            return text
+        return f"{self.prompt_arg}\n\n<stdin>\n{text}\n</stdin>" if text else self.prompt_arg
+
+
+def _read_stdin(timeout: float) -> bytes | None:
+    """All of stdin, or None when it is not closed within ``timeout`` seconds."""
+    box: list[bytes] = []
+    reader = threading.Thread(target=lambda: box.append(sys.stdin.buffer.read()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return box[0] if box else None
+
+
+def _in_git_repo(path: Path) -> bool:
+    return any((p / ".git").exists() for p in (path, *path.parents))
+
+
+class Turn:
+    """One `codex exec` turn: events on stdout, files under CODEX_HOME, as codex writes them."""
+
+    def __init__(self, ex: Exec) -> None:
+        self.ex = ex
+        self.opts = ex.opts
+        self.scenario: str = ex.opts["scenario"]
+        self.thread_id = _uuid7()
+        self.now = dt.datetime.now().astimezone()
+        self.items = 0
+        self.rollout: Path | None = None
+        if "--ephemeral" not in ex.flags:
+            day = ex.home / "sessions" / self.now.strftime("%Y/%m/%d")
+            day.mkdir(parents=True, exist_ok=True)
+            stamp = self.now.strftime("%Y-%m-%dT%H-%M-%S")
+            self.rollout = day / f"rollout-{stamp}-{self.thread_id}.jsonl"
+        self.version = tuple(int(p) for p in str(self.opts["version"]).split("-")[0].split("."))
+
+    def run(self) -> int:
+        scenario = self.scenario
+        if scenario == "hang_ignore_sigterm":
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        self.ex.fake.record["thread_id"] = self.thread_id
+        self.ex.fake.save()
+        self._rollout_line(
+            "session_meta",
+            {
+                "id": self.thread_id,
+                "timestamp": _iso(self.now),
+                "cwd": str(self.ex.cwd),
+                "originator": "codex_exec",
+                "cli_version": self.opts["version"],
+                "source": "exec",
+                "model_provider": "openai",
+            },
+        )
+        self._rollout_line("event_msg", {"type": "user_message", "message": self.ex.prompt})
+        emit({"type": "thread.started", "thread_id": self.thread_id})
+        emit({"type": "turn.started"})
+        if scenario == "grandchild" or self.opts["helper"]:
+            self._start_helper()
+        if scenario == "stderr_flood":
+            _flood_stderr(int(self.opts["stderr_bytes"]))
+        if scenario == "malformed_lines":
+            _malformed_lines()
+        if scenario == "huge_line":
+            self._agent_message("x" * int(self.opts["huge_bytes"]))
+        if scenario == "reconnecting":
+            for n in (1, 2):
+                emit(
+                    {
+                        "type": "error",
+                        "message": f"Reconnecting... {n}/5 ({FAILURES['stream_disconnected']})",
+                    }
+                )
+        if scenario in ("hang", "hang_ignore_sigterm", "grandchild"):
+            return self._hang()
+        if float(self.opts["delay"]) > 0:
+            time.sleep(float(self.opts["delay"]))
+        if scenario in FAILURES or scenario == "turn_failed":
+            return self._fail()
+        closing = self._image()
+        if scenario == "hang_after_image":
+            return self._hang()
+        if float(self.opts["final_delay"]) > 0:
+            time.sleep(float(self.opts["final_delay"]))
+        self._agent_message(self.opts["message"] or closing)
+        usage = {"input_tokens": 24763, "cached_input_tokens": 24448, "output_tokens": 122}
+        if self.version >= (0, 149, 0):
+            usage["reasoning_output_tokens"] = 64
+            usage["cache_write_input_tokens"] = 0
+        emit({"type": "turn.completed", "usage": usage})
+        return 0
+
+    def _image(self) -> str:
+        """Produce the image the scenario calls for; return the closing message to print."""
+        scenario = self.scenario
+        if scenario == "no_image":
+            return "I can't generate images here, but here is a description of the scene instead."
+        call_id = self._call_id()
+        if scenario == "image_refused":
+            failure = {
+                "message": "unexpected status 403 Forbidden: image_generation_not_supported",
+                "code": "image_generation_not_supported",
+            }
+            self._image_record(call_id, "failed", None, None, failure)
+            return "The image tool failed, so no image was generated."
+        png = make_png(
+            int(self.opts["width"]),
+            int(self.opts["height"]),
+            self.ex.prompt,
+            {"thread_id": self.thread_id, "prompt_sha256": _sha256(self.ex.prompt)},
+        )
+        if scenario == "hosted":
+            # Accepted by 0.149+ but written to no file: only the rollout keeps the base64.
+            self._rollout_line(
+                "response_item",
+                {
+                    "type": "image_generation_call",
+                    "id": call_id,
+                    "status": "completed",
+                    "revised_prompt": self.ex.prompt.strip()[:200],
+                    "result": base64.b64encode(png).decode("ascii"),
+                },
+            )
+            return "Here is the image."
+        data = {
+            "invalid_png": _corrupt_crc(png),
+            "truncated_png": png[: len(png) // 2],
+            "jpeg": _JPEG,
+        }.get(scenario, png)
+        folder = self.ex.home / "generated_images" / self.thread_id
+        folder.mkdir(parents=True, exist_ok=True)
+        saved = folder / f"{call_id}.png"
+        saved.write_bytes(data)
+        self.ex.fake.record["image_path"] = str(saved)
+        self.ex.fake.save()
+        self._image_record(call_id, "completed", data, saved, None)
+        return f"Generated the image ({self.opts['width']}x{self.opts['height']})."
+
+    def _call_id(self) -> str:
+        style = self.opts["name_style"]
+        token = uuid.uuid4().hex
+        if style == "call":
+            return f"call_{token[:24]}"
+        if style == "ig":
+            return f"ig_{token}"
+        return f"exec-{uuid.uuid4()}"
+
+    def _image_record(
+        self,
+        call_id: str,
+        status: str,
+        data: bytes | None,
+        saved: Path | None,
+        failure: dict[str, str] | None,
+    ) -> None:
+        result = base64.b64encode(data).decode("ascii") if data is not None else None
+        revised = self.ex.prompt.strip()[:200]
+        if self.opts["name_style"] == "ig" or self.version < (0, 149, 0):
+            # 0.125-0.142: an event_msg plus the hosted tool's response item.
+            self._rollout_line(
+                "event_msg",
+                {
+                    "type": "image_generation_end",
+                    "call_id": call_id,
+                    "status": status,
+                    "revised_prompt": revised,
+                    "result": result or "",
+                    "saved_path": str(saved) if saved else None,
+                },
+            )
+            self._rollout_line(
+                "response_item",
+                {
+                    "type": "image_generation_call",
+                    "id": call_id,
+                    "status": status,
+                    "revised_prompt": revised,
+                    "result": result or "",
+                },
+            )
+            return
+        item: dict[str, Any] = {
+            "type": "Extension",
+            "kind": "image_gen.generation",
+            "id": call_id,
+            "status": status,
+            "revisedPrompt": revised,
+            "result": result,
+            "failure": failure,
+            "savedPath": str(saved) if saved else None,
+        }
+        if self.version >= (0, 169, 0):
+            item["generationId"] = f"gen_{uuid.uuid4().hex[:16]}"
+        self._rollout_line(
+            "event_msg",
+            {"type": "item_completed", "thread_id": self.thread_id, "turn_id": "0", "item": item},
+        )
+
+    def _fail(self) -> int:
+        message = (
+            self.opts["error_message"] or "something went wrong"
+            if self.scenario == "turn_failed"
+            else FAILURES[self.scenario]
+        )
+        if self.scenario == "stream_disconnected":
+            for n in range(1, 6):
+                emit({"type": "error", "message": f"Reconnecting... {n}/5 ({message})"})
+        emit({"type": "error", "message": message})
+        emit({"type": "turn.failed", "error": {"message": message}})
+        err(f"ERROR: {message}")
+        return 1
+
+    def _hang(self) -> int:
+        self.ex.fake.record["hanging"] = True
+        self.ex.fake.save()
+        deadline = time.monotonic() + float(self.opts["hang_max"])
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+        err("fake codex: hang_max reached, exiting")
+        return 1
+
+    def _start_helper(self) -> None:
+        lifetime = float(self.opts["hang_max"])
+        # Same process group, as codex's own helpers (code-mode host, MCP servers) are.
+        helper = subprocess.Popen(
+            [sys.executable, "-c", f"import time; time.sleep({lifetime})"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.ex.fake.record["helper_pid"] = helper.pid
+        self.ex.fake.save()
+
+    def _agent_message(self, text: str) -> None:
+        emit(
+            {
+                "type": "item.completed",
+                "item": {"id": f"item_{self.items}", "type": "agent_message", "text": text},
+            }
+        )
+        self.items += 1
+
+    def _rollout_line(self, kind: str, payload: dict[str, Any]) -> None:
+        if self.rollout is None:
+            return
+        line = {
+            "timestamp": _iso(dt.datetime.now(dt.timezone.utc)),
+            "type": kind,
+            "payload": payload,
+        }
+        with self.rollout.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(line) + "\n")
+
+
+# --- output helpers ---
+
+
+def emit(event: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+def err(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def _flood_stderr(total: int) -> None:
+    line = b"2026-11-21T05:00:00.000000Z  WARN codex_core::fake: filler line to fill the pipe\n"
+    chunk = line * (65536 // len(line))
+    written = 0
+    while written < total:
+        sys.stderr.buffer.write(chunk)
+        written += len(chunk)
+    sys.stderr.buffer.flush()
+
+
+def _malformed_lines() -> None:
+    out = sys.stdout.buffer
+    for raw in (
+        b"this is not json\n",
+        b'{"type": "item.completed", "item": {"id": "item_x", "type": \n',
+        b"\xff\xfe\x00 binary garbage \x80\n",
+        b"[1, 2, 3]\n",
+        b'{"type": "future.event", "payload": {"anything": true}}\n',
+        b'{"type": "item.completed", "item": {"id": "item_y", "type": "hologram", "x": 1}}\n',
+        b"\n",
+    ):
+        out.write(raw)
+    out.flush()
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _uuid7() -> str:
+    """A time-ordered UUID like the thread ids codex makes (version 7)."""
+    millis = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (millis & (2**48 - 1)) << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64
+    value |= 0b10 << 62 | rand & (2**62 - 1)
+    return str(uuid.UUID(int=value))
+
+
+# --- images ---
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def make_png(width: int, height: int, seed: str, text: dict[str, str] | None = None) -> bytes:
+    """A valid RGB PNG whose colour comes from ``seed``, with optional tEXt chunks."""
+    digest = hashlib.sha256(seed.encode("utf-8")).digest()
+    row = b"\x00" + digest[:3] * width
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunks = [_chunk(b"IHDR", ihdr)]
+    for key, value in (text or {}).items():
+        chunks.append(_chunk(b"tEXt", key.encode("latin-1") + b"\x00" + value.encode("latin-1")))
+    chunks.append(_chunk(b"IDAT", zlib.compress(row * height, 6)))
+    chunks.append(_chunk(b"IEND", b""))
+    return b"\x89PNG\r\n\x1a\n" + b"".join(chunks)
+
+
+def _corrupt_crc(png: bytes) -> bytes:
+    # Flip one bit in the last byte of the IHDR CRC: structure intact, checksum wrong.
+    at = 8 + 8 + 13 + 3
+    return png[:at] + bytes([png[at] ^ 0x01]) + png[at + 1 :]
+
+
+_JPEG = (
+    b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    + b"\xff\xdb\x00\x43\x00"
+    + bytes(range(64))
+    + b"\xff\xd9"
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        fake = Fake(args)
+        return fake.run()
+    except Usage as exc:
+        err(
+            f"error: {exc}\n\nUsage: codex exec [OPTIONS] [PROMPT]\n\n"
+            "For more information, try '--help'."
+        )
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,95 @@
+"""Install real ``@openai/codex`` releases from npm into a cache folder, for end-to-end tests.
+
+    python -m codex_cli_image.testing.realcodex            # every version in VERSIONS
+    python -m codex_cli_image.testing.realcodex 0.169.0    # just these
+
+Each version lives in ``<cache>/<version>`` (reused when complete); the cache is
+``$CODEX_IMAGE_NPM_CACHE``, else ``$XDG_CACHE_HOME/codex-cli-image/npm``, else
+``~/.cache/codex-cli-image/npm``. Prints the path of each version's npm shim.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+# The Codex CLI versions the real-CLI tests run against; adding one is one line.
+VERSIONS: tuple[str, ...] = ("0.169.0",)
+
+_STAMP = ".codex-cli-image-complete"
+
+
+class NpmUnavailable(RuntimeError):
+    """npm is not installed, so no real codex can be installed here."""
+
+
+def cache_root() -> Path:
+    explicit = os.environ.get("CODEX_IMAGE_NPM_CACHE")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "codex-cli-image" / "npm"
+
+
+def shim_path(version: str, root: Path | None = None) -> Path:
+    """Where the npm shim of ``version`` lives once installed (``node_modules/.bin/codex``)."""
+    name = "codex.cmd" if sys.platform == "win32" else "codex"
+    return (root or cache_root()) / version / "node_modules" / ".bin" / name
+
+
+def installed(version: str, root: Path | None = None) -> Path | None:
+    target = (root or cache_root()) / version
+    shim = shim_path(version, root)
+    return shim if (target / _STAMP).exists() and shim.exists() else None
+
+
+def install(version: str, *, root: Path | None = None, timeout_s: float = 900) -> Path:
+    """Install ``@openai/codex@<version>`` (unless already complete) and return its npm shim."""
+    root = root or cache_root()
+    done = installed(version, root)
+    if done is not None:
+        return done
+    npm = shutil.which("npm")
+    if npm is None:
+        raise NpmUnavailable("npm is not on PATH: install Node.js and npm to run real-codex tests")
+    root.mkdir(parents=True, exist_ok=True)
+    staging = root / f".{version}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        subprocess.run(
+            [
+                npm,
+                "install",
+                "--prefix",
+                str(staging),
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+                f"@openai/codex@{version}",
+            ],
+            check=True,
+            stdin=subprocess.DEVNULL,
+            timeout=timeout_s,
+        )
+        (staging / _STAMP).write_text(version, "utf-8")
+        target = root / version
+        shutil.rmtree(target, ignore_errors=True)  # an earlier, incomplete install
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return shim_path(version, root)
+
+
+def main(argv: list[str] | None = None) -> int:
+    versions = (sys.argv[1:] if argv is None else argv) or list(VERSIONS)
+    for version in versions:
+        print(install(version))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
