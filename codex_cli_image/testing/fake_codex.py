@@ -23,6 +23,7 @@ import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -221,6 +222,9 @@ class Fake:
 
     def run(self) -> int:
         args = self.argv
+        home = os.environ.get("CODEX_HOME")
+        if home and Path(home).is_dir():
+            _warn_if_temporary(Path(home))
         if not args:
             raise Usage("the interactive TUI is not simulated by the fake codex")
         if args[0] in ("--version", "-V"):
@@ -251,16 +255,18 @@ class Fake:
 
     def login_status(self) -> int:
         answer = self.opts["login"]
+        masked = "***"
         if answer is None:
             home = self.codex_home()
             if home is None:
                 return 1
-            answer = _login_from_auth_file(home / "auth.json")
+            answer, masked = _login_from_auth_file(home / "auth.json")
         texts = {
             "chatgpt": (0, "Logged in using ChatGPT"),
             "apikey": (
                 0,
-                "API key configured - ***\nAuthentication is checked when you send a request.",
+                f"API key configured - {masked}\n"
+                "Authentication is checked when you send a request.",
             ),
             "agent": (0, "Logged in using Agent Identity"),
             "none": (1, "Not logged in"),
@@ -286,29 +292,44 @@ class Fake:
         return 0
 
 
-def _login_from_auth_file(path: Path) -> str:
-    """The login mode codex would report for this auth.json (codex-facts section 2)."""
+def _warn_if_temporary(home: Path) -> None:
+    """Codex 0.169 prints this when CODEX_HOME lies under the temp dir (harmless, but noise)."""
+    temp = Path(tempfile.gettempdir()).resolve()
+    resolved = home.resolve()
+    if resolved == temp or temp in resolved.parents:
+        err(
+            "WARNING: proceeding, even though we could not create PATH aliases: Refusing to "
+            f'create helper binaries under temporary dir "{temp}" '
+            f'(codex_home: AbsolutePathBuf("{home}"))'
+        )
+
+
+def _login_from_auth_file(path: Path) -> tuple[str, str]:
+    """The login mode codex would report for this auth.json (codex-facts section 2), and the API
+    key as `login status` shows it (codex 0.169 prints its first 8 and last 5 characters)."""
     try:
         data = json.loads(path.read_text("utf-8"))
     except FileNotFoundError:
-        return "none"
+        return "none", ""
     except (OSError, ValueError):
-        return "error"
+        return "error", ""
     if not isinstance(data, dict):
-        return "error"
+        return "error", ""
+    key = data.get("OPENAI_API_KEY")
+    masked = f"{key[:8]}***{key[-5:]}" if isinstance(key, str) and len(key) > 13 else "***"
     mode = data.get("auth_mode")
     if mode is None:
         if data.get("personal_access_token"):
             mode = "personalAccessToken"
-        elif data.get("OPENAI_API_KEY"):
+        elif key:
             mode = "apikey"
         else:
             mode = "chatgpt"
     if mode == "apikey":
-        return "apikey"
+        return "apikey", masked
     if mode in ("agentIdentity", "personalAccessToken"):
-        return "agent"
-    return "chatgpt" if data.get("tokens") else "none"
+        return "agent", ""
+    return ("chatgpt" if data.get("tokens") else "none"), ""
 
 
 class Exec:
@@ -411,7 +432,9 @@ class Exec:
             )
             self.fake.record["stdin_left_open"] = True
             self.fake.save()
-            return None
+            # A normal exit would abort: the reader thread still holds stdin's buffer lock.
+            sys.stdout.flush()
+            os._exit(1)
         text = data.decode("utf-8", "replace")
         self.fake.record["stdin"] = text
         self.fake.save()

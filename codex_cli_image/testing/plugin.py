@@ -26,7 +26,7 @@ def fake_codex(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fake
     from . import FakeCodex
 
     home = tmp_path / "home"
-    home.mkdir()
+    home.mkdir(exist_ok=True)
     fake = FakeCodex(tmp_path / "fake-codex", codex_home=tmp_path / "codex-home")
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("CODEX_HOME", str(fake.codex_home))

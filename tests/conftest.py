@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import psutil
+import pytest
+
+from codex_cli_image.testing import realcodex
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "fixtures"
+# Resolved before any test points HOME elsewhere.
+NPM_CACHE = realcodex.cache_root()
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+_CALLER_ENV = (
+    "CODEX_BIN",
+    "CODEX_API_KEY",
+    "CODEX_ACCESS_TOKEN",
+    "OPENAI_API_KEY",
+    "CODEX_MANAGED_BY_NPM",
+    "CODEX_MANAGED_PACKAGE_ROOT",
+    "FAKE_CODEX_DIR",
+    "FAKE_CODEX_OPTIONS",
+    "FAKE_CODEX_SCENARIO",
+)
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets an empty HOME and CODEX_HOME: nothing can reach the real ~/.codex."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    codex_home = tmp_path / "codex-home"
+    codex_home.mkdir(exist_ok=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("USERPROFILE", str(home))
+    monkeypatch.setenv("CODEX_HOME", str(codex_home))
+    monkeypatch.setenv("CODEX_IMAGE_NPM_CACHE", str(NPM_CACHE))
+    for name in _CALLER_ENV:
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes(tmp_path: Path) -> Iterator[None]:
+    """Fail a test that leaves a fake codex (or a helper it started) running; then end them."""
+    yield
+    leftovers = list(_fake_processes(tmp_path))
+    if not leftovers:
+        return
+    described = [f"{p.pid} {' '.join(p.cmdline()[:4])}" for p in leftovers]
+    for proc in leftovers:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(leftovers, timeout=2)
+    pytest.fail(f"processes left behind: {described}")
+
+
+def _fake_processes(tmp_path: Path) -> Iterator[psutil.Process]:
+    """Live processes whose environment marks them as this test's fake codex or its helpers."""
+    marker = str(tmp_path)
+    for proc in psutil.process_iter(["pid"]):
+        with contextlib.suppress(psutil.Error):
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            fake_dir = proc.environ().get("FAKE_CODEX_DIR", "")
+            if fake_dir.startswith(marker):
+                yield proc
+
+
+@pytest.fixture(scope="session")
+def real_codex_shim() -> Path:
+    """The npm shim of the newest pinned real codex; skipped without npm (a failure in CI)."""
+    version = realcodex.VERSIONS[0]
+    try:
+        return realcodex.install(version, root=NPM_CACHE)
+    except (realcodex.NpmUnavailable, subprocess.CalledProcessError, OSError) as exc:
+        reason = f"real codex {version} is not installable here: {exc}"
+        if IN_CI:
+            pytest.fail(f"{reason} (CI must run the real-codex tests)")
+        pytest.skip(reason)
+
+
+def offline(argv: Sequence[str]) -> list[str]:
+    """Prefix ``argv`` with a private network namespace when we can make one (root + unshare)."""
+    unshare = shutil.which("unshare")
+    if sys.platform.startswith("linux") and unshare and os.geteuid() == 0:
+        return [unshare, "-n", *argv]
+    return list(argv)

@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import codex_cli_image
+from codex_cli_image.cli import EXIT_CODES, main
+from codex_cli_image.testing import FakeCodex
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "codex_cli_image", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_exit_codes_are_the_documented_ones() -> None:
+    assert EXIT_CODES == {"input": 2, "auth": 3, "quota": 4, "transient": 5, "launch": 6}
+
+
+def test_version_via_module_and_console_script() -> None:
+    assert cli("--version").stdout == f"codex-image {codex_cli_image.__version__}\n"
+    script = Path(sys.executable).with_name("codex-image")
+    out = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"codex-image {codex_cli_image.__version__}"
+
+
+def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["doctor", "--bogus"])
+    assert info.value.code == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_doctor_json_ready(fake_codex: FakeCodex, capsys: pytest.CaptureFixture[str]) -> None:
+    fake_codex.configure(version="0.169.0")
+    assert main(["doctor", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is True and report["problems"] == []
+    assert report["codex"] == {
+        "path": str(fake_codex.path),
+        "source": "CODEX_BIN",
+        "via_shim": False,
+        "shim": None,
+        "version": "0.169.0",
+        "removed_env": [],
+    }
+
+
+def test_doctor_json_reports_removed_credentials(
+    fake_codex: FakeCodex, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CODEX_API_KEY", "sk-must-not-appear")
+    assert main(["doctor", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out)["codex"]["removed_env"] == ["CODEX_API_KEY"]
+    assert "sk-must-not-appear" not in out
+
+
+def test_doctor_human_table(fake_codex: FakeCodex, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["codex", str(fake_codex.path)]
+    assert out[1].split()[:3] == ["found", "via", "CODEX_BIN"]
+    assert out[-1].split() == ["status", "ready"]
+
+
+def test_doctor_not_found_exits_6(capsys: pytest.CaptureFixture[str]) -> None:
+    env = {**os.environ, "PATH": "/nonexistent"}
+    result = cli("doctor", "--json", env=env)
+    assert result.returncode == 6
+    report = json.loads(result.stdout)
+    assert report["ok"] is False and report["codex"] is None
+    (problem,) = report["problems"]
+    assert problem["kind"] == "launch" and problem["reason"] == "codex_not_found"
+    assert "npm install -g @openai/codex" in problem["hint"]
+
+
+def test_doctor_explicit_missing_path_human(tmp_path: Path) -> None:
+    env = {**os.environ, "PATH": "/nonexistent"}
+    result = cli("doctor", "--codex", str(tmp_path / "nope"), env=env)
+    assert result.returncode == 6
+    assert f"error: --codex points to {tmp_path / 'nope'}, which does not exist." in result.stderr
+    assert "hint: " in result.stderr
+
+
+def test_doctor_version_probe_failure_keeps_the_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "codex"
+    broken.write_text("#!/bin/sh\necho 'segfault' >&2\nexit 139\n")
+    broken.chmod(0o755)
+    assert main(["doctor", "--json", "--codex", str(broken)]) == 6
+    report = json.loads(capsys.readouterr().out)
+    assert report["codex"]["path"] == str(broken) and report["codex"]["version"] is None
+    assert report["problems"][0]["reason"] == "version_probe_failed"
+    assert "139" in report["problems"][0]["message"]

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import pytest
+
+from codex_cli_image import (
+    AuthError,
+    CodexImageError,
+    InputError,
+    LaunchError,
+    QuotaError,
+    TransientError,
+)
+
+JSON_KEYS = {
+    "kind", "reason", "message", "hint", "retry_after_s", "retry_at", "exit_code", "thread_id",
+    "codex_version",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("cls", "kind"),
+    [
+        (InputError, "input"),
+        (LaunchError, "launch"),
+        (AuthError, "auth"),
+        (QuotaError, "quota"),
+        (TransientError, "transient"),
+    ],
+)
+def test_every_error_has_a_kind_and_stable_json(cls: type[CodexImageError], kind: str) -> None:
+    error = cls("Something broke.", reason="some_reason", hint="Do this.", exit_code=1)
+    assert isinstance(error, CodexImageError) and error.kind == kind
+    assert str(error) == "Something broke."
+    data = error.to_dict()
+    assert set(data) == JSON_KEYS
+    assert data["kind"] == kind and data["reason"] == "some_reason" and data["hint"] == "Do this."
+    assert repr(error) == f"{cls.__name__}(reason='some_reason', message='Something broke.')"
+
+
+def test_quota_error_carries_when_to_come_back() -> None:
+    error = QuotaError(
+        "Usage limit reached.",
+        reason="usage_limit",
+        hint="Wait.",
+        retry_after_s=120.0,
+        retry_at="2026-11-21T15:45:00+00:00",
+    )
+    assert error.to_dict()["retry_after_s"] == 120.0
+    assert error.retry_at == "2026-11-21T15:45:00+00:00"
+    assert TransientError("x", reason="r", hint="h").retry_after_s is None

@@ -1,0 +1,384 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import npm_layouts as npm
+import psutil
+import pytest
+
+from codex_cli_image import LaunchError, launcher, locate, probe_version
+from codex_cli_image.launcher import CodexVersion, _Platform, parse_version
+from codex_cli_image.testing import FakeCodex
+
+
+@pytest.fixture
+def native(tmp_path: Path) -> FakeCodex:
+    """A fake codex standing in for the native binary inside npm layouts."""
+    return FakeCodex(tmp_path / "fake", codex_home=tmp_path / "codex-home")
+
+
+def env_for(home: Path, path: str = "/nonexistent", **extra: str) -> dict[str, str]:
+    return {"HOME": str(home), "PATH": path, **extra}
+
+
+# --- npm shim -> native binary ---------------------------------------------------------------
+
+
+def test_local_hoisted_layout_swaps_shim_for_native(
+    tmp_path: Path, native: FakeCodex, isolated_home: Path
+) -> None:
+    link = npm.local_hoisted(tmp_path / "proj", native.path)
+    codex = locate(env=env_for(isolated_home, path=str(link.parent)))
+    assert codex.source == "PATH"
+    assert codex.found == link
+    assert not codex.via_shim
+    assert codex.path.name == "codex"
+    assert npm.PLATFORM_PKG in codex.path.parts and "vendor" in codex.path.parts
+    assert codex.shim == (tmp_path / "proj/node_modules/@openai/codex/bin/codex.js").resolve()
+    assert codex.env["CODEX_MANAGED_BY_NPM"] == "1"
+    assert codex.env["CODEX_MANAGED_PACKAGE_ROOT"] == str(codex.package_root)
+    assert codex.package_root == (tmp_path / "proj/node_modules/@openai/codex").resolve()
+
+
+def test_global_nested_layout_found_in_well_known_prefix_with_empty_path(
+    native: FakeCodex, isolated_home: Path
+) -> None:
+    npm.global_nested(isolated_home / ".npm-global", native.path)
+    codex = locate(env=env_for(isolated_home))
+    assert codex.source == "well-known"
+    assert codex.found == isolated_home / ".npm-global/bin/codex"
+    assert not codex.via_shim
+    assert "node_modules/@openai/codex/node_modules/@openai" in codex.path.as_posix()
+    # It really starts with PATH=/nonexistent: the native binary needs no node.
+    assert probe_version(codex) == CodexVersion(0, 169, 0)
+
+
+def test_old_vendor_layout(tmp_path: Path, native: FakeCodex, isolated_home: Path) -> None:
+    link = npm.old_layout(tmp_path / "proj", native.path)
+    codex = locate(link, env=env_for(isolated_home))
+    assert codex.source == "explicit"
+    assert codex.path.as_posix().endswith(f"vendor/{npm.TRIPLE}/codex/codex")
+    assert probe_version(codex).release == (0, 169, 0)
+
+
+def test_manifest_entrypoint_is_honoured(
+    tmp_path: Path, native: FakeCodex, isolated_home: Path
+) -> None:
+    link = npm.local_hoisted(tmp_path / "proj", native.path, manifest_entry="bin/codex-v2")
+    codex = locate(link, env=env_for(isolated_home))
+    assert codex.path.name == "codex-v2"
+
+
+def test_manifest_escaping_its_folder_is_ignored(
+    tmp_path: Path, native: FakeCodex, isolated_home: Path
+) -> None:
+    link = npm.local_hoisted(tmp_path / "proj", native.path)
+    vendor = tmp_path / "proj/node_modules/@openai" / npm.PLATFORM_PKG / "vendor" / npm.TRIPLE
+    (vendor / "codex-package.json").write_text('{"entrypoint": "../../../../../../bin/sh"}')
+    codex = locate(link, env=env_for(isolated_home))
+    assert codex.path == vendor / "bin" / "codex"
+
+
+def test_pnpm_wrapper_script_is_resolved(
+    tmp_path: Path, native: FakeCodex, isolated_home: Path
+) -> None:
+    wrapper = npm.pnpm_layout(tmp_path / "proj", native.path)
+    codex = locate(wrapper, env=env_for(isolated_home))
+    assert not codex.via_shim
+    assert codex.shim is not None and codex.shim.name == "codex.js"
+    assert codex.env["CODEX_MANAGED_BY_PNPM"] == "1"
+    assert probe_version(codex).release == (0, 169, 0)
+
+
+def test_native_binary_gets_the_managed_env(
+    tmp_path: Path, native: FakeCodex, isolated_home: Path
+) -> None:
+    link = npm.local_hoisted(tmp_path / "proj", native.path)
+    env = env_for(isolated_home, CODEX_HOME=str(native.codex_home), CODEX_MANAGED_BY_BUN="1")
+    codex = locate(link, env=env)
+    subprocess.run(
+        codex.command("exec", "--skip-git-repo-check", "-"),
+        input=b"hi",
+        env=dict(codex.env),
+        check=True,
+        capture_output=True,
+    )
+    seen = native.exec_calls[0].env
+    assert seen["CODEX_MANAGED_BY_NPM"] == "1"
+    assert "CODEX_MANAGED_BY_BUN" not in seen
+    assert seen["CODEX_MANAGED_PACKAGE_ROOT"] == str(codex.package_root)
+    assert seen["PATH"].split(":")[0] == "/nonexistent"
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_shim_without_native_binary_runs_through_absolute_node(
+    tmp_path: Path, isolated_home: Path
+) -> None:
+    link = npm.local_hoisted(tmp_path / "proj", native=None)
+    codex = locate(link, env=env_for(isolated_home))
+    assert codex.via_shim
+    assert Path(codex.argv[0]).is_absolute() and Path(codex.argv[0]).name == "node"
+    assert codex.argv[1] == str(codex.shim)
+
+
+def test_shim_without_native_binary_or_node_is_refused(
+    tmp_path: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_which = shutil.which
+    monkeypatch.setattr(
+        launcher.shutil,
+        "which",
+        lambda name, *a, **k: None if name == "node" else real_which(name, *a, **k),
+    )
+    link = npm.local_hoisted(tmp_path / "proj", native=None)
+    with pytest.raises(LaunchError) as info:
+        locate(link, env=env_for(isolated_home))
+    assert info.value.reason == "shim_unresolved"
+    assert "npm install -g @openai/codex" in info.value.hint
+
+
+# --- search order ----------------------------------------------------------------------------
+
+
+def test_explicit_beats_codex_bin_beats_path(tmp_path: Path, isolated_home: Path) -> None:
+    fakes = [FakeCodex(tmp_path / name, login=None) for name in ("a", "b", "c")]
+    env = env_for(isolated_home, path=str(fakes[2].bin_dir), CODEX_BIN=str(fakes[1].path))
+    assert locate(fakes[0].path, env=env).found == fakes[0].path
+    assert locate(env=env).found == fakes[1].path
+    assert locate(env=env).source == "CODEX_BIN"
+    del env["CODEX_BIN"]
+    assert locate(env=env).found == fakes[2].path
+
+
+def test_explicit_command_name_is_looked_up_on_path(tmp_path: Path, isolated_home: Path) -> None:
+    fake = FakeCodex(tmp_path / "f", login=None)
+    codex = locate("codex", env=env_for(isolated_home, path=str(fake.bin_dir)))
+    assert codex.found == fake.path and codex.source == "explicit"
+
+
+def test_nvm_versions_newest_first(tmp_path: Path, isolated_home: Path) -> None:
+    fake = FakeCodex(tmp_path / "f", login=None)
+    for version in ("v18.20.1", "v22.11.0", "v20.9.0"):
+        bin_dir = isolated_home / ".nvm/versions/node" / version / "bin"
+        bin_dir.mkdir(parents=True)
+        shutil.copy(fake.path, bin_dir / "codex")
+    codex = locate(env=env_for(isolated_home))
+    assert "v22.11.0" in codex.found.parts
+    assert codex.source == "well-known"
+
+
+def test_well_known_dirs_cover_the_usual_installs(isolated_home: Path) -> None:
+    plat = _Platform("darwin", "arm64")
+    dirs = [d.as_posix() for d in launcher._well_known_dirs({}, isolated_home, plat)]
+    home = isolated_home.as_posix()
+    for expected in (
+        "/opt/homebrew/bin",
+        "/usr/local/bin",
+        f"{home}/.local/bin",
+        f"{home}/.npm-global/bin",
+        f"{home}/.volta/bin",
+        f"{home}/.bun/bin",
+        f"{home}/.asdf/shims",
+        f"{home}/.local/share/mise/shims",
+    ):
+        assert expected in dirs
+    bundles = launcher._app_bundles(isolated_home, plat)
+    assert Path("/Applications/Codex.app/Contents/Resources/codex") in bundles
+
+
+def test_not_found_lists_where_it_looked(isolated_home: Path) -> None:
+    with pytest.raises(LaunchError) as info:
+        locate(env=env_for(isolated_home))
+    error = info.value
+    assert error.kind == "launch" and error.reason == "codex_not_found"
+    assert "~/.npm-global/bin" in error.message and "~/.local/bin" in error.message
+    assert "npm install -g @openai/codex" in error.hint and "CODEX_BIN" in error.hint
+
+
+@pytest.mark.parametrize("label", ["explicit", "CODEX_BIN"])
+def test_given_path_missing_is_named(tmp_path: Path, isolated_home: Path, label: str) -> None:
+    missing = tmp_path / "nope" / "codex"
+    env = env_for(isolated_home)
+    with pytest.raises(LaunchError) as info:
+        if label == "explicit":
+            locate(missing, env=env)
+        else:
+            locate(env={**env, "CODEX_BIN": str(missing)})
+    assert info.value.reason == "codex_path_missing"
+    assert str(missing) in info.value.message
+    assert ("--codex" if label == "explicit" else "CODEX_BIN") in info.value.message
+
+
+def test_given_path_not_executable(tmp_path: Path, isolated_home: Path) -> None:
+    plain = tmp_path / "codex"
+    plain.write_text("#!/bin/sh\n")
+    plain.chmod(0o644)
+    for target in (plain, tmp_path):
+        with pytest.raises(LaunchError) as info:
+            locate(target, env=env_for(isolated_home))
+        assert info.value.reason == "codex_not_executable"
+        assert str(target) in info.value.message
+
+
+# --- environment -----------------------------------------------------------------------------
+
+
+def test_credentials_are_removed_and_reported(tmp_path: Path, isolated_home: Path) -> None:
+    fake = FakeCodex(tmp_path / "f", login=None)
+    env = env_for(
+        isolated_home,
+        CODEX_API_KEY="sk-should-not-pass",
+        OPENAI_API_KEY="sk-nor-this",
+        CODEX_ACCESS_TOKEN="tok",
+        KEEP_ME="1",
+    )
+    codex = locate(fake.path, env=env)
+    assert set(codex.removed_env) == {"CODEX_API_KEY", "OPENAI_API_KEY", "CODEX_ACCESS_TOKEN"}
+    assert not {"CODEX_API_KEY", "OPENAI_API_KEY", "CODEX_ACCESS_TOKEN"} & set(codex.env)
+    assert codex.env["KEEP_ME"] == "1"
+    assert "sk-should-not-pass" not in repr(codex)
+    assert env["CODEX_API_KEY"] == "sk-should-not-pass"  # the caller's mapping is untouched
+
+
+def test_path_is_repaired_caller_first_deduplicated(tmp_path: Path, isolated_home: Path) -> None:
+    fake = FakeCodex(tmp_path / "f", login=None)
+    local_bin = isolated_home / ".local" / "bin"
+    local_bin.mkdir(parents=True)
+    caller = f"/first::/usr/bin:{local_bin}:/first"
+    codex = locate(fake.path, env=env_for(isolated_home, path=caller))
+    entries = codex.env["PATH"].split(":")
+    assert entries[:3] == ["/first", "/usr/bin", str(local_bin)]
+    assert "" not in entries  # an empty entry would mean "the current directory"
+    assert len(entries) == len(set(entries))
+    assert "/bin" in entries and str(fake.bin_dir) in entries
+
+
+def test_windows_path_key_and_shims(tmp_path: Path, isolated_home: Path) -> None:
+    win = _Platform("win32", "x64")
+    env = {"Path": "C:\\a", "PATH": "C:\\b", "codex_api_key": "x", "USERPROFILE": str(tmp_path)}
+    child, removed = launcher._child_env(env, isolated_home, win, [])
+    assert [k for k in child if k.upper() == "PATH"] == ["Path"]
+    assert child["Path"].split(";")[0] == "C:\\a"
+    assert removed == ("CODEX_API_KEY",) and "codex_api_key" not in child
+    assert win.triple == "x86_64-pc-windows-msvc" and win.exe == "codex.exe"
+
+
+def test_windows_cmd_shim_resolves_to_native_or_is_refused(
+    tmp_path: Path, native: FakeCodex, isolated_home: Path
+) -> None:
+    prefix = tmp_path / "npm"
+    npm.global_nested(prefix, native.path)
+    (prefix / "bin" / "codex").unlink()
+    shutil.move(prefix / "lib" / "node_modules", prefix / "node_modules")
+    cmd = prefix / "codex.cmd"
+    cmd.write_text(
+        '@ECHO off\r\nSET "_prog=node"\r\n'
+        '"%_prog%"  "%dp0%\\node_modules\\@openai\\codex\\bin\\codex.js" %*\r\n'
+    )
+    assert (
+        launcher._npm_shim_of(cmd, cmd)
+        == (prefix / "node_modules/@openai/codex/bin/codex.js").resolve()
+    )
+    other = tmp_path / "other.cmd"
+    other.write_text("@ECHO off\r\nsomething-else.exe %*\r\n")
+    with pytest.raises(LaunchError) as info:
+        launcher._resolve(other, "PATH", {}, isolated_home, _Platform("win32", "x64"))
+    assert info.value.reason == "shim_unresolved"
+
+
+@pytest.mark.parametrize(
+    ("system", "machine", "triple", "package"),
+    [
+        ("linux", "x64", "x86_64-unknown-linux-musl", "codex-linux-x64"),
+        ("linux", "arm64", "aarch64-unknown-linux-musl", "codex-linux-arm64"),
+        ("darwin", "x64", "x86_64-apple-darwin", "codex-darwin-x64"),
+        ("darwin", "arm64", "aarch64-apple-darwin", "codex-darwin-arm64"),
+        ("win32", "x64", "x86_64-pc-windows-msvc", "codex-win32-x64"),
+        ("win32", "arm64", "aarch64-pc-windows-msvc", "codex-win32-arm64"),
+    ],
+)
+def test_platform_targets(system: str, machine: str, triple: str, package: str) -> None:
+    plat = _Platform(system, machine)  # type: ignore[arg-type]
+    assert (plat.triple, plat.platform_package) == (triple, package)
+
+
+# --- version ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("codex-cli 0.169.0\n", CodexVersion(0, 169, 0)),
+        ("codex-cli 0.125.0", CodexVersion(0, 125, 0)),
+        ("codex-cli 1.2.3-alpha.4", CodexVersion(1, 2, 3, "alpha.4")),
+        ("no version here", None),
+    ],
+)
+def test_parse_version(text: str, expected: CodexVersion | None) -> None:
+    assert parse_version(text) == expected
+
+
+def test_version_compares_by_release() -> None:
+    version = CodexVersion(0, 149, 0)
+    assert version.release >= (0, 149, 0) and str(version) == "0.149.0"
+    assert str(CodexVersion(1, 0, 0, "beta")) == "1.0.0-beta"
+
+
+def test_probe_runs_version_with_the_child_env(fp, tmp_path: Path, isolated_home: Path) -> None:  # type: ignore[no-untyped-def]
+    fake = FakeCodex(tmp_path / "f", login=None)
+    codex = locate(fake.path, env=env_for(isolated_home))
+    fp.register([str(fake.path), "--version"], stdout="codex-cli 0.170.2\n")
+    assert probe_version(codex) == CodexVersion(0, 170, 2)
+    assert fp.call_count([str(fake.path), "--version"]) == 1
+
+
+def test_probe_failure_shows_exit_code_and_stderr(fp, tmp_path: Path, isolated_home: Path) -> None:  # type: ignore[no-untyped-def]
+    fake = FakeCodex(tmp_path / "f", login=None)
+    codex = locate(fake.path, env=env_for(isolated_home))
+    fp.register([str(fake.path), "--version"], stderr="boom: libc too old\n", returncode=3)
+    with pytest.raises(LaunchError) as info:
+        probe_version(codex)
+    assert info.value.reason == "version_probe_failed"
+    assert info.value.exit_code == 3
+    assert "boom: libc too old" in info.value.message
+    assert info.value.stderr_tail == "boom: libc too old"
+
+
+def test_probe_unparsable(fp, tmp_path: Path, isolated_home: Path) -> None:  # type: ignore[no-untyped-def]
+    fake = FakeCodex(tmp_path / "f", login=None)
+    codex = locate(fake.path, env=env_for(isolated_home))
+    fp.register([str(fake.path), "--version"], stdout="hello\n")
+    with pytest.raises(LaunchError) as info:
+        probe_version(codex)
+    assert info.value.reason == "version_unparsable"
+
+
+def test_probe_timeout_kills_the_whole_tree(tmp_path: Path, isolated_home: Path) -> None:
+    pid_file = tmp_path / "grandchild.pid"
+    script = tmp_path / "codex"
+    # A "codex" that starts a grandchild and never answers.
+    script.write_text(f"#!/bin/sh\nsleep 30 &\necho $! > {pid_file}\nwait\n")
+    script.chmod(0o755)
+    codex = locate(script, env=env_for(isolated_home, path="/usr/bin:/bin"))
+    started = time.monotonic()
+    with pytest.raises(LaunchError) as info:
+        probe_version(codex, timeout_s=0.5)
+    assert info.value.reason == "version_probe_timeout"
+    assert time.monotonic() - started < 5
+    grandchild = int(pid_file.read_text())
+    assert not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == "zombie"
+
+
+def test_probe_of_a_non_executable_format(tmp_path: Path, isolated_home: Path) -> None:
+    bogus = tmp_path / "codex"
+    bogus.write_bytes(b"\x00\x01\x02 not a program")
+    bogus.chmod(0o755)
+    codex = locate(bogus, env=env_for(isolated_home))
+    with pytest.raises(LaunchError) as info:
+        probe_version(codex)
+    assert info.value.reason == "codex_not_executable"
+    assert os.fspath(bogus) in info.value.message

@@ -1,0 +1,109 @@
+"""Against the real @openai/codex from npm: the launcher and the fake's fidelity."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import offline
+
+from codex_cli_image import locate, probe_version
+from codex_cli_image.testing import FakeCodex, chatgpt_auth, realcodex
+
+pytestmark = pytest.mark.real_codex
+
+
+def test_npm_shim_resolves_to_native_and_runs_with_empty_path(
+    real_codex_shim: Path, isolated_home: Path
+) -> None:
+    env = {"PATH": "/nonexistent", "HOME": str(isolated_home)}
+    codex = locate(real_codex_shim, env=env)
+    assert not codex.via_shim
+    assert codex.shim is not None and codex.shim.name == "codex.js"
+    assert codex.path.name == "codex" and "vendor" in codex.path.parts
+    assert codex.env["CODEX_MANAGED_BY_NPM"] == "1"
+    assert str(probe_version(codex)) == realcodex.VERSIONS[0]
+
+
+def test_doctor_cli_with_the_npm_shim_and_a_gui_path(real_codex_shim: Path) -> None:
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "codex_cli_image",
+            "doctor",
+            "--json",
+            "--codex",
+            str(real_codex_shim),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    report = json.loads(result.stdout)
+    assert result.returncode == 0, result.stderr
+    assert report["codex"]["version"] == realcodex.VERSIONS[0]
+    assert report["codex"]["via_shim"] is False
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [None, chatgpt_auth(), chatgpt_auth(auth_mode=None, api_key="sk-test-not-real")],
+    ids=["signed-out", "chatgpt", "api-key"],
+)
+def test_fake_login_status_matches_the_real_one(
+    real_codex_shim: Path, tmp_path: Path, auth: dict[str, object] | None
+) -> None:
+    """Keeps the fake honest: same exit code, same first line, same stream as the real CLI."""
+    codex = locate(real_codex_shim)
+    fake = FakeCodex(tmp_path / "fake", codex_home=tmp_path / "fake-home", login=None)
+    real_home = tmp_path / "real-home"
+    real_home.mkdir()
+    for home in (real_home, fake.codex_home):
+        if auth is not None:
+            (home / "auth.json").write_text(json.dumps(auth))
+    answers = []
+    for argv, home in ((codex.command(), real_home), ([str(fake.path)], fake.codex_home)):
+        env = {**codex.env, "CODEX_HOME": str(home)}
+        proc = subprocess.run(
+            offline([*argv, "login", "status"]), capture_output=True, text=True, env=env, timeout=60
+        )
+        answers.append((proc.returncode, proc.stdout, proc.stderr.replace(str(home), "<home>")))
+    assert answers[0] == answers[1]
+
+
+def test_fake_usage_errors_match_the_real_one(real_codex_shim: Path, tmp_path: Path) -> None:
+    codex = locate(real_codex_shim)
+    fake = FakeCodex(tmp_path / "fake", login=None)
+    results = []
+    for argv in (codex.command(), [str(fake.path)]):
+        proc = subprocess.run(
+            offline([*argv, "exec", "--full-auto", "-"]),
+            capture_output=True,
+            text=True,
+            env={**codex.env, "CODEX_HOME": str(fake.codex_home)},
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+        )
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        results.append((proc.returncode, errors))
+    assert results[0] == results[1] == (2, ["error: unexpected argument '--full-auto' found"])
+
+
+def test_fake_version_line_matches_the_real_one(real_codex_shim: Path, tmp_path: Path) -> None:
+    codex = locate(real_codex_shim)
+    fake = FakeCodex(tmp_path / "fake", login=None)
+    fake.configure(version=realcodex.VERSIONS[0])
+    lines = [
+        subprocess.run(
+            offline([*argv, "--version"]), capture_output=True, text=True, env=dict(codex.env)
+        ).stdout
+        for argv in (codex.command(), [str(fake.path)])
+    ]
+    assert lines[0] == lines[1]
