@@ -8,13 +8,13 @@ import os
 import signal
 import subprocess
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
+from helpers import png_ok
 
 from codex_cli_image import _proc, locate
 from codex_cli_image.testing import (
@@ -88,25 +88,6 @@ def rollout_records(fake: FakeCodex) -> list[dict[str, Any]]:
     for path in sorted((fake.codex_home / "sessions").rglob("rollout-*.jsonl")):
         lines += [json.loads(line) for line in path.read_text().splitlines()]
     return lines
-
-
-def png_ok(data: bytes) -> bool:
-    """A small independent PNG check: signature, chunk CRCs, IHDR first, IEND last."""
-    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return False
-    pos, kinds = 8, []
-    while pos < len(data):
-        if pos + 12 > len(data):
-            return False
-        length = int.from_bytes(data[pos : pos + 4], "big")
-        kind = data[pos + 4 : pos + 8]
-        body = data[pos + 8 : pos + 8 + length]
-        crc = data[pos + 8 + length : pos + 12 + length]
-        if len(body) != length or int.from_bytes(crc, "big") != zlib.crc32(kind + body):
-            return False
-        kinds.append(kind)
-        pos += 12 + length
-    return bool(kinds) and kinds[0] == b"IHDR" and kinds[-1] == b"IEND"
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import offline
+from conftest import FIXTURES, offline
 
 from codex_cli_image import locate, probe_version
 from codex_cli_image.testing import FakeCodex, chatgpt_auth, realcodex
@@ -107,3 +107,38 @@ def test_fake_version_line_matches_the_real_one(real_codex_shim: Path, tmp_path:
         for argv in (codex.command(), [str(fake.path)])
     ]
     assert lines[0] == lines[1]
+
+
+def _login_answer(argv: list[str], home: Path, env: dict[str, str]) -> tuple[int, str, list[str]]:
+    proc = subprocess.run(
+        offline([*argv, "login", "status"]),
+        capture_output=True,
+        text=True,
+        env={**env, "CODEX_HOME": str(home)},
+        timeout=60,
+    )
+    # Error details name byte positions the fake cannot know; the kind of answer must match.
+    lines = [
+        line.split(":")[0] if line.startswith("Error checking login status") else line
+        for line in proc.stderr.replace(str(home), "<home>").splitlines()
+    ]
+    return proc.returncode, proc.stdout, lines
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted(p.name for p in (FIXTURES / "auth").glob("*.json") if p.name != "agent-identity.json"),
+)
+def test_fake_reads_every_fixture_login_like_the_real_one(
+    real_codex_shim: Path, tmp_path: Path, name: str
+) -> None:
+    """Regression guard for the fake: real 0.169 says "Logged in using ChatGPT" even for a file
+    without tokens, and cannot parse an id_token that is not a JWT."""
+    codex = locate(real_codex_shim)
+    fake = FakeCodex(tmp_path / "fake", codex_home=tmp_path / "fake-home", login=None)
+    real_home = tmp_path / "real-home"
+    real_home.mkdir()
+    for home in (real_home, fake.codex_home):
+        (home / "auth.json").write_bytes((FIXTURES / "auth" / name).read_bytes())
+    real = _login_answer(codex.command(), real_home, dict(codex.env))
+    assert real == _login_answer([str(fake.path)], fake.codex_home, dict(codex.env))

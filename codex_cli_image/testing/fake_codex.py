@@ -47,7 +47,8 @@ DEFAULTS: dict[str, Any] = {
     "height": 64,
     "message": None,  # the closing agent message; None: a default per scenario
     "error_message": None,  # for scenario "turn_failed"
-    "login": None,  # login status answer: chatgpt | apikey | agent | none | error; None: auth.json
+    # login status answer: chatgpt | apikey | agent | pat | none | error; None: from auth.json
+    "login": None,
     "image_generation": True,  # what `features list` reports
     "stdin_timeout": 10.0,  # the real codex waits forever for stdin EOF; we give up after this
     "hang_max": 120.0,  # a hanging fake still exits after this, so a broken test cannot leak it
@@ -271,6 +272,10 @@ class Fake:
             "agent": (0, "Logged in using Agent Identity"),
             "none": (1, "Not logged in"),
             "error": (1, "Error checking login status: failed to deserialize CLI auth from file"),
+            "pat": (
+                1,
+                "Error checking login status: failed to request personal access token metadata",
+            ),
         }
         code, text = texts[answer]
         err(text)
@@ -305,8 +310,9 @@ def _warn_if_temporary(home: Path) -> None:
 
 
 def _login_from_auth_file(path: Path) -> tuple[str, str]:
-    """The login mode codex would report for this auth.json (codex-facts section 2), and the API
-    key as `login status` shows it (codex 0.169 prints its first 8 and last 5 characters)."""
+    """What codex 0.169's `login status` answers for this auth.json, and the API key as it shows
+    it (first 8 and last 5 characters). Seen on the real CLI: a parseable file without tokens is
+    still "Logged in using ChatGPT"; an id_token that is not a JWT makes the file unreadable."""
     try:
         data = json.loads(path.read_text("utf-8"))
     except FileNotFoundError:
@@ -314,6 +320,9 @@ def _login_from_auth_file(path: Path) -> tuple[str, str]:
     except (OSError, ValueError):
         return "error", ""
     if not isinstance(data, dict):
+        return "error", ""
+    tokens = data.get("tokens")
+    if isinstance(tokens, dict) and not _is_jwt(tokens.get("id_token")):
         return "error", ""
     key = data.get("OPENAI_API_KEY")
     masked = f"{key[:8]}***{key[-5:]}" if isinstance(key, str) and len(key) > 13 else "***"
@@ -327,9 +336,23 @@ def _login_from_auth_file(path: Path) -> tuple[str, str]:
             mode = "chatgpt"
     if mode == "apikey":
         return "apikey", masked
-    if mode in ("agentIdentity", "personalAccessToken"):
+    if mode == "personalAccessToken":
+        return "pat", ""  # codex asks the network who the token belongs to: fails offline
+    if mode == "agentIdentity":
         return "agent", ""
-    return ("chatgpt" if data.get("tokens") else "none"), ""
+    return "chatgpt", ""
+
+
+def _is_jwt(value: object) -> bool:
+    if not isinstance(value, str) or value.count(".") != 2:
+        return False
+    payload = value.split(".")[1]
+    try:
+        return isinstance(
+            json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))), dict
+        )
+    except ValueError:
+        return False
 
 
 class Exec:
