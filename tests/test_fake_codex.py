@@ -14,7 +14,6 @@ from typing import Any
 
 import psutil
 import pytest
-from helpers import png_ok
 
 from codex_cli_image import _proc, locate
 from codex_cli_image.testing import (
@@ -25,6 +24,8 @@ from codex_cli_image.testing import (
     make_png,
 )
 from codex_cli_image.testing.fake_codex import FAILURES
+
+from helpers import png_ok
 
 EXEC_ARGS = ["exec", "--json", "--skip-git-repo-check", "--sandbox", "read-only",
              "-c", "analytics.enabled=false"]  # fmt: skip

@@ -6,13 +6,14 @@ import subprocess
 import time
 from pathlib import Path
 
-import npm_layouts as npm
 import psutil
 import pytest
 
 from codex_cli_image import LaunchError, launcher, locate, probe_version
 from codex_cli_image.launcher import CodexVersion, _Platform, parse_version
 from codex_cli_image.testing import FakeCodex
+
+import npm_layouts as npm
 
 
 @pytest.fixture

@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, offline
 
 from codex_cli_image import locate, probe_version
 from codex_cli_image.testing import FakeCodex, chatgpt_auth, realcodex
+
+from conftest import FIXTURES, offline
 
 pytestmark = pytest.mark.real_codex
 

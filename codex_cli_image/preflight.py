@@ -1,0 +1,447 @@
+"""Decide, before any quota is spent, whether this login and configuration can make images.
+
+:func:`assess` is pure: it takes the parsed ``auth.json`` (or why it could not be read), the parsed
+``config.toml``, the environment and, for credentials in the OS keyring, the answer of
+``codex login status``, and returns a :class:`Verdict`. It never writes auth.json, never refreshes
+a token, never calls the network. The rules follow codex's own (codex-facts sections 2-4).
+
+No token, key or JWT segment ever enters a verdict: only the mode, the plan, the account's email.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from .errors import AuthError
+
+__all__ = ["LoginStatus", "Mode", "Notice", "Verdict", "assess", "parse_login_status"]
+
+Mode = Literal["chatgpt", "apikey", "chatgptAuthTokens", "agentIdentity", "personalAccessToken"]
+LoginStatus = Literal["chatgpt", "apikey", "agent", "none", "error"]
+
+PAID_PLANS = frozenset(
+    {
+        "go",
+        "plus",
+        "pro",
+        "prolite",
+        "team",
+        "business",
+        "self_serve_business_usage_based",
+        "enterprise",
+        "enterprise_cbp_usage_based",
+        "edu",
+    }
+)
+_PROGRAMMATIC = frozenset({"chatgptAuthTokens", "agentIdentity", "personalAccessToken"})
+CREDENTIAL_ENV = ("CODEX_API_KEY", "CODEX_ACCESS_TOKEN", "OPENAI_API_KEY")
+# Providers built into codex that never carry a ChatGPT login (so never the image tool).
+_LOCAL_PROVIDERS = frozenset({"ollama", "lmstudio", "amazon-bedrock", "oss"})
+_OPENAI_HOSTS = ("openai.com", "chatgpt.com")
+# codex refreshes a token whose last refresh is older than this (and on 401).
+_REFRESH_AGE = dt.timedelta(days=8)
+
+_SIGN_IN = (
+    'Run `codex login` and choose "Sign in with ChatGPT" '
+    "(on a machine without a browser: `codex login --device-auth`)."
+)
+_SWITCH = (
+    "Image generation needs a ChatGPT sign-in: run `codex logout`, then `codex login` and "
+    'choose "Sign in with ChatGPT".'
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A warning: worth telling the user, not a reason to refuse."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Whether codex, as configured, will offer its image tool to this login."""
+
+    ok: bool
+    mode: Mode | None
+    plan: str | None
+    reason: str | None = None
+    message: str | None = None
+    hint: str | None = None
+    warnings: tuple[Notice, ...] = ()
+    account: str | None = None
+    """The signed-in account's email, for display (never a token)."""
+    store: str = "file"
+    provider: str = "openai"
+    profile: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "mode": self.mode,
+            "plan": self.plan,
+            "reason": self.reason,
+            "message": self.message,
+            "hint": self.hint,
+            "warnings": [{"code": w.code, "message": w.message} for w in self.warnings],
+            "account": self.account,
+            "store": self.store,
+            "provider": self.provider,
+            "profile": self.profile,
+        }
+
+    def raise_for_problem(self) -> None:
+        """Raise the :class:`AuthError` this verdict stands for, if it is not ok."""
+        if not self.ok:
+            raise AuthError(
+                self.message or "This Codex login cannot make images.",
+                reason=self.reason or "login_problem",
+                hint=self.hint or _SIGN_IN,
+            )
+
+
+def parse_login_status(exit_code: int, stderr: str) -> LoginStatus:
+    """What ``codex login status`` said (all of it goes to stderr; exit 0 signed in, 1 not)."""
+    if exit_code == 0 and "Logged in using ChatGPT" in stderr:
+        return "chatgpt"
+    if exit_code == 0 and "API key" in stderr:
+        return "apikey"
+    if exit_code == 0 and "Agent Identity" in stderr:
+        return "agent"
+    if exit_code == 1 and "Not logged in" in stderr:
+        return "none"
+    return "error"
+
+
+def assess(
+    *,
+    auth: Mapping[str, Any] | None,
+    config: Mapping[str, Any],
+    env: Mapping[str, str],
+    now: dt.datetime,
+    auth_error: str | None = None,
+    config_error: str | None = None,
+    codex_home_error: str | None = None,
+    profile: str | None = None,
+    login_status: LoginStatus | None = None,
+    allow_relay: bool = False,
+    auth_file: str = "auth.json",
+    config_file: str = "config.toml",
+) -> Verdict:
+    """Judge a login and configuration. Pure: every input is passed in, nothing is read.
+
+    ``auth``: the parsed auth.json, or None when there is none. ``*_error``: why a file could not
+    be read (a short description with its position, never its contents). ``login_status``: the
+    parsed answer of ``codex login status``, needed when the credentials live in the OS keyring.
+    """
+    warnings = [
+        Notice(
+            "api_key_env_ignored",
+            f"{name} is set in the environment; it is removed from codex's environment so that "
+            "the ChatGPT login is used.",
+        )
+        for name in CREDENTIAL_ENV
+        if env.get(name)
+    ]
+
+    def refuse(reason: str, message: str, hint: str, **known: Any) -> Verdict:
+        return Verdict(
+            ok=False,
+            mode=known.get("mode"),
+            plan=known.get("plan"),
+            reason=reason,
+            message=message,
+            hint=hint,
+            warnings=tuple(warnings),
+            account=known.get("account"),
+            store=known.get("store", "file"),
+            provider=known.get("provider", "openai"),
+            profile=known.get("profile"),
+        )
+
+    if codex_home_error is not None:
+        return refuse(
+            "codex_home_missing",
+            codex_home_error,
+            "Create that directory, or unset CODEX_HOME to use ~/.codex.",
+        )
+    if config_error is not None:
+        return refuse(
+            "config_unreadable",
+            f"{config_file} cannot be read: {config_error}.",
+            f"Fix {config_file} (or move it aside) and try again.",
+        )
+
+    selected = profile or _str(config.get("profile"))
+    layer: Mapping[str, Any] = {}
+    if selected is not None:
+        profiles = config.get("profiles")
+        found = profiles.get(selected) if isinstance(profiles, Mapping) else None
+        if not isinstance(found, Mapping):
+            return refuse(
+                "config_unreadable",
+                f"The profile {selected!r} is selected but {config_file} does not define it.",
+                f"Add [profiles.{selected}] to {config_file}, or select another profile.",
+                profile=selected,
+            )
+        layer = found
+    provider = _str(layer.get("model_provider")) or _str(config.get("model_provider")) or "openai"
+    store = _str(config.get("cli_auth_credentials_store")) or "file"
+    context: dict[str, Any] = {"store": store, "provider": provider, "profile": selected}
+
+    # --- the login ---
+    mode: Mode | None
+    plan: str | None = None
+    account: str | None = None
+    use_status = store == "keyring" or (store == "auto" and auth is None and auth_error is None)
+    if store == "ephemeral":
+        return refuse(
+            "not_signed_in",
+            'Codex keeps credentials only in memory (cli_auth_credentials_store = "ephemeral"), '
+            "so a new codex process is not signed in.",
+            f'Set cli_auth_credentials_store = "file" in {config_file}, then {_lower(_SIGN_IN)}',
+            **context,
+        )
+    if use_status:
+        if login_status is None or login_status == "error":
+            return refuse(
+                "auth_unreadable",
+                "The credentials are in the OS keyring and `codex login status` could not "
+                "read them.",
+                f"Unlock the keyring, or sign in again. {_SIGN_IN}",
+                **context,
+            )
+        if login_status == "none":
+            return refuse("not_signed_in", "Codex is not signed in.", _SIGN_IN, **context)
+        if login_status == "apikey":
+            return refuse(
+                "api_key_login", "Codex is signed in with an API key.", _SWITCH, mode="apikey",
+                **context,
+            )  # fmt: skip
+        if login_status == "agent":
+            return refuse(
+                "programmatic_login",
+                "Codex is signed in with an agent identity, not a ChatGPT account.",
+                _SWITCH,
+                mode="agentIdentity",
+                **context,
+            )
+        mode = "chatgpt"
+        warnings.append(
+            Notice(
+                "plan_unknown",
+                "The ChatGPT plan cannot be read from the OS keyring; the free plan has no "
+                "image tool.",
+            )
+        )
+    else:
+        if auth_error is not None:
+            return refuse(
+                "auth_unreadable",
+                f"{auth_file} cannot be read: {auth_error}.",
+                f"Check its permissions, or sign in again to rewrite it. {_SIGN_IN}",
+                **context,
+            )
+        if not auth:
+            return refuse("not_signed_in", "Codex is not signed in.", _SIGN_IN, **context)
+        mode_or_other = _effective_mode(auth)
+        if mode_or_other == "apikey":
+            return refuse(
+                "api_key_login", "Codex is signed in with an API key.", _SWITCH, mode="apikey",
+                **context,
+            )  # fmt: skip
+        if mode_or_other != "chatgpt":
+            known_mode = mode_or_other if mode_or_other in _PROGRAMMATIC else None
+            return refuse(
+                "programmatic_login",
+                f"Codex is signed in with {_describe_mode(mode_or_other)}, not a ChatGPT account.",
+                _SWITCH,
+                mode=known_mode,
+                **context,
+            )
+        mode = "chatgpt"
+        tokens = auth.get("tokens")
+        if not isinstance(tokens, Mapping) or not tokens.get("access_token"):
+            return refuse(
+                "not_signed_in",
+                f"{auth_file} holds no ChatGPT tokens.",
+                _SIGN_IN,
+                mode="chatgpt",
+                **context,
+            )
+        claims = _jwt_claims(tokens.get("id_token"))
+        if claims is None:
+            # Codex itself cannot load such a file ("failed to deserialize CLI auth").
+            return refuse(
+                "auth_unreadable",
+                f"The ID token in {auth_file} is not a readable JWT.",
+                f"Sign in again to rewrite it. {_SIGN_IN}",
+                mode="chatgpt",
+                **context,
+            )
+        openai_claims = claims.get("https://api.openai.com/auth")
+        if isinstance(openai_claims, Mapping):
+            plan = _str(openai_claims.get("chatgpt_plan_type"))
+        account = _str(claims.get("email"))
+        if plan == "free":
+            return refuse(
+                "free_plan",
+                "This ChatGPT account is on the free plan, where Codex offers no image tool.",
+                "Upgrade the ChatGPT plan (Plus or higher), or sign in with a paid account.",
+                mode="chatgpt",
+                plan=plan,
+                account=account,
+                **context,
+            )
+        if plan is None or plan not in PAID_PLANS:
+            shown = "unknown" if plan is None else repr(plan)
+            warnings.append(
+                Notice(
+                    "plan_unknown",
+                    f"The ChatGPT plan is {shown}; the free plan has no image tool.",
+                )
+            )
+        stale = _stale(tokens.get("access_token"), auth.get("last_refresh"), now)
+        if stale:
+            warnings.append(
+                Notice("token_stale", f"The access token {stale}; codex will refresh it.")
+            )
+    known = {"mode": mode, "plan": plan, "account": account, **context}
+
+    # --- the configuration ---
+    relay = _relay_problem(config, layer, provider, selected, config_file)
+    if relay is not None:
+        message, forwards_login = relay
+        if allow_relay and forwards_login:
+            warnings.append(Notice("relay_provider", message + " Allowed by allow_relay."))
+        else:
+            hint = (
+                "Use the built-in openai provider for images, or pass --allow-relay if this "
+                "relay is meant to receive your ChatGPT login."
+                if forwards_login
+                else "Use the built-in openai provider for images: this provider does not receive "
+                "the ChatGPT login, so codex offers no image tool."
+            )
+            return refuse("relay_provider", message, hint, **known)
+    if _feature_off(layer) or (_feature_off(config) and _feature(layer) is None):
+        where = f"[profiles.{selected}.features]" if _feature_off(layer) else "[features]"
+        return refuse(
+            "image_generation_disabled",
+            f"image_generation = false in {where} of {config_file} turns the image tool off.",
+            f"Remove image_generation = false from {where} in {config_file}.",
+            **known,
+        )
+    return Verdict(
+        ok=True,
+        mode=mode,
+        plan=plan,
+        warnings=tuple(warnings),
+        account=account,
+        store=store,
+        provider=provider,
+        profile=selected,
+    )
+
+
+def _effective_mode(auth: Mapping[str, Any]) -> str:
+    """Codex's precedence: auth_mode, else a personal access token, else a key, else ChatGPT."""
+    mode = auth.get("auth_mode")
+    if isinstance(mode, str) and mode:
+        return mode
+    if auth.get("personal_access_token"):
+        return "personalAccessToken"
+    if auth.get("OPENAI_API_KEY") is not None:
+        return "apikey"
+    return "chatgpt"
+
+
+def _describe_mode(mode: str) -> str:
+    return {
+        "chatgptAuthTokens": "host-supplied ChatGPT tokens (chatgptAuthTokens), which codex exec "
+        "cannot refresh",
+        "agentIdentity": "an agent identity",
+        "personalAccessToken": "a personal access token",
+    }.get(mode, f"the login mode {mode!r}")
+
+
+def _jwt_claims(token: object) -> dict[str, Any] | None:
+    """The payload of a JWT, unverified (as codex reads it); None when it is not one."""
+    if not isinstance(token, str) or token.count(".") != 2:
+        return None
+    payload = token.split(".")[1]
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (ValueError, binascii.Error):
+        return None
+    return claims if isinstance(claims, dict) else None
+
+
+def _stale(access_token: object, last_refresh: object, now: dt.datetime) -> str | None:
+    claims = _jwt_claims(access_token)
+    exp = claims.get("exp") if claims else None
+    if isinstance(exp, (int, float)) and exp <= now.timestamp():
+        return "has expired"
+    if isinstance(last_refresh, str):
+        try:
+            refreshed = dt.datetime.fromisoformat(last_refresh.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if refreshed.tzinfo is not None and now - refreshed > _REFRESH_AGE:
+            return f"was last refreshed {(now - refreshed).days} days ago"
+    return None
+
+
+def _relay_problem(
+    config: Mapping[str, Any],
+    layer: Mapping[str, Any],
+    provider: str,
+    profile: str | None,
+    config_file: str,
+) -> tuple[str, bool] | None:
+    """Why requests would not go to OpenAI, and whether codex would still send the ChatGPT login."""
+    where = f"the profile {profile!r}" if _str(layer.get("model_provider")) else config_file
+    if provider != "openai":
+        providers = config.get("model_providers")
+        table = providers.get(provider) if isinstance(providers, Mapping) else None
+        forwards = (
+            isinstance(table, Mapping)
+            and table.get("requires_openai_auth") is True
+            and provider not in _LOCAL_PROVIDERS
+        )
+        return f"{where} selects the model provider {provider!r} instead of openai.", forwards
+    for key in ("openai_base_url", "chatgpt_base_url"):
+        url = _str(layer.get(key)) or _str(config.get(key))
+        if url and not _is_openai(url):
+            host = urlsplit(url).hostname or url
+            return f"{key} in {config_file} sends requests to {host}, not to OpenAI.", True
+    return None
+
+
+def _is_openai(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return any(host == h or host.endswith("." + h) for h in _OPENAI_HOSTS)
+
+
+def _feature(table: Mapping[str, Any]) -> object:
+    features = table.get("features")
+    return features.get("image_generation") if isinstance(features, Mapping) else None
+
+
+def _feature_off(table: Mapping[str, Any]) -> bool:
+    return _feature(table) is False
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _lower(text: str) -> str:
+    return text[:1].lower() + text[1:]
