@@ -18,6 +18,7 @@ from .errors import (
     TransientError,
 )
 from .launcher import Codex, CodexVersion, locate, probe_version
+from .preflight import Notice, Verdict, check_login
 
 __version__ = "0.1.0"
 
@@ -31,10 +32,13 @@ __all__ = [
     "InputError",
     "Kind",
     "LaunchError",
+    "Notice",
     "Problem",
     "QuotaError",
     "TransientError",
+    "Verdict",
     "__version__",
+    "check_login",
     "doctor",
     "locate",
     "probe_version",

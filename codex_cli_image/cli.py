@@ -49,6 +49,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument("--json", action="store_true", help="print one JSON object")
     doctor.add_argument("--codex", metavar="PATH", help="the codex executable to use")
+    doctor.add_argument(
+        "--codex-home",
+        metavar="DIR",
+        help="codex's state directory (default: $CODEX_HOME or ~/.codex)",
+    )
+    doctor.add_argument(
+        "--allow-relay",
+        action="store_true",
+        help="accept a custom provider or base URL that receives the ChatGPT login",
+    )
     doctor.set_defaults(run=_doctor)
     return parser
 
@@ -56,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
 def _doctor(args: argparse.Namespace) -> int:
     from .doctor import doctor
 
-    report = doctor(codex=args.codex)
+    report = doctor(codex=args.codex, codex_home=args.codex_home, allow_relay=args.allow_relay)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -82,10 +92,27 @@ def _print_report(report: DoctorReport) -> None:
         rows.append(("version", codex.version or "unknown"))
         if codex.removed_env:
             rows.append(("ignored env", ", ".join(codex.removed_env) + " (removed for codex)"))
+    rows.append(("codex home", report.codex_home))
+    login = report.login
+    if login is not None:
+        if login.ok:
+            described = {"chatgpt": "ChatGPT"}.get(login.mode or "", login.mode or "?")
+            described += f" ({login.plan or 'plan unknown'})"
+            if login.account:
+                described += f", {login.account}"
+        else:
+            described = f"not usable ({login.reason})"
+        rows.append(("login", described))
+        if login.provider != "openai":
+            rows.append(("provider", login.provider))
+    tool = {True: "on", False: "off", None: "unknown"}[report.image_generation]
+    rows.append(("image tool", tool))
     rows.append(("status", "ready" if report.ok else "not ready"))
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         print(f"{label:<{width}}  {value}")
+    for notice in login.warnings if login is not None else ():
+        print(f"warning: {notice.message}", file=sys.stderr)
     for problem in report.problems:
         print(f"error: {problem.message}", file=sys.stderr)
         print(f"hint: {problem.hint}", file=sys.stderr)

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
+from . import _proc
 from .errors import CodexImageError, Kind
-from .launcher import Source, locate, probe_version
+from .launcher import Codex, Source, locate, probe_version
+from .preflight import Verdict, check_login, codex_home_path
 
-__all__ = ["CodexInfo", "DoctorReport", "Problem", "doctor"]
+__all__ = ["CodexInfo", "DoctorReport", "Problem", "doctor", "parse_features"]
+
+FEATURES_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +44,10 @@ class Problem:
 @dataclass(frozen=True, slots=True)
 class DoctorReport:
     codex: CodexInfo | None
+    codex_home: str
+    login: Verdict | None
+    image_generation: bool | None
+    """What ``codex features list`` says (None when it could not be asked)."""
     problems: tuple[Problem, ...]
 
     @property
@@ -57,6 +68,9 @@ class DoctorReport:
         return {
             "ok": self.ok,
             "codex": codex,
+            "codex_home": self.codex_home,
+            "login": self.login.to_dict() if self.login else None,
+            "image_generation": self.image_generation,
             "problems": [
                 {"kind": p.kind, "reason": p.reason, "message": p.message, "hint": p.hint}
                 for p in self.problems
@@ -67,25 +81,105 @@ class DoctorReport:
 def doctor(
     *,
     codex: str | os.PathLike[str] | None = None,
+    codex_home: str | os.PathLike[str] | None = None,
+    allow_relay: bool = False,
     env: Mapping[str, str] | None = None,
 ) -> DoctorReport:
-    """Find codex and ask its version; report what stands in the way instead of raising."""
+    """Check the executable, the login and the image feature; report problems instead of raising.
+
+    Spends no quota: it runs ``codex --version``, ``codex features list`` and (only for
+    credentials in the OS keyring) ``codex login status``, all of which stay on this machine.
+    """
+    env = dict(os.environ if env is None else env)
+    home = codex_home_path(env, codex_home)
     problems: list[Problem] = []
+    info: CodexInfo | None = None
+    runnable: Codex | None = None  # located and answering --version
+    release: tuple[int, int, int] | None = None
     try:
-        found = locate(codex, env=env)
-    except CodexImageError as exc:
-        return DoctorReport(None, (Problem.from_error(exc),))
-    version: str | None = None
-    try:
-        version = str(probe_version(found))
+        located = locate(codex, env=env)
     except CodexImageError as exc:
         problems.append(Problem.from_error(exc))
-    info = CodexInfo(
-        path=str(found.path),
-        source=found.source,
-        via_shim=found.via_shim,
-        shim=str(found.shim) if found.shim else None,
-        version=version,
-        removed_env=found.removed_env,
-    )
-    return DoctorReport(info, tuple(problems))
+    else:
+        version: str | None = None
+        try:
+            probed = probe_version(located)
+            version, release, runnable = str(probed), probed.release, located
+        except CodexImageError as exc:
+            problems.append(Problem.from_error(exc))
+        info = CodexInfo(
+            path=str(located.path),
+            source=located.source,
+            via_shim=located.via_shim,
+            shim=str(located.shim) if located.shim else None,
+            version=version,
+            removed_env=located.removed_env,
+        )
+    verdict: Verdict | None
+    try:
+        verdict = check_login(
+            home, env=env, allow_relay=allow_relay, codex=runnable, codex_version=release
+        )
+    except CodexImageError:
+        verdict = None  # credentials in the keyring and no codex to ask: reported above
+    if verdict is not None and not verdict.ok:
+        reason, message, hint = verdict.reason, verdict.message, verdict.hint
+        problems.append(Problem("auth", reason or "login_problem", message or "", hint or ""))
+    features = _features(runnable, home) if runnable and home.is_dir() else None
+    image_generation = features.get("image_generation") if isinstance(features, dict) else None
+    login_ok = verdict is not None and verdict.ok
+    if features == "config_error" and login_ok:
+        problems.append(
+            Problem(
+                "auth",
+                "config_unreadable",
+                "codex cannot load its configuration (`codex features list` failed).",
+                f"Run `codex features list` to see why, then fix {home / 'config.toml'}.",
+            )
+        )
+    if image_generation is False and login_ok:
+        problems.append(
+            Problem(
+                "auth",
+                "image_generation_disabled",
+                "`codex features list` reports image_generation as off.",
+                "Check managed configuration (for example /etc/codex) and [features] in "
+                f"{home / 'config.toml'}.",
+            )
+        )
+    return DoctorReport(info, str(home), verdict, image_generation, tuple(problems))
+
+
+def parse_features(text: str) -> dict[str, bool]:
+    """``codex features list`` rows (``name  stage  true|false``) as a mapping."""
+    result: dict[str, bool] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[-1] in ("true", "false"):
+            result[parts[0]] = parts[-1] == "true"
+    return result
+
+
+def _features(codex: Codex, home: Path) -> dict[str, bool] | Literal["config_error"] | None:
+    """What ``codex features list`` says; "config_error" when codex cannot load its config."""
+    try:
+        proc = subprocess.Popen(
+            codex.command("features", "list"),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**codex.env, "CODEX_HOME": str(home)},
+            **_proc.new_group_kwargs(),
+        )
+    except OSError:
+        return None
+    try:
+        out, err = proc.communicate(timeout=FEATURES_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        _proc.kill_tree(proc.pid, grace_s=0)
+        proc.communicate()
+        return None
+    if proc.returncode != 0:
+        # Only a verdict leaves here: codex's text may quote the configuration file.
+        return "config_error" if b"failed to load configuration" in err else None
+    return parse_features(out.decode("utf-8", "replace"))

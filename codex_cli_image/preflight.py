@@ -14,14 +14,39 @@ import base64
 import binascii
 import datetime as dt
 import json
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
+from . import _proc
 from .errors import AuthError
 
-__all__ = ["LoginStatus", "Mode", "Notice", "Verdict", "assess", "parse_login_status"]
+if TYPE_CHECKING:
+    from .launcher import Codex
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = [
+    "LoginStatus",
+    "Mode",
+    "Notice",
+    "Verdict",
+    "assess",
+    "check_login",
+    "codex_home_path",
+    "parse_login_status",
+]
+
+LOGIN_STATUS_TIMEOUT_S = 10.0
 
 Mode = Literal["chatgpt", "apikey", "chatgptAuthTokens", "agentIdentity", "personalAccessToken"]
 LoginStatus = Literal["chatgpt", "apikey", "agent", "none", "error"]
@@ -45,6 +70,9 @@ CREDENTIAL_ENV = ("CODEX_API_KEY", "CODEX_ACCESS_TOKEN", "OPENAI_API_KEY")
 # Providers built into codex that never carry a ChatGPT login (so never the image tool).
 _LOCAL_PROVIDERS = frozenset({"ollama", "lmstudio", "amazon-bedrock", "oss"})
 _OPENAI_HOSTS = ("openai.com", "chatgpt.com")
+# Seen on 0.169: `profile = "x"` in config.toml is an error ("use --profile x with x.config.toml");
+# older versions applied [profiles.x]. The first version to refuse is not known, only 0.169.
+_PROFILE_FILES_SINCE = (0, 169, 0)
 # codex refreshes a token whose last refresh is older than this (and on 401).
 _REFRESH_AGE = dt.timedelta(days=8)
 
@@ -135,12 +163,14 @@ def assess(
     allow_relay: bool = False,
     auth_file: str = "auth.json",
     config_file: str = "config.toml",
+    codex_version: tuple[int, int, int] | None = None,
 ) -> Verdict:
     """Judge a login and configuration. Pure: every input is passed in, nothing is read.
 
     ``auth``: the parsed auth.json, or None when there is none. ``*_error``: why a file could not
     be read (a short description with its position, never its contents). ``login_status``: the
     parsed answer of ``codex login status``, needed when the credentials live in the OS keyring.
+    ``codex_version``: when known, rules that changed between versions follow it.
     """
     warnings = [
         Notice(
@@ -180,7 +210,17 @@ def assess(
             f"Fix {config_file} (or move it aside) and try again.",
         )
 
-    selected = profile or _str(config.get("profile"))
+    legacy_profile = _str(config.get("profile"))
+    if legacy_profile and codex_version is not None and codex_version >= _PROFILE_FILES_SINCE:
+        shown = ".".join(map(str, codex_version))
+        return refuse(
+            "config_unreadable",
+            f'codex {shown} refuses to start: {config_file} selects profile = "{legacy_profile}", '
+            "which it no longer supports.",
+            f"Move the settings of [profiles.{legacy_profile}] into "
+            f"{legacy_profile}.config.toml beside it and remove the profile line and table.",
+        )
+    selected = profile or legacy_profile
     layer: Mapping[str, Any] = {}
     if selected is not None:
         profiles = config.get("profiles")
@@ -445,3 +485,139 @@ def _str(value: object) -> str | None:
 
 def _lower(text: str) -> str:
     return text[:1].lower() + text[1:]
+
+
+# --- the reader: the only part that touches files and processes --------------------------------
+
+
+def codex_home_path(
+    env: Mapping[str, str] | None = None, explicit: str | os.PathLike[str] | None = None
+) -> Path:
+    """Where codex keeps its state: ``explicit``, a non-empty ``$CODEX_HOME``, or ~/.codex."""
+    env = os.environ if env is None else env
+    if explicit is not None and os.fspath(explicit):
+        return Path(explicit).expanduser().absolute()
+    if env.get("CODEX_HOME"):
+        return Path(env["CODEX_HOME"]).expanduser().absolute()
+    home = env.get("USERPROFILE" if sys.platform == "win32" else "HOME")
+    return (Path(home) if home else Path.home()) / ".codex"
+
+
+def check_login(
+    codex_home: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    allow_relay: bool = False,
+    codex: Codex | None = None,
+    codex_version: tuple[int, int, int] | None = None,
+    now: dt.datetime | None = None,
+) -> Verdict:
+    """Read ``auth.json`` and ``config.toml`` under the codex home and :func:`assess` them.
+
+    Spawns nothing, except ``codex login status`` when the credentials live in the OS keyring
+    (``codex``: the executable to ask; found with :func:`~codex_cli_image.launcher.locate` when
+    None). Never writes, never refreshes a token, never calls the network itself.
+    """
+    env = dict(os.environ if env is None else env)
+    home = codex_home_path(env, codex_home)
+    explicit = (codex_home is not None and os.fspath(codex_home)) or env.get("CODEX_HOME")
+    now = now or dt.datetime.now(dt.timezone.utc)
+    auth_file, config_file = home / "auth.json", home / "config.toml"
+    if explicit and not home.is_dir():
+        what = "is not a directory" if home.exists() else "does not exist"
+        return assess(
+            auth=None, config={}, env=env, now=now, allow_relay=allow_relay,
+            codex_home_error=f"CODEX_HOME points to {home}, which {what}.",
+        )  # fmt: skip
+    config, config_error = _read_toml(config_file)
+    auth, auth_error = _read_auth(auth_file)
+    store = config.get("cli_auth_credentials_store") if config_error is None else None
+    status: LoginStatus | None = None
+    if store == "keyring" or (store == "auto" and auth is None and auth_error is None):
+        status = _login_status(home, env, codex)
+    return assess(
+        auth=auth,
+        config=config,
+        env=env,
+        now=now,
+        auth_error=auth_error,
+        config_error=config_error,
+        login_status=status,
+        allow_relay=allow_relay,
+        auth_file=str(auth_file),
+        config_file=str(config_file),
+        codex_version=codex_version,
+    )
+
+
+def _read_toml(path: Path) -> tuple[dict[str, Any], str | None]:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        return {}, None
+    except UnicodeDecodeError:
+        return {}, "it is not UTF-8 text"
+    except OSError as exc:
+        return {}, _os_reason(exc)
+    try:
+        return tomllib.loads(text), None
+    except tomllib.TOMLDecodeError as exc:
+        # Only the position: a message could quote the file, and the file may hold secrets.
+        where = re.search(r"at line (\d+), column (\d+)", str(exc))
+        return (
+            {},
+            f"invalid TOML at line {where[1]}, column {where[2]}" if where else "invalid TOML",
+        )
+
+
+def _read_auth(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        return None, None
+    except UnicodeDecodeError:
+        return None, "it is not UTF-8 text"
+    except OSError as exc:
+        return None, _os_reason(exc)
+    if not text.strip():
+        return {}, None  # an empty file is a signed-out login, not a broken one
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, f"invalid JSON at line {exc.lineno}, column {exc.colno}"
+    if not isinstance(data, dict):
+        return None, "it is not a JSON object"
+    return data, None
+
+
+def _os_reason(exc: OSError) -> str:
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, IsADirectoryError):
+        return "it is a directory"
+    return exc.strerror or type(exc).__name__
+
+
+def _login_status(home: Path, env: Mapping[str, str], codex: Codex | None) -> LoginStatus:
+    """Ask codex; its answer (stderr) can show part of an API key, so only the parse leaves here."""
+    from .launcher import locate
+
+    codex = codex or locate(env=env)
+    try:
+        proc = subprocess.Popen(
+            codex.command("login", "status"),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**codex.env, "CODEX_HOME": str(home)},
+            **_proc.new_group_kwargs(),
+        )
+    except OSError:
+        return "error"
+    try:
+        _, err = proc.communicate(timeout=LOGIN_STATUS_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        _proc.kill_tree(proc.pid, grace_s=0)
+        proc.communicate()
+        return "error"
+    return parse_login_status(proc.returncode, err.decode("utf-8", "replace"))

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,8 @@ import pytest
 import codex_cli_image
 from codex_cli_image.cli import EXIT_CODES, main
 from codex_cli_image.testing import FakeCodex
+
+from conftest import FIXTURES
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -46,6 +49,10 @@ def test_doctor_json_ready(fake_codex: FakeCodex, capsys: pytest.CaptureFixture[
     assert main(["doctor", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] is True and report["problems"] == []
+    assert report["image_generation"] is True
+    assert report["codex_home"] == str(fake_codex.codex_home)
+    login = report["login"]
+    assert (login["ok"], login["mode"], login["plan"]) == (True, "chatgpt", "plus")
     assert report["codex"] == {
         "path": str(fake_codex.path),
         "source": "CODEX_BIN",
@@ -72,6 +79,8 @@ def test_doctor_human_table(fake_codex: FakeCodex, capsys: pytest.CaptureFixture
     assert out[0].split() == ["codex", str(fake_codex.path)]
     assert out[1].split()[:3] == ["found", "via", "CODEX_BIN"]
     assert out[-1].split() == ["status", "ready"]
+    assert "login       ChatGPT (plus), user@example.com" in out
+    assert "image tool  on" in out
 
 
 def test_doctor_not_found_exits_6(capsys: pytest.CaptureFixture[str]) -> None:
@@ -80,9 +89,11 @@ def test_doctor_not_found_exits_6(capsys: pytest.CaptureFixture[str]) -> None:
     assert result.returncode == 6
     report = json.loads(result.stdout)
     assert report["ok"] is False and report["codex"] is None
-    (problem,) = report["problems"]
-    assert problem["kind"] == "launch" and problem["reason"] == "codex_not_found"
-    assert "npm install -g @openai/codex" in problem["hint"]
+    launch, login = report["problems"]  # the launch problem decides the exit code
+    assert launch["kind"] == "launch" and launch["reason"] == "codex_not_found"
+    assert "npm install -g @openai/codex" in launch["hint"]
+    assert login["kind"] == "auth" and login["reason"] == "not_signed_in"
+    assert report["image_generation"] is None
 
 
 def test_doctor_explicit_missing_path_human(tmp_path: Path) -> None:
@@ -104,3 +115,94 @@ def test_doctor_version_probe_failure_keeps_the_path(
     assert report["codex"]["path"] == str(broken) and report["codex"]["version"] is None
     assert report["problems"][0]["reason"] == "version_probe_failed"
     assert "139" in report["problems"][0]["message"]
+
+
+def test_doctor_api_key_login_exits_3(
+    fake_codex: FakeCodex, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copy(FIXTURES / "auth" / "apikey.json", fake_codex.codex_home / "auth.json")
+    assert main(["doctor", "--json"]) == 3
+    report = json.loads(capsys.readouterr().out)
+    assert report["login"]["mode"] == "apikey"
+    assert [p["reason"] for p in report["problems"]] == ["api_key_login"]
+    assert fake_codex.exec_calls == []
+
+
+def test_doctor_keyring_login_asks_codex(
+    fake_codex: FakeCodex, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (fake_codex.codex_home / "auth.json").unlink()
+    shutil.copy(FIXTURES / "config" / "keyring.toml", fake_codex.codex_home / "config.toml")
+    fake_codex.configure(login="chatgpt")
+    assert main(["doctor", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["login"]["store"] == "keyring" and report["login"]["plan"] is None
+    assert [w["code"] for w in report["login"]["warnings"]] == ["plan_unknown"]
+    assert ["login", "status"] in [call.argv for call in fake_codex.calls]
+    fake_codex.configure(login="none")
+    assert main(["doctor", "--json"]) == 3
+    assert json.loads(capsys.readouterr().out)["problems"][0]["reason"] == "not_signed_in"
+
+
+def test_doctor_file_login_spawns_no_login_status(
+    fake_codex: FakeCodex, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["doctor", "--json"]) == 0
+    assert ["login", "status"] not in [call.argv for call in fake_codex.calls]
+
+
+def test_doctor_reports_the_feature_flag_codex_sees(
+    fake_codex: FakeCodex, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_codex.configure(image_generation=False)
+    assert main(["doctor", "--json"]) == 3
+    report = json.loads(capsys.readouterr().out)
+    assert report["image_generation"] is False
+    assert [p["reason"] for p in report["problems"]] == ["image_generation_disabled"]
+
+
+def test_doctor_missing_codex_home(
+    fake_codex: FakeCodex, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["doctor", "--json", "--codex-home", str(tmp_path / "nope")]) == 3
+    report = json.loads(capsys.readouterr().out)
+    assert report["problems"][0]["reason"] == "codex_home_missing"
+    assert report["image_generation"] is None
+
+
+def test_doctor_allow_relay(fake_codex: FakeCodex, capsys: pytest.CaptureFixture[str]) -> None:
+    shutil.copy(
+        FIXTURES / "config" / "relay-openai-auth.toml", fake_codex.codex_home / "config.toml"
+    )
+    assert main(["doctor", "--json"]) == 3
+    assert json.loads(capsys.readouterr().out)["problems"][0]["reason"] == "relay_provider"
+    assert main(["doctor", "--json", "--allow-relay"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [w["code"] for w in report["login"]["warnings"]] == ["relay_provider"]
+
+
+def test_doctor_never_prints_a_secret(
+    fake_codex: FakeCodex, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression guard: no token or key from the fixtures in any doctor output, JSON or text."""
+    monkeypatch.setenv("CODEX_API_KEY", "sk-FIXTURE_SECRET-from-env")
+    outputs = []
+    for fixture in sorted((FIXTURES / "auth").glob("*.json")):
+        shutil.copy(fixture, fake_codex.codex_home / "auth.json")
+        for args in (["doctor", "--json"], ["doctor"]):
+            main(args)
+            captured = capsys.readouterr()
+            outputs.append(captured.out + captured.err)
+    assert len(outputs) == 2 * len(list((FIXTURES / "auth").glob("*.json")))
+    assert [o for o in outputs if "FIXTURE_SECRET" in o] == []
+
+
+def test_doctor_reports_a_config_codex_refuses(
+    fake_codex: FakeCodex, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copy(FIXTURES / "config" / "profile-relay.toml", fake_codex.codex_home / "config.toml")
+    fake_codex.configure(version="0.169.0")
+    assert main(["doctor", "--json"]) == 3
+    report = json.loads(capsys.readouterr().out)
+    assert [p["reason"] for p in report["problems"]] == ["config_unreadable"]
+    assert "no longer supports" in report["problems"][0]["message"]

@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from codex_cli_image import AuthError
-from codex_cli_image.preflight import Verdict, assess, parse_login_status
+from codex_cli_image.preflight import Verdict, assess, check_login, parse_login_status
 
 from conftest import FIXTURES
 
@@ -74,6 +75,8 @@ CASES: list[tuple[str, str | None, str | None, dict[str, Any], str | None, str |
     ("keyring, api key", None, "keyring.toml", {"login_status": "apikey"}, "api_key_login", "apikey", None),
     ("keyring, agent", None, "keyring.toml", {"login_status": "agent"}, "programmatic_login", "agentIdentity", None),
     ("keyring, unreadable", None, "keyring.toml", {"login_status": "error"}, "auth_unreadable", None, None),
+    ("legacy profile on 0.169", "chatgpt-plus.json", "profile-relay.toml", {"codex_version": (0, 169, 0)}, "config_unreadable", None, None),
+    ("legacy profile on 0.142", "chatgpt-plus.json", "profile-relay.toml", {"codex_version": (0, 142, 0)}, "relay_provider", "chatgpt", "plus"),
     ("file store: login status is no proof", None, None, {"login_status": "chatgpt"}, "not_signed_in", None, None),
 ]  # fmt: skip
 
@@ -210,3 +213,73 @@ def test_every_verdict_is_free_of_secrets() -> None:
             verdict = judge(doc, cfg, env={"CODEX_API_KEY": "sk-FIXTURE_SECRET-env"})
             rendered += [repr(verdict), json.dumps(verdict.to_dict())]
     assert rendered and not [r for r in rendered if "FIXTURE_SECRET" in r]
+
+
+def test_file_based_check_spawns_nothing(fp, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """pytest-subprocess refuses any process that is not registered: none may start here."""
+    fp.allow_unregistered(False)
+    home = tmp_path / "ch"
+    home.mkdir()
+    (home / "auth.json").write_bytes((FIXTURES / "auth" / "chatgpt-plus.json").read_bytes())
+    (home / "config.toml").write_bytes((FIXTURES / "config" / "relay.toml").read_bytes())
+    verdict = check_login(home, env={})
+    assert verdict.reason == "relay_provider" and verdict.account == "fixture.user@example.com"
+
+
+@pytest.mark.parametrize(
+    ("content", "reason", "detail"),
+    [
+        (b"", "not_signed_in", None),
+        (b"   \n", "not_signed_in", None),
+        (b'{"tokens": {"id_token": "FIXTURE_SECRET", ', "auth_unreadable", "line 1, column"),
+        (b"[1, 2]", "auth_unreadable", "not a JSON object"),
+        (b"\xff\xfe{}", "auth_unreadable", "not UTF-8"),
+    ],
+)
+def test_reader_describes_broken_files_without_contents(
+    tmp_path: Path, content: bytes, reason: str, detail: str | None
+) -> None:
+    home = tmp_path / "ch"
+    home.mkdir()
+    (home / "auth.json").write_bytes(content)
+    verdict = check_login(home, env={})
+    assert verdict.reason == reason
+    if detail:
+        assert detail in (verdict.message or "") and str(home / "auth.json") in (
+            verdict.message or ""
+        )
+    assert "FIXTURE_SECRET" not in repr(verdict)
+
+
+def test_reader_reports_toml_position_only(tmp_path: Path) -> None:
+    home = tmp_path / "ch"
+    home.mkdir()
+    (home / "config.toml").write_text('api_key = "FIXTURE_SECRET\n[x')
+    verdict = check_login(home, env={})
+    assert verdict.reason == "config_unreadable"
+    assert "line 1" in (verdict.message or "") and "FIXTURE_SECRET" not in repr(verdict)
+
+
+def test_reader_unreadable_auth(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "ch"
+    home.mkdir()
+    (home / "auth.json").write_bytes((FIXTURES / "auth" / "chatgpt-plus.json").read_bytes())
+    real_read = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        if self.name == "auth.json":  # a chmod 000 file, as root cannot make one
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    verdict = check_login(home, env={})
+    assert verdict.reason == "auth_unreadable" and "permission denied" in (verdict.message or "")
+
+
+def test_reader_codex_home_resolution(tmp_path: Path) -> None:
+    assert check_login(env={"CODEX_HOME": str(tmp_path / "nope")}).reason == "codex_home_missing"
+    plain = tmp_path / "file"
+    plain.write_text("")
+    assert "not a directory" in (check_login(plain, env={}).message or "")
+    # No CODEX_HOME and no ~/.codex yet: simply not signed in.
+    assert check_login(env={"HOME": str(tmp_path)}).reason == "not_signed_in"

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from codex_cli_image import locate, probe_version
+from codex_cli_image.doctor import parse_features
+from codex_cli_image.preflight import check_login
 from codex_cli_image.testing import FakeCodex, chatgpt_auth, realcodex
 
 from conftest import FIXTURES, offline
@@ -31,26 +33,19 @@ def test_npm_shim_resolves_to_native_and_runs_with_empty_path(
 
 
 def test_doctor_cli_with_the_npm_shim_and_a_gui_path(real_codex_shim: Path) -> None:
+    home = Path(os.environ["CODEX_HOME"])
+    (home / "auth.json").write_bytes((FIXTURES / "auth" / "chatgpt-plus.json").read_bytes())
     env = {**os.environ, "PATH": "/usr/bin:/bin"}
+    argv = [sys.executable, "-m", "codex_cli_image", "doctor", "--json", "--codex"]
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "codex_cli_image",
-            "doctor",
-            "--json",
-            "--codex",
-            str(real_codex_shim),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
+        offline([*argv, str(real_codex_shim)]), capture_output=True, text=True, env=env, timeout=60
     )
+    assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
-    assert result.returncode == 0, result.stderr
     assert report["codex"]["version"] == realcodex.VERSIONS[0]
     assert report["codex"]["via_shim"] is False
+    assert report["login"]["plan"] == "plus"
+    assert report["image_generation"] is True  # as the real `codex features list` reports it
 
 
 @pytest.mark.parametrize(
@@ -143,3 +138,47 @@ def test_fake_reads_every_fixture_login_like_the_real_one(
         (home / "auth.json").write_bytes((FIXTURES / "auth" / name).read_bytes())
     real = _login_answer(codex.command(), real_home, dict(codex.env))
     assert real == _login_answer([str(fake.path)], fake.codex_home, dict(codex.env))
+
+
+def _features(argv: list[str], home: Path, env: dict[str, str]) -> tuple[int, bool | None]:
+    proc = subprocess.run(
+        offline([*argv, "features", "list"]),
+        capture_output=True,
+        text=True,
+        env={**env, "CODEX_HOME": str(home)},
+        timeout=60,
+    )
+    return proc.returncode, parse_features(proc.stdout).get("image_generation")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("default.toml", (0, True)),
+        ("image-disabled.toml", (0, False)),
+        ("relay.toml", (0, True)),
+        ("profile-relay.toml", (1, None)),  # 0.169 refuses the legacy profile selector
+        ("profile-image-disabled.toml", (1, None)),
+    ],
+)
+def test_config_rules_agree_with_the_real_cli(
+    real_codex_shim: Path, tmp_path: Path, name: str, expected: tuple[int, bool | None]
+) -> None:
+    """The real CLI, the fake and the preflight read each config fixture the same way."""
+    codex = locate(real_codex_shim)
+    fake = FakeCodex(tmp_path / "fake", codex_home=tmp_path / "fake-home")
+    fake.configure(version=realcodex.VERSIONS[0])
+    real_home = tmp_path / "real-home"
+    real_home.mkdir()
+    for home in (real_home, fake.codex_home):
+        (home / "config.toml").write_bytes((FIXTURES / "config" / name).read_bytes())
+        (home / "auth.json").write_bytes((FIXTURES / "auth" / "chatgpt-plus.json").read_bytes())
+    assert _features(codex.command(), real_home, dict(codex.env)) == expected
+    assert _features([str(fake.path)], fake.codex_home, dict(codex.env)) == expected
+    verdict = check_login(real_home, env={}, codex_version=probe_version(codex).release)
+    if expected[0] == 1:
+        assert verdict.reason == "config_unreadable"
+    elif expected[1] is False:
+        assert verdict.reason == "image_generation_disabled"
+    else:
+        assert verdict.reason in (None, "relay_provider")

@@ -234,9 +234,9 @@ class Fake:
         if args[:2] == ["login", "status"]:
             return self.login_status()
         if args[:2] == ["features", "list"]:
-            return self.features_list(args[2:])
+            return self.config_error() or self.features_list(args[2:])
         if args[0] in ("exec", "e"):
-            return Exec(self, args[1:]).run()
+            return self.config_error() or Exec(self, args[1:]).run()
         raise Usage(f"unrecognized subcommand '{args[0]}'")
 
     def codex_home(self) -> Path | None:
@@ -281,8 +281,38 @@ class Fake:
         err(text)
         return code
 
+    def config(self) -> dict[str, Any]:
+        """config.toml as codex would read it (empty where tomllib is missing, before 3.11)."""
+        home = os.environ.get("CODEX_HOME")
+        path = Path(home) / "config.toml" if home else Path.home() / ".codex" / "config.toml"
+        if sys.version_info >= (3, 11):
+            import tomllib
+
+            try:
+                data: dict[str, Any] = tomllib.loads(path.read_text("utf-8"))
+            except (OSError, ValueError):
+                return {}
+            return data
+        return {}
+
+    def config_error(self) -> int:
+        """Exit 1 like codex 0.169 for a configuration it refuses to load, else 0."""
+        profile = self.config().get("profile")
+        version = tuple(int(p) for p in str(self.opts["version"]).split("-")[0].split("."))
+        if not isinstance(profile, str) or version < (0, 169, 0):
+            return 0
+        err(
+            "Error: failed to load configuration\n\nCaused by:\n    legacy "
+            f'`profile = "{profile}"` config is no longer supported; use `--profile {profile}` '
+            f"with `{profile}.config.toml` instead"
+        )
+        return 1
+
     def features_list(self, args: list[str]) -> int:
+        features = self.config().get("features")
         enabled = bool(self.opts["image_generation"])
+        if isinstance(features, dict) and features.get("image_generation") is False:
+            enabled = False
         if "--disable" in args and "image_generation" in args:
             enabled = False
         rows = [
