@@ -1,0 +1,250 @@
+"""Sort a codex run that produced no image into auth, quota, input or transient (pure).
+
+The texts are codex's own (codex-facts section 7). Status numbers only match as whole tokens,
+so a request id like ``req-401-abc`` is not a 401.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import signal
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from .errors import AuthError, CodexImageError, InputError, QuotaError, TransientError
+
+__all__ = ["SENTINEL", "RunOutcome", "classify", "parse_retry"]
+
+# The line our instruction asks the model to print when it has no image tool.
+SENTINEL = "CODEX_IMAGE_TOOL_UNAVAILABLE"
+
+_MONTHS = {m: i for i, m in enumerate(
+    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
+)}  # fmt: skip
+_AT = re.compile(
+    r"try again at\s+(?:(?P<month>[A-Za-z]{3})[a-z]*\.?\s+(?P<day>\d{1,2})(?:st|nd|rd|th)?,?\s+"
+    r"(?P<year>\d{4})\s+)?(?P<hour>\d{1,2}):(?P<minute>\d{2})\s*(?P<ampm>[AaPp]\.?[Mm]\.?)?",
+    re.IGNORECASE,
+)
+_IN = re.compile(
+    r"try again in\s+(?P<spec>(?:\d+\s*(?:days?|hours?|minutes?|seconds?)[\s,]*(?:and\s+)?)+)", re.I
+)
+_UNIT = re.compile(r"(\d+)\s*(day|hour|minute|second)", re.I)
+
+
+def _number(code: int) -> re.Pattern[str]:
+    return re.compile(rf"(?<![\w-]){code}(?![\w-])")
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    """What a finished (or stopped) codex run left behind, for :func:`classify`."""
+
+    exit_code: int | None
+    """The exit status; negative for a signal (POSIX); None when it never ended by itself."""
+    timed_out: bool = False
+    turn_failed: str | None = None
+    errors: tuple[str, ...] = ()
+    """Messages of ``error`` events, other than ``Reconnecting...`` notices."""
+    agent_messages: tuple[str, ...] = ()
+    stderr_tail: str = ""
+    image_status: str | None = None
+    """Status of the image record in the session rollout (``completed``, ``failed``), if any."""
+    image_failure: str | None = None
+    invalid_image: str | None = None
+    """Why the image that was found is not a valid PNG."""
+    timeout_s: float | None = None
+    codex_version: str | None = None
+    thread_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    cls: type[CodexImageError]
+    reason: str
+    patterns: tuple[re.Pattern[str], ...]
+    message: str
+    hint: str
+
+
+def _p(*texts: str) -> tuple[re.Pattern[str], ...]:
+    return tuple(re.compile(text, re.IGNORECASE) for text in texts)
+
+
+_SIGN_IN_AGAIN = "Sign in again: run `codex logout`, then `codex login` and choose ChatGPT."
+# First match wins; quota before auth because usage-limit texts mention upgrading plans.
+_RULES = (
+    _Rule(QuotaError, "usage_limit",
+          _p(r"hit your usage limit", r"usage limit (?:reached|exceeded)"),
+          "The ChatGPT usage limit for Codex is reached.",
+          "Wait until the limit resets (see retry_at), or check https://chatgpt.com/codex/settings/usage."),
+    _Rule(QuotaError, "credits_exhausted", _p(r"out of credits", r"spend cap", r"quota exceeded"),
+          "The workspace has no credits left for Codex.",
+          "Add credits or raise the spend cap, or wait for the next billing cycle."),
+    _Rule(QuotaError, "plan_not_included", _p(r"to use codex with your chatgpt plan"),
+          "This ChatGPT plan does not include Codex.",
+          "Upgrade the ChatGPT plan (Plus or higher) or sign in with another account."),
+    _Rule(QuotaError, "rate_limited", (_number(429), *_p(r"too many requests", r"rate limit")),
+          "The backend is rate limiting requests (429).",
+          "Wait a minute and run fewer generations at once (about 2 at a time is safe)."),
+    _Rule(AuthError, "refresh_failed",
+          _p(r"could not be refreshed", r"refresh token", r"log out and sign in again",
+             r"signed in to another account"),
+          "Codex could not refresh the ChatGPT login.", _SIGN_IN_AGAIN),
+    _Rule(AuthError, "model_not_supported",
+          _p(r"model is not supported when using codex with a chatgpt account"),
+          "The chosen model is not available with a ChatGPT login.",
+          "Choose another model (drop --model, or fix `model` in config.toml)."),
+    _Rule(AuthError, "unauthorized",
+          (_number(401), *_p(r"\bunauthorized\b", r"missing bearer", r"not logged in")),
+          "The backend rejected the ChatGPT login (401).", _SIGN_IN_AGAIN),
+    _Rule(InputError, "content_policy",
+          _p(r"content[ _]policy", r"safety system", r"moderation", r"rejected by the safety"),
+          "The image request was refused by the safety system.",
+          "Rephrase the prompt; retrying the same prompt will not help."),
+    _Rule(TransientError, "capacity", _p(r"at capacity", r"high demand", r"overloaded"),
+          "The model is at capacity.", "Retry in a few minutes."),
+    _Rule(TransientError, "stream_error",
+          _p(r"stream disconnected", r"connection failed", r"error sending request",
+             r"error while reading the server response", r"request timed out",
+             r"workspace routing discovery failed", r"connection (?:reset|refused)"),
+          "The connection to the backend failed.", "Check the network connection and retry."),
+)  # fmt: skip
+_REFUSED = _p(r"image_generation_not_supported", r"not supported", r"forbidden") + (_number(403),)
+
+
+def classify(outcome: RunOutcome, *, now: dt.datetime) -> CodexImageError:
+    """The error for a run that produced no valid image. ``now``: aware local time."""
+    if outcome.timed_out:
+        limit = f" within {outcome.timeout_s:g} s" if outcome.timeout_s else ""
+        return _error(
+            TransientError, outcome, f"codex did not deliver an image{limit}.",
+            "timeout", "Retry, or allow more time (--timeout).",
+        )  # fmt: skip
+    texts = [t for t in (outcome.turn_failed, *outcome.errors, outcome.image_failure) if t]
+    texts_and_stderr = [*texts, outcome.stderr_tail] if outcome.exit_code else texts
+    for rule in _RULES:
+        text = _first_match(rule.patterns, texts_and_stderr)
+        if text is None:
+            continue
+        if rule.cls is QuotaError:
+            error = _error(QuotaError, outcome, rule.message, rule.reason, rule.hint)
+            retry = parse_retry(text, now)
+            if retry is not None:
+                error.retry_at, error.retry_after_s = retry[0].isoformat(), retry[1]
+            return error
+        message = f"{rule.message} codex said: {_short(text)}"
+        return _error(rule.cls, outcome, message, rule.reason, rule.hint)
+    if outcome.image_status == "failed" and _first_match(_REFUSED, [outcome.image_failure or ""]):
+        return _error(
+            AuthError, outcome, "The backend refused to generate images for this account.",
+            "image_generation_refused",
+            "Check that the ChatGPT plan and workspace allow image generation.",
+        )  # fmt: skip
+    if any(SENTINEL in message for message in outcome.agent_messages):
+        return _error(
+            AuthError, outcome, "codex offered no image tool to the model.",
+            "image_tool_unavailable",
+            "Run `codex-image doctor`: images need a ChatGPT login on a paid plan with the "
+            "image_generation feature on.",
+        )  # fmt: skip
+    if outcome.invalid_image:
+        return _error(
+            TransientError, outcome,
+            f"codex saved a file that is not a valid PNG: {outcome.invalid_image}.",
+            "invalid_image", "Retry.",
+        )  # fmt: skip
+    if outcome.exit_code == 0:
+        failed = " (the image call failed)" if outcome.image_status == "failed" else ""
+        return _error(
+            TransientError, outcome, f"codex finished without producing an image{failed}.",
+            "no_image", "Retry; if it keeps happening, make the prompt shorter and more direct.",
+        )  # fmt: skip
+    return _error(
+        TransientError, outcome,
+        f"codex failed ({_exit_text(outcome.exit_code)})" + _last_line(outcome.stderr_tail),
+        "codex_failed",
+        "Retry; if it keeps failing, run `codex exec` by hand to see the whole error.",
+    )  # fmt: skip
+
+
+_E = TypeVar("_E", bound=CodexImageError)
+
+
+def _error(cls: type[_E], outcome: RunOutcome, message: str, reason: str, hint: str) -> _E:
+    return cls(
+        message,
+        reason=reason,
+        hint=hint,
+        exit_code=outcome.exit_code,
+        stderr_tail=outcome.stderr_tail or None,
+        codex_version=outcome.codex_version,
+        thread_id=outcome.thread_id,
+    )
+
+
+def parse_retry(text: str, now: dt.datetime) -> tuple[dt.datetime, float] | None:
+    """When a usage limit resets, from "try again at 3:45 PM", "... at Nov 23rd, 2026 3:45 PM" or
+    "try again in 3 days 6 hours"; times are local (``now``'s zone). None when there is none."""
+    match = _AT.search(text)
+    if match:
+        hour, minute = int(match["hour"]), int(match["minute"])
+        ampm = (match["ampm"] or "").replace(".", "").upper()
+        if ampm and not 1 <= hour <= 12 or hour > 23 or minute > 59:
+            return None
+        if ampm == "PM" and hour != 12:
+            hour += 12
+        elif ampm == "AM" and hour == 12:
+            hour = 0
+        if match["month"]:
+            month = _MONTHS.get(match["month"][:3].lower())
+            if month is None:
+                return None
+            try:
+                at = now.replace(year=int(match["year"]), month=month, day=int(match["day"]),
+                                 hour=hour, minute=minute, second=0, microsecond=0)  # fmt: skip
+            except ValueError:
+                return None
+        else:
+            at = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+            if at <= now:  # the time has passed today: it means tomorrow
+                at += dt.timedelta(days=1)
+        return at, max(0.0, (at - now).total_seconds())
+    match = _IN.search(text)
+    if match:
+        delta = dt.timedelta()
+        for amount, unit in _UNIT.findall(match["spec"]):
+            delta += dt.timedelta(**{unit.lower() + "s": int(amount)})
+        at = (now + delta).replace(microsecond=0)
+        return at, max(0.0, (at - now).total_seconds())
+    return None
+
+
+def _first_match(patterns: Iterable[re.Pattern[str]], texts: Iterable[str]) -> str | None:
+    for text in texts:
+        if any(pattern.search(text) for pattern in patterns):
+            return text
+    return None
+
+
+def _short(text: str, limit: int = 300) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _exit_text(code: int | None) -> str:
+    if code is None:
+        return "no exit status"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _last_line(stderr_tail: str) -> str:
+    lines = [line for line in stderr_tail.strip().splitlines() if line.strip()]
+    return f": {_short(lines[-1])}" if lines else "; it printed nothing on stderr."

@@ -1,0 +1,145 @@
+"""Failure classification and reset-time parsing, table-driven (pure)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from codex_cli_image.failures import SENTINEL, RunOutcome, classify, parse_retry
+from codex_cli_image.testing.fake_codex import FAILURES
+
+TZ = dt.timezone(dt.timedelta(hours=-5))
+NOW = dt.datetime(2026, 11, 21, 14, 0, 0, tzinfo=TZ)
+
+
+def failed(message: str, **kwargs: object) -> RunOutcome:
+    return RunOutcome(exit_code=1, turn_failed=message, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "kind", "reason"),
+    [
+        ("usage_limit", "quota", "usage_limit"),
+        ("usage_limit_date", "quota", "usage_limit"),
+        ("rate_limited", "quota", "rate_limited"),
+        ("credits_exhausted", "quota", "credits_exhausted"),
+        ("plan_not_included", "quota", "plan_not_included"),
+        ("refresh_failed", "auth", "refresh_failed"),
+        ("unauthorized", "auth", "unauthorized"),
+        ("model_not_supported", "auth", "model_not_supported"),
+        ("capacity", "transient", "capacity"),
+        ("stream_disconnected", "transient", "stream_error"),
+    ],
+)
+def test_codex_failure_texts(scenario: str, kind: str, reason: str) -> None:
+    error = classify(failed(FAILURES[scenario], thread_id="t-1", codex_version="0.169.0"), now=NOW)
+    assert (error.kind, error.reason) == (kind, reason)
+    assert error.exit_code == 1 and error.thread_id == "t-1" and error.codex_version == "0.169.0"
+    assert error.hint
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        ("Quota exceeded. Check your plan and billing details.", "credits_exhausted"),
+        ("You hit your spend cap for this month.", "credits_exhausted"),
+        ("We're currently experiencing high demand, which may cause temporary errors.", "capacity"),
+        ("Connection failed: error sending request", "stream_error"),
+        ("Error while reading the server response", "stream_error"),
+        ("request timed out", "stream_error"),
+        (
+            "Your access token could not be refreshed because your refresh token has expired.",
+            "refresh_failed",
+        ),
+        ("You have since logged out or signed in to another account.", "refresh_failed"),
+        ("Missing bearer or basic authentication in header", "unauthorized"),
+        ("Your request was rejected by the safety system.", "content_policy"),
+        ("failed with status 500, request id req-401-abc", "codex_failed"),
+        ("upstream said 4290 bytes", "codex_failed"),
+    ],
+)
+def test_more_texts(message: str, reason: str) -> None:
+    assert classify(failed(message), now=NOW).reason == reason
+
+
+def test_numbers_match_only_as_whole_tokens() -> None:
+    """Regression guard: a request id such as req-401-abc is not a 401."""
+    assert classify(failed("boom (request id: req-401-abc)"), now=NOW).reason == "codex_failed"
+    assert classify(failed("unexpected status 401: nope"), now=NOW).reason == "unauthorized"
+    assert classify(failed("status 429, id r429x"), now=NOW).reason == "rate_limited"
+
+
+def test_content_policy_is_an_input_error() -> None:
+    error = classify(failed("This request violates our content policy."), now=NOW)
+    assert error.kind == "input" and "Rephrase" in error.hint
+
+
+def test_usage_limit_carries_the_reset_time() -> None:
+    error = classify(failed(FAILURES["usage_limit"]), now=NOW)
+    assert error.reason == "usage_limit"
+    assert error.retry_at == "2026-11-21T15:45:00-05:00" and error.retry_after_s == 6300.0
+    dated = classify(failed(FAILURES["usage_limit_date"]), now=NOW)
+    assert dated.retry_at == "2026-11-23T15:45:00-05:00"
+    assert dated.retry_after_s == 2 * 86400 + 6300
+    later = classify(failed("You've hit your usage limit. Try again later."), now=NOW)
+    assert later.retry_at is None and later.retry_after_s is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("try again at 3:45 PM.", "2026-11-21T15:45:00-05:00"),
+        ("Try again at 1:30 PM", "2026-11-22T13:30:00-05:00"),  # passed today: tomorrow
+        ("try again at 12:05 AM", "2026-11-22T00:05:00-05:00"),
+        ("try again at 12:05 PM", "2026-11-22T12:05:00-05:00"),
+        ("try again at Nov 23rd, 2026 3:45 PM.", "2026-11-23T15:45:00-05:00"),
+        ("try again at Dec 1st, 2026 9:00 AM", "2026-12-01T09:00:00-05:00"),
+        ("or try again in 3 days 6 hours 57 minutes.", "2026-11-24T20:57:00-05:00"),
+        ("try again in 45 minutes", "2026-11-21T14:45:00-05:00"),
+        ("Try again later.", None),
+        ("try again at 13:99", None),
+        ("try again at Foo 3rd, 2026 3:45 PM", None),
+    ],
+)
+def test_parse_retry(text: str, expected: str | None) -> None:
+    parsed = parse_retry(text, NOW)
+    assert (parsed[0].isoformat() if parsed else None) == expected
+    if parsed:
+        assert parsed[1] == (parsed[0] - NOW).total_seconds()
+
+
+def test_quota_text_on_stderr_counts_when_codex_failed() -> None:
+    outcome = RunOutcome(
+        exit_code=1, stderr_tail="ERROR: You've hit your usage limit. Try again at 4:00 PM."
+    )
+    assert classify(outcome, now=NOW).reason == "usage_limit"
+
+
+def test_exit_zero_outcomes() -> None:
+    assert classify(RunOutcome(exit_code=0), now=NOW).reason == "no_image"
+    sentinel = RunOutcome(exit_code=0, agent_messages=("Sorry.", f"{SENTINEL}\n"))
+    error = classify(sentinel, now=NOW)
+    assert (error.kind, error.reason) == ("auth", "image_tool_unavailable")
+    refused = RunOutcome(
+        exit_code=0,
+        image_status="failed",
+        image_failure="unexpected status 403 Forbidden: image_generation_not_supported",
+    )
+    assert classify(refused, now=NOW).reason == "image_generation_refused"
+    unknown_failure = RunOutcome(exit_code=0, image_status="failed", image_failure="oops")
+    assert classify(unknown_failure, now=NOW).reason == "no_image"
+    bad = RunOutcome(exit_code=0, invalid_image="the 'IHDR' chunk fails its CRC check")
+    assert classify(bad, now=NOW).reason == "invalid_image"
+
+
+def test_timeout_and_unknown_failures_explain_themselves() -> None:
+    timeout = classify(RunOutcome(exit_code=None, timed_out=True, timeout_s=30), now=NOW)
+    assert timeout.reason == "timeout" and "30 s" in timeout.message
+    crashed = classify(RunOutcome(exit_code=-9, stderr_tail="a\nlast words\n"), now=NOW)
+    assert crashed.reason == "codex_failed"
+    assert "killed by SIGKILL" in crashed.message and "last words" in crashed.message
+    assert crashed.stderr_tail == "a\nlast words\n"
+    silent = classify(RunOutcome(exit_code=3), now=NOW)
+    assert "exit code 3" in silent.message and "printed nothing" in silent.message
+    assert "exit -1" not in silent.message
