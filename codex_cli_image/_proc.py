@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psutil
@@ -15,6 +16,7 @@ import psutil
 # How long a terminated tree gets to exit on its own before it is killed.
 TERMINATE_GRACE_S = 2.0
 _POLL_S = 0.02
+_REAP_S = 1.0
 
 
 def new_group_kwargs() -> dict[str, Any]:
@@ -26,6 +28,43 @@ def new_group_kwargs() -> dict[str, Any]:
     if sys.platform == "win32":
         return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
     return {"start_new_session": True}
+
+
+def run_bounded(
+    argv: Sequence[str], *, env: Mapping[str, str], timeout_s: float
+) -> tuple[int, bytes, bytes]:
+    """Run a short command to completion: (exit code, stdout, stderr).
+
+    The child leads its own process group. On timeout (``subprocess.TimeoutExpired``), Ctrl-C or
+    any other exception its whole tree is killed and reaped before the exception propagates.
+    Raises OSError when it cannot be started.
+    """
+    proc = subprocess.Popen(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(env),
+        **new_group_kwargs(),
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except BaseException:
+        kill_tree(proc.pid, grace_s=0)
+        _reap(proc)
+        raise
+    return proc.returncode, out, err
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    """Collect a killed child; a descendant that escaped the group may hold its pipes open."""
+    try:
+        proc.communicate(timeout=_REAP_S)
+    except subprocess.TimeoutExpired:
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+        proc.wait()
 
 
 def kill_tree(pid: int, *, grace_s: float = TERMINATE_GRACE_S) -> None:
@@ -84,7 +123,8 @@ def _group_alive(pgid: int) -> bool:
     if sys.platform == "win32":
         return False
     for proc in psutil.process_iter(["pid"]):
-        with contextlib.suppress(psutil.Error):
+        # A process may exit between listing and asking: getpgid then raises OSError.
+        with contextlib.suppress(psutil.Error, OSError):
             if os.getpgid(proc.pid) == pgid and _alive(proc):
                 return True
     return False

@@ -163,23 +163,14 @@ def parse_features(text: str) -> dict[str, bool]:
 def _features(codex: Codex, home: Path) -> dict[str, bool] | Literal["config_error"] | None:
     """What ``codex features list`` says; "config_error" when codex cannot load its config."""
     try:
-        proc = subprocess.Popen(
+        returncode, out, err = _proc.run_bounded(
             codex.command("features", "list"),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
             env={**codex.env, "CODEX_HOME": str(home)},
-            **_proc.new_group_kwargs(),
+            timeout_s=FEATURES_TIMEOUT_S,
         )
-    except OSError:
+    except (OSError, subprocess.TimeoutExpired):
         return None
-    try:
-        out, err = proc.communicate(timeout=FEATURES_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        _proc.kill_tree(proc.pid, grace_s=0)
-        proc.communicate()
-        return None
-    if proc.returncode != 0:
+    if returncode != 0:
         # Only a verdict leaves here: codex's text may quote the configuration file.
         return "config_error" if b"failed to load configuration" in err else None
     return parse_features(out.decode("utf-8", "replace"))

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import json
 import logging
+import ntpath
 import os
 import platform
+import posixpath
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -166,6 +167,49 @@ def _current_platform() -> _Platform:
     return _Platform(system, arch)
 
 
+class _FoldedEnv(Mapping[str, str]):
+    """Environment lookups as Windows does them: names are case-insensitive."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = {key.upper(): value for key, value in env.items()}
+
+    def __getitem__(self, key: str) -> str:
+        return self._env[key.upper()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._env)
+
+    def __len__(self) -> int:
+        return len(self._env)
+
+
+def _lookup(env: Mapping[str, str], plat: _Platform) -> Mapping[str, str]:
+    if plat.windows and not isinstance(env, _FoldedEnv):
+        return _FoldedEnv(env)
+    return env
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # e.g. EACCES on a parent directory
+        return False
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
 # --- search ---------------------------------------------------------------------------------
 
 
@@ -182,9 +226,17 @@ def locate(
     """
     plat = _current_platform()
     base = dict(os.environ if env is None else env)
-    home = _home(base, plat)
-    found, source = _find(codex, base, home, plat)
-    return _resolve(found, source, base, home, plat)
+    try:
+        home = _home(_lookup(base, plat), plat)
+        found, source = _find(codex, _lookup(base, plat), home, plat)
+        return _resolve(found, source, base, home, plat)
+    except (OSError, RuntimeError) as exc:
+        # The one boundary for surprises from the file system (permissions, odd paths).
+        raise LaunchError(
+            f"Searching for codex failed: {exc}.",
+            reason="codex_not_found",
+            hint=_INSTALL_HINT,
+        ) from exc
 
 
 def _find(
@@ -222,18 +274,22 @@ def _find(
 def _check_given(value: str, label: str, env: Mapping[str, str], plat: _Platform) -> Path:
     separators = ("/", "\\") if plat.windows else ("/",)
     if not any(sep in value for sep in separators):
-        hit = shutil.which(value, path=_get_path(env, plat))
-        if hit is not None:
-            return Path(hit).absolute()
-    path = Path(value).expanduser().absolute()
-    if not path.exists():
+        for entry in _split_path(_get_path(env, plat), plat):
+            hit = _executable_in(Path(entry), plat, value)
+            if hit is not None:
+                return hit
+    try:
+        path = Path(value).expanduser().absolute()
+    except RuntimeError:  # "~nosuchuser/..."
+        path = Path(value).absolute()
+    if not _exists(path):
         raise LaunchError(
             f"{label} points to {path}, which does not exist.",
             reason="codex_path_missing",
             hint=f"Fix {label} to name the codex executable, or unset it to search PATH.",
         )
     if not _is_executable(path, plat):
-        what = "a directory" if path.is_dir() else "not an executable file"
+        what = "a directory" if _is_dir(path) else "not an executable file"
         raise LaunchError(
             f"{label} points to {path}, which is {what}.",
             reason="codex_not_executable",
@@ -242,9 +298,12 @@ def _check_given(value: str, label: str, env: Mapping[str, str], plat: _Platform
     return path
 
 
-def _executable_in(directory: Path, plat: _Platform) -> Path | None:
-    # On Windows prefer the native .exe over npm's .cmd and sh shims (both resolved later).
-    names = ("codex.exe", "codex.cmd", "codex.bat", "codex") if plat.windows else ("codex",)
+def _executable_in(directory: Path, plat: _Platform, stem: str = "codex") -> Path | None:
+    """``stem`` in ``directory``; on Windows the native .exe before npm's .cmd and sh shims."""
+    if plat.windows and not Path(stem).suffix:
+        names: tuple[str, ...] = (f"{stem}.exe", f"{stem}.cmd", f"{stem}.bat", stem)
+    else:
+        names = (stem,)
     for name in names:
         candidate = directory / name
         if _is_executable(candidate, plat):
@@ -253,16 +312,12 @@ def _executable_in(directory: Path, plat: _Platform) -> Path | None:
 
 
 def _is_executable(path: Path, plat: _Platform) -> bool:
-    try:
-        if not path.is_file():
-            return False
-    except OSError:
-        return False
-    return plat.windows or os.access(path, os.X_OK)
+    return _is_file(path) and (plat.windows or os.access(path, os.X_OK))
 
 
 def _well_known_dirs(env: Mapping[str, str], home: Path, plat: _Platform) -> list[Path]:
     """Install dirs where codex (or node) commonly lives, most specific first."""
+    env = _lookup(env, plat)
     dirs: list[Path] = []
     local = Path(env.get("LOCALAPPDATA") or home / "AppData" / "Local")
     prefix = env.get("NPM_CONFIG_PREFIX") or env.get("npm_config_prefix")
@@ -309,6 +364,7 @@ def _well_known_dirs(env: Mapping[str, str], home: Path, plat: _Platform) -> lis
 
 def _node_version_dirs(env: Mapping[str, str], home: Path, plat: _Platform) -> list[Path]:
     """bin dirs of nvm- and fnm-managed node versions, newest version first."""
+    env = _lookup(env, plat)
     found: list[tuple[tuple[int, ...], Path]] = []
     nvm = Path(env.get("NVM_DIR") or home / ".nvm") / "versions" / "node"
     fnm_roots = [Path(env["FNM_DIR"])] if env.get("FNM_DIR") else []
@@ -334,7 +390,7 @@ def _node_version_dirs(env: Mapping[str, str], home: Path, plat: _Platform) -> l
 
 def _children(directory: Path) -> Iterator[Path]:
     try:
-        yield from (p for p in directory.iterdir() if p.is_dir())
+        yield from (p for p in directory.iterdir() if _is_dir(p))
     except OSError:
         return
 
@@ -379,7 +435,14 @@ def _resolve(
     if native is not None:
         return Codex((str(native),), found, source, shim, package_root, child_env, removed)
     # Found on the repaired PATH, so node's own directory is already on the child's PATH.
-    node = shutil.which("node", path=_get_path(child_env, plat))
+    node = next(
+        (
+            str(hit)
+            for entry in _split_path(_get_path(child_env, plat), plat)
+            if (hit := _executable_in(Path(entry), plat, "node")) is not None
+        ),
+        None,
+    )
     if node is None:
         raise LaunchError(
             f"Found the npm shim {shim}, but neither its native binary "
@@ -407,7 +470,7 @@ def _npm_shim_of(found: Path, real: Path) -> Path | None:
         return None
     target = _SHIM_DIR_VARS.sub("", match.group(1)).replace("\\", "/")
     candidate = Path(target) if Path(target).is_absolute() else found.parent / target
-    return Path(os.path.realpath(candidate)) if candidate.is_file() else None
+    return Path(os.path.realpath(candidate)) if _is_file(candidate) else None
 
 
 def _native_binary(package_root: Path, plat: _Platform) -> Path | None:
@@ -493,8 +556,9 @@ def _repair_path(
 ) -> str:
     """The caller's PATH entries, then the existing well-known and system dirs it lacks."""
     entries = [*_split_path(caller_path, plat)]
+    env = _lookup(env, plat)
     candidates = [*extra_dirs, *_well_known_dirs(env, home, plat), *_system_dirs(env, plat)]
-    entries += [str(d) for d in candidates if d.is_dir()]
+    entries += [str(d) for d in candidates if _is_dir(d)]
     seen: set[str] = set()
     result: list[str] = []
     for entry in entries:
@@ -507,7 +571,7 @@ def _repair_path(
 
 def _system_dirs(env: Mapping[str, str], plat: _Platform) -> list[Path]:
     if plat.windows:
-        root = Path(env.get("SystemRoot") or env.get("SYSTEMROOT") or "C:\\Windows")
+        root = Path(_lookup(env, plat).get("SystemRoot") or "C:\\Windows")
         system32 = root / "System32"
         return [system32, root, system32 / "Wbem", system32 / "WindowsPowerShell" / "v1.0"]
     return [Path(p) for p in ("/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin")]
@@ -528,8 +592,10 @@ def _get_path(env: Mapping[str, str], plat: _Platform) -> str:
 
 
 def _split_path(value: str, plat: _Platform) -> list[str]:
-    # Empty entries mean "the current directory": never search or pass those on.
-    return [entry for entry in value.split(";" if plat.windows else ":") if entry.strip()]
+    # Empty and relative entries mean "relative to the current directory": a different program
+    # depending on where we run. Never search or pass those on.
+    isabs = ntpath.isabs if plat.windows else posixpath.isabs
+    return [entry for entry in value.split(";" if plat.windows else ":") if isabs(entry.strip())]
 
 
 def _dedupe(paths: Sequence[Path], plat: _Platform) -> list[Path]:
@@ -545,7 +611,12 @@ def _dedupe(paths: Sequence[Path], plat: _Platform) -> list[Path]:
 
 def _home(env: Mapping[str, str], plat: _Platform) -> Path:
     value = env.get("USERPROFILE") if plat.windows else env.get("HOME")
-    return Path(value) if value else Path.home()
+    if value:
+        return Path(value)
+    try:
+        return Path.home()
+    except RuntimeError:  # no HOME and no passwd entry: no home-based places to search
+        return Path(os.sep)
 
 
 def _tilde(path: Path, home: Path) -> str:
@@ -570,13 +641,8 @@ def parse_version(text: str) -> CodexVersion | None:
 def probe_version(codex: Codex, *, timeout_s: float = VERSION_PROBE_TIMEOUT_S) -> CodexVersion:
     """Run ``codex --version`` and parse it. Raises :class:`LaunchError`."""
     try:
-        proc = subprocess.Popen(
-            codex.command("--version"),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=dict(codex.env),
-            **_proc.new_group_kwargs(),
+        returncode, out, err = _proc.run_bounded(
+            codex.command("--version"), env=codex.env, timeout_s=timeout_s
         )
     except OSError as exc:
         raise LaunchError(
@@ -584,11 +650,7 @@ def probe_version(codex: Codex, *, timeout_s: float = VERSION_PROBE_TIMEOUT_S) -
             reason="codex_not_executable",
             hint=_REINSTALL_HINT,
         ) from exc
-    try:
-        out, err = proc.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        _proc.kill_tree(proc.pid, grace_s=0)
-        proc.communicate()
         raise LaunchError(
             f"`{codex.path} --version` did not answer within {timeout_s:g} s.",
             reason="version_probe_timeout",
@@ -596,13 +658,13 @@ def probe_version(codex: Codex, *, timeout_s: float = VERSION_PROBE_TIMEOUT_S) -
         ) from None
     stdout = out.decode("utf-8", "replace")
     stderr_tail = _tail(err.decode("utf-8", "replace"))
-    if proc.returncode != 0:
+    if returncode != 0:
         raise LaunchError(
-            f"`{codex.path} --version` failed with exit code {proc.returncode}"
+            f"`{codex.path} --version` failed with exit code {returncode}"
             + (f": {stderr_tail.splitlines()[-1]}" if stderr_tail else "."),
             reason="version_probe_failed",
             hint=_REINSTALL_HINT,
-            exit_code=proc.returncode,
+            exit_code=returncode,
             stderr_tail=stderr_tail or None,
         )
     version = parse_version(stdout)

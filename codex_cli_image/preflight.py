@@ -498,7 +498,8 @@ def codex_home_path(
     if explicit is not None and os.fspath(explicit):
         return Path(explicit).expanduser().absolute()
     if env.get("CODEX_HOME"):
-        return Path(env["CODEX_HOME"]).expanduser().absolute()
+        # Taken literally, as codex does: "~/x" is not expanded (codex then fails to start).
+        return Path(env["CODEX_HOME"]).absolute()
     home = env.get("USERPROFILE" if sys.platform == "win32" else "HOME")
     return (Path(home) if home else Path.home()) / ".codex"
 
@@ -604,20 +605,11 @@ def _login_status(home: Path, env: Mapping[str, str], codex: Codex | None) -> Lo
 
     codex = codex or locate(env=env)
     try:
-        proc = subprocess.Popen(
+        returncode, _, err = _proc.run_bounded(
             codex.command("login", "status"),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
             env={**codex.env, "CODEX_HOME": str(home)},
-            **_proc.new_group_kwargs(),
+            timeout_s=LOGIN_STATUS_TIMEOUT_S,
         )
-    except OSError:
+    except (OSError, subprocess.TimeoutExpired):
         return "error"
-    try:
-        _, err = proc.communicate(timeout=LOGIN_STATUS_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        _proc.kill_tree(proc.pid, grace_s=0)
-        proc.communicate()
-        return "error"
-    return parse_login_status(proc.returncode, err.decode("utf-8", "replace"))
+    return parse_login_status(returncode, err.decode("utf-8", "replace"))

@@ -129,11 +129,13 @@ def test_shim_without_native_binary_runs_through_absolute_node(
 def test_shim_without_native_binary_or_node_is_refused(
     tmp_path: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_which = shutil.which
+    real_search = launcher._executable_in
     monkeypatch.setattr(
-        launcher.shutil,
-        "which",
-        lambda name, *a, **k: None if name == "node" else real_which(name, *a, **k),
+        launcher,
+        "_executable_in",
+        lambda directory, plat, stem="codex": (
+            None if stem == "node" else real_search(directory, plat, stem)
+        ),
     )
     link = npm.local_hoisted(tmp_path / "proj", native=None)
     with pytest.raises(LaunchError) as info:
@@ -383,3 +385,107 @@ def test_probe_of_a_non_executable_format(tmp_path: Path, isolated_home: Path) -
         probe_version(codex)
     assert info.value.reason == "codex_not_executable"
     assert os.fspath(bogus) in info.value.message
+
+
+# --- regression guards from review ---------------------------------------------------------
+
+
+def test_relative_path_entries_are_never_searched_or_passed_on(
+    tmp_path: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression guard: PATH=tools:... gave a relative argv that broke under another cwd."""
+    fake = FakeCodex(tmp_path / "f", login=None)
+    monkeypatch.chdir(fake.dir)
+    with pytest.raises(LaunchError):
+        locate(env=env_for(isolated_home, path="bin:.:./bin"))
+    codex = locate(env=env_for(isolated_home, path=f"bin:{fake.bin_dir}"))
+    assert codex.argv == (str(fake.path),)
+    assert "bin" not in codex.env["PATH"].split(":")
+
+
+def test_unreadable_places_do_not_raise_foreign_errors(
+    tmp_path: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression guard: PermissionError from a mode-000 directory escaped locate()."""
+    real_is_file, real_is_dir = Path.is_file, Path.is_dir
+    local = str(isolated_home / ".local")
+
+    def denied(real):  # type: ignore[no-untyped-def]
+        def check(self: Path) -> bool:
+            if str(self).startswith(local):
+                raise PermissionError(13, "Permission denied", str(self))
+            return bool(real(self))
+
+        return check
+
+    monkeypatch.setattr(Path, "is_file", denied(real_is_file))
+    monkeypatch.setattr(Path, "is_dir", denied(real_is_dir))
+    fake = FakeCodex(tmp_path / "f", login=None)
+    with pytest.raises(LaunchError) as info:
+        locate(env=env_for(isolated_home))
+    assert info.value.reason == "codex_not_found"
+    assert locate(fake.path, env=env_for(isolated_home)).found == fake.path
+    with pytest.raises(LaunchError) as info:
+        locate(env=env_for(isolated_home, CODEX_BIN=f"{local}/bin/codex"))
+    assert info.value.reason == "codex_path_missing"
+
+
+def test_unknown_user_in_codex_bin(isolated_home: Path) -> None:
+    with pytest.raises(LaunchError) as info:
+        locate(env=env_for(isolated_home, CODEX_BIN="~nosuchuser0xyz/codex"))
+    assert info.value.reason == "codex_path_missing"
+
+
+def test_windows_variable_names_are_case_insensitive(isolated_home: Path) -> None:
+    win = _Platform("win32", "x64")
+    env = {"PROGRAMFILES": "D:\\PF", "appdata": "D:\\Roaming", "localappdata": "D:\\Local"}
+    dirs = [str(d) for d in launcher._well_known_dirs(env, isolated_home, win)]
+    assert str(Path("D:\\PF") / "nodejs") in dirs
+    assert str(Path("D:\\Roaming") / "npm") in dirs
+    assert launcher._split_path("C:\\a;relative;;D:\\b", win) == ["C:\\a", "D:\\b"]
+
+
+def test_probe_interrupted_kills_the_child(
+    tmp_path: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression guard: Ctrl-C during the version probe left codex running."""
+    pid_file = tmp_path / "pid"
+    script = tmp_path / "codex"
+    script.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 30\n")
+    script.chmod(0o755)
+    codex = locate(script, env=env_for(isolated_home, path="/usr/bin:/bin"))
+    real = subprocess.Popen.communicate
+
+    def interrupted(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if kwargs.get("timeout") == 5:
+            while not pid_file.exists() or not pid_file.read_text().strip():
+                time.sleep(0.01)
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "communicate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        probe_version(codex, timeout_s=5)
+    pid = int(pid_file.read_text())
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+
+
+@pytest.mark.skipif(shutil.which("setsid") is None, reason="setsid is not installed")
+def test_probe_deadline_holds_when_an_escaped_process_keeps_the_pipe(
+    tmp_path: Path, isolated_home: Path
+) -> None:
+    """Regression guard: reaping after the kill waited 25 s for a detached grandchild."""
+    pid_file = tmp_path / "escaped.pid"
+    script = tmp_path / "codex"
+    script.write_text(f"#!/bin/sh\nsetsid sh -c 'echo $$ > {pid_file}; exec sleep 20' &\nwait\n")
+    script.chmod(0o755)
+    codex = locate(script, env=env_for(isolated_home, path="/usr/bin:/bin"))
+    started = time.monotonic()
+    try:
+        with pytest.raises(LaunchError):
+            probe_version(codex, timeout_s=0.5)
+        assert time.monotonic() - started < 4
+    finally:
+        while not pid_file.exists():
+            time.sleep(0.01)
+        os.kill(int(pid_file.read_text()), 9)

@@ -283,3 +283,10 @@ def test_reader_codex_home_resolution(tmp_path: Path) -> None:
     assert "not a directory" in (check_login(plain, env={}).message or "")
     # No CODEX_HOME and no ~/.codex yet: simply not signed in.
     assert check_login(env={"HOME": str(tmp_path)}).reason == "not_signed_in"
+
+
+def test_codex_home_from_the_environment_is_taken_literally(tmp_path: Path) -> None:
+    """Regression guard: codex does not expand "~" in CODEX_HOME, so neither may we."""
+    (tmp_path / "ch").mkdir()
+    verdict = check_login(env={"HOME": str(tmp_path), "CODEX_HOME": "~/ch"})
+    assert verdict.reason == "codex_home_missing"
