@@ -512,6 +512,65 @@ def test_chatgpt_auth_is_shaped_like_a_real_login() -> None:
     assert "auth_mode" not in chatgpt_auth(auth_mode=None)
 
 
+# --- regression guards from review ---------------------------------------------------------
+
+BAD_ARGS = [
+    ["exec", "--json", "--json", "-"],
+    ["exec", "-m", "--json", "-"],
+    ["exec", "--skip-git-repo-check", "--", "a", "b"],
+    ["exec", "-s", "read-only", "--sandbox", "read-only", "-"],
+]
+
+
+@pytest.mark.parametrize("argv", BAD_ARGS, ids=lambda a: " ".join(a[1:]))
+def test_argument_errors_like_clap(fake: FakeCodex, argv: list[str]) -> None:
+    """Regression guard: the fake accepted what the real CLI rejects (false passes)."""
+    run = run_fake(fake, args=argv)
+    assert run.returncode == 2 and b"error: " in run.stderr
+
+
+@pytest.mark.parametrize("flag", [["-mgpt-5"], ["-m=gpt-5"], ["--model=gpt-5"], ["-sread-only"]])
+def test_attached_option_values(fake: FakeCodex, flag: list[str]) -> None:
+    run = run_fake(fake, args=[*EXEC_ARGS[:3], *flag, "-C", str(fake.dir), "-"])
+    assert run.returncode == 0
+
+
+def test_image_values_split_on_commas_and_dash_is_a_file(fake: FakeCodex) -> None:
+    run = run_fake(
+        fake, args=[*EXEC_ARGS, "-C", str(fake.dir), "-i", "a.png,b.png", "c.png", "--", "-"]
+    )
+    assert run.returncode == 0 and run.call.raw["images"] == ["a.png", "b.png", "c.png"]
+    dash = run_fake(fake, args=[*EXEC_ARGS, "-C", str(fake.dir), "-i", "a.png", "-"])
+    assert dash.call.raw["images"] == ["a.png", "-"]  # as the real CLI: `-` after -i is a file
+
+
+def test_watchdog_ends_a_fake_blocked_on_a_full_pipe(fake: FakeCodex) -> None:
+    """Regression guard: a stderr flood nobody drained blocked the fake forever."""
+    fake.configure("stderr_flood", hang_max=0.5, stderr_bytes=8 * 1024 * 1024)
+    EXERCISED.add("stderr_flood")
+    proc = subprocess.Popen(
+        [str(fake.path), *EXEC_ARGS, "-C", str(fake.dir), "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,  # never read
+        env=fake.env(),
+    )
+    assert proc.stdin is not None and proc.stderr is not None
+    proc.stdin.write(b"x")
+    proc.stdin.close()
+    assert proc.wait(15) == 1
+    proc.stderr.close()
+
+
+def test_never_the_real_codex_home(fake: FakeCodex) -> None:
+    env = {k: v for k, v in fake.env().items() if k != "CODEX_HOME"}
+    proc = subprocess.run(
+        [str(fake.path), "login", "status"], capture_output=True, text=True, env=env
+    )
+    assert "Logged in using ChatGPT" in proc.stderr
+    assert fake.calls[-1].env["CODEX_HOME"] == str(fake.codex_home)
+
+
 def test_every_scenario_was_exercised(request: pytest.FixtureRequest) -> None:
     """Runs last in this module: each scenario of the fake must have been run by a test above."""
     tests = {name for name in dir(request.module) if name.startswith("test_")}

@@ -182,3 +182,30 @@ def test_config_rules_agree_with_the_real_cli(
         assert verdict.reason == "image_generation_disabled"
     else:
         assert verdict.reason in (None, "relay_provider")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["exec", "--json", "--json", "-"],
+        ["exec", "-m", "--json", "-"],
+        ["exec", "--skip-git-repo-check", "--", "a", "b"],
+    ],
+    ids=["repeated flag", "value looks like a flag", "two prompts"],
+)
+def test_fake_rejects_what_the_real_cli_rejects(
+    real_codex_shim: Path, tmp_path: Path, argv: list[str]
+) -> None:
+    codex = locate(real_codex_shim)
+    fake = FakeCodex(tmp_path / "fake", login=None)
+    codes = [
+        subprocess.run(
+            offline([*prefix, *argv]),
+            capture_output=True,
+            env={**codex.env, "CODEX_HOME": str(fake.codex_home)},
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+        ).returncode
+        for prefix in (codex.command(), [str(fake.path)])
+    ]
+    assert codes == [2, 2]

@@ -99,8 +99,12 @@ class FakeCodex:
         self.codex_home = Path(codex_home).absolute() if codex_home else self.dir / "codex-home"
         self.codex_home.mkdir(parents=True, exist_ok=True)
         # exec keeps the pid, so the pid the caller started is the fake itself.
+        # Without CODEX_HOME the fake uses its own home, never the real ~/.codex.
         self.path.write_text(
             "#!/bin/sh\n"
+            'if [ -z "${CODEX_HOME:-}" ]; then\n'
+            f"  CODEX_HOME={shlex.quote(str(self.codex_home))}; export CODEX_HOME\n"
+            "fi\n"
             f"{_script.DIR_ENV}={shlex.quote(str(self.dir))} "
             f'exec {shlex.quote(python)} -I {shlex.quote(_script.__file__)} "$@"\n',
             encoding="utf-8",
@@ -125,14 +129,20 @@ class FakeCodex:
         if options.get("scenario", "success") not in SCENARIOS:
             raise ValueError(f"unknown scenario {options['scenario']!r}; one of {SCENARIOS}")
         self._options.update(options)
-        self.control_file.write_text(json.dumps(self._options), encoding="utf-8")
+        self._write_control()
 
     def reset(self) -> None:
         """Back to the defaults, and forget recorded calls."""
         self._options = {}
-        self.control_file.write_text("{}", encoding="utf-8")
+        self._write_control()
         for record in self._calls_dir().glob("*.json"):
             record.unlink()
+
+    def _write_control(self) -> None:
+        # Atomic: a fake starting at this moment sees the old options or the new, never half.
+        staging = self.control_file.with_suffix(f".{os.getpid()}.tmp")
+        staging.write_text(json.dumps(self._options), encoding="utf-8")
+        os.replace(staging, self.control_file)
 
     def login(self, plan: str | None = "plus", **kwargs: Any) -> Path:
         """Write ``auth.json`` for a fake ChatGPT login (see :func:`chatgpt_auth`)."""

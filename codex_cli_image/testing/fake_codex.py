@@ -163,6 +163,21 @@ _VALUED = {
     "--cyber-access-program": "cyber_access_program",
 }
 _SANDBOXES = ("read-only", "workspace-write", "danger-full-access")
+_CANONICAL = {"-c": "--config", "-m": "--model", "-p": "--profile", "-s": "--sandbox",
+              "-C": "--cd", "-o": "--output-last-message", "-i": "--image"}  # fmt: skip
+_REPEATABLE = {"--config", "--enable", "--disable", "--image", "--add-dir"}
+
+
+def _split_option(arg: str) -> tuple[str, str | None]:
+    """``--model=x`` -> ("--model", "x"); ``-mx`` and ``-m=x`` -> ("-m", "x"); else (arg, None)."""
+    if arg.startswith("--"):
+        name, eq, value = arg.partition("=")
+        return name, value if eq else None
+    if arg.startswith("-") and len(arg) > 2 and arg[:2] in _VALUED:
+        return arg[:2], arg[2:].removeprefix("=")
+    if arg.startswith("-") and len(arg) > 2 and arg[:2] in ("-i",):
+        return arg[:2], arg[2:].removeprefix("=")
+    return arg, None
 
 
 class Usage(Exception):
@@ -186,6 +201,10 @@ class Fake:
         }
         self._record_path = self._new_record_path()
         self.save()
+        # Whatever blocks it (a full stderr pipe nobody reads, a delay), a fake never outlives this.
+        watchdog = threading.Timer(float(self.opts["hang_max"]) + 5.0, os._exit, args=(1,))
+        watchdog.daemon = True
+        watchdog.start()
 
     # --- options and records ---
 
@@ -396,40 +415,54 @@ class Exec:
         self._parse(args)
 
     def _parse(self, args: list[str]) -> None:
+        """Like clap in codex 0.169: attached values (-mX, -m=X, --model=X), values that look like
+        options refused, single-use options used once, -i variadic and comma-separated."""
+        seen: set[str] = set()
         i = 0
         while i < len(args):
             arg = args[i]
-            name, eq, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
             if arg == "--":
                 rest = args[i + 1 :]
+                if len(rest) > 1 or (rest and self.prompt_arg is not None):
+                    raise Usage(f"unexpected argument '{rest[-1]}' found")
                 if rest:
                     self.prompt_arg = rest[0]
                 return
-            if name in _FLAGS and not eq:
+            name, inline = _split_option(arg)
+            canonical = _CANONICAL.get(name, name)
+            if canonical in seen and canonical not in _REPEATABLE:
+                raise Usage(f"the argument '{canonical}' cannot be used multiple times")
+            if name in _FLAGS and inline is None:
                 self.flags.add(name)
+                seen.add(canonical)
             elif name in ("-i", "--image"):
-                values = [inline] if eq else []
+                values = [] if inline is None else [inline]
                 i += 1
-                # Variadic like clap: takes values until the next option; a lone "-" is a value.
-                while not eq and i < len(args) and (args[i] == "-" or not args[i].startswith("-")):
+                # Variadic: takes values up to the next option; a lone "-" is taken as a file.
+                while (
+                    inline is None
+                    and i < len(args)
+                    and (args[i] == "-" or not args[i].startswith("-"))
+                ):
                     values.append(args[i])
                     i += 1
                 if not values:
-                    raise Usage(f"a value is required for '{name} <FILE>...' but none was supplied")
-                self.images += values
+                    raise Usage("a value is required for '--image <FILE>...' but none was supplied")
+                self.images += [part for value in values for part in value.split(",")]
                 continue
             elif name in _VALUED:
-                if eq:
+                if inline is not None:
                     value = inline
-                elif i + 1 < len(args):
+                elif i + 1 < len(args) and (args[i + 1] == "-" or not args[i + 1].startswith("-")):
                     i += 1
                     value = args[i]
                 else:
-                    raise Usage(f"a value is required for '{name}' but none was supplied")
+                    raise Usage(f"a value is required for '{canonical}' but none was supplied")
                 key = _VALUED[name]
                 if key == "sandbox" and value not in _SANDBOXES:
                     raise Usage(f"invalid value '{value}' for '--sandbox <SANDBOX_MODE>'")
                 self.values.setdefault(key, []).append(value)
+                seen.add(canonical)
             elif arg.startswith("-") and arg != "-":
                 raise Usage(
                     f"unexpected argument '{arg}' found\n\n  tip: to pass '{arg}' as a value, "
@@ -459,6 +492,7 @@ class Exec:
             return 1
         self.prompt = prompt
         self.fake.record["stdin_prompt"] = prompt
+        self.fake.record["images"] = self.images
         self.fake.save()
         return Turn(self).run()
 
