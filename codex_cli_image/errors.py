@@ -60,6 +60,10 @@ class CodexImageError(Exception):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(reason={self.reason!r}, message={self.message!r})"
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only arguments defeat Exception's default pickling (process pools need it).
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
     def to_dict(self) -> dict[str, object]:
         """The error as a JSON-ready mapping (the CLI's ``--json`` error object)."""
         return {
@@ -128,3 +132,12 @@ class TransientError(CodexImageError):
     """A failure that may not happen again; retrying is reasonable."""
 
     kind = "transient"
+
+
+def _rebuild(
+    cls: type[CodexImageError], args: tuple[object, ...], state: dict[str, object]
+) -> CodexImageError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error

@@ -99,7 +99,7 @@ class Codex:
     """The npm shim (``codex.js``) that was resolved, if one was found."""
     package_root: Path | None
     """The ``@openai/codex`` package directory, for npm installs."""
-    env: Mapping[str, str] = field(repr=False)
+    env: Mapping[str, str] = field(repr=False, compare=False)
     """The complete environment for the child (kept out of repr: it may hold other secrets)."""
     removed_env: tuple[str, ...] = ()
     """Which of :data:`SCRUBBED_ENV` the caller had set (names only)."""

@@ -206,3 +206,22 @@ def test_doctor_reports_a_config_codex_refuses(
     report = json.loads(capsys.readouterr().out)
     assert [p["reason"] for p in report["problems"]] == ["config_unreadable"]
     assert "no longer supports" in report["problems"][0]["message"]
+
+
+def test_non_utf8_path_in_a_report(tmp_path: Path) -> None:
+    """Regression guard: a codex path that is not UTF-8 crashed the human report."""
+    odd = os.fsencode(tmp_path) + b"/caf\xe9"
+    os.mkdir(odd)
+    codex = odd + b"/codex"
+    with open(codex, "w") as handle:
+        handle.write("#!/bin/sh\necho codex-cli 0.169.0\n")
+    os.chmod(codex, 0o755)
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-m", "codex_cli_image", "doctor", "--codex", os.fsdecode(codex)],
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
+    assert b"Traceback" not in result.stderr
+    assert b"caf\\udce9" in result.stdout

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pickle
+
 import pytest
 
 from codex_cli_image import (
@@ -48,3 +50,10 @@ def test_quota_error_carries_when_to_come_back() -> None:
     assert error.to_dict()["retry_after_s"] == 120.0
     assert error.retry_at == "2026-11-21T15:45:00+00:00"
     assert TransientError("x", reason="r", hint="h").retry_after_s is None
+
+
+def test_errors_survive_pickling() -> None:
+    """Regression guard: keyword-only arguments made errors unpicklable (process pools)."""
+    error = QuotaError("Limit.", reason="usage_limit", hint="Wait.", retry_after_s=5.0, exit_code=1)
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is QuotaError and copy.to_dict() == error.to_dict() and str(copy) == "Limit."

@@ -489,3 +489,9 @@ def test_probe_deadline_holds_when_an_escaped_process_keeps_the_pipe(
         while not pid_file.exists():
             time.sleep(0.01)
         os.kill(int(pid_file.read_text()), 9)
+
+
+def test_codex_is_hashable(tmp_path: Path, isolated_home: Path) -> None:
+    fake = FakeCodex(tmp_path / "f", login=None)
+    codex = locate(fake.path, env=env_for(isolated_home))
+    assert codex in {codex}
