@@ -1,0 +1,182 @@
+"""Where the image goes: checked before codex runs, written atomically, never over a user's file.
+
+Delivery writes a temporary file in the destination directory, fsyncs it, then moves it into
+place without replacing anything (a hard link on POSIX, a rename on Windows, both of which fail
+when the name exists). If the name appeared while codex was working, the image is kept under a
+unique sibling name and the caller is told: the image is never lost and nothing is overwritten
+unless ``overwrite`` was asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import os
+import re
+import secrets
+import sys
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError
+
+__all__ = ["Target", "deliver", "plan_output", "slug"]
+
+_SLUG_WORDS = re.compile(r"[a-z0-9]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A checked destination: the exact file to create, and whether it may replace one."""
+
+    path: Path
+    overwrite: bool
+
+
+def slug(prompt: str, limit: int = 40) -> str:
+    """A file-name-safe summary: ``"A red fox, in snow!"`` -> ``"a-red-fox-in-snow"``."""
+    ascii_text = unicodedata.normalize("NFKD", prompt).encode("ascii", "ignore").decode().lower()
+    text = ""
+    for word in _SLUG_WORDS.findall(ascii_text):
+        candidate = f"{text}-{word}" if text else word
+        if len(candidate) > limit:
+            break
+        text = candidate
+    return text or "image"
+
+
+def plan_output(
+    output: str | os.PathLike[str] | None,
+    prompt: str,
+    *,
+    overwrite: bool = False,
+    now: dt.datetime | None = None,
+) -> Target:
+    """Check the requested output before any work is done. Raises :class:`InputError`.
+
+    ``output`` may name a file (``.png`` or no suffix) or an existing directory (the file is then
+    named from the prompt and the time); None means the current directory.
+    """
+    raw = Path.cwd() if output is None or os.fspath(output) == "" else Path(output).expanduser()
+    path = raw.absolute()
+    if path.is_symlink():
+        raise InputError(
+            f"The output {path} is a symbolic link.",
+            reason="output_is_symlink",
+            hint="Name a regular file or directory; links are not followed, to keep their "
+            "targets safe.",
+        )
+    if path.is_dir():
+        _check_writable_dir(path, "The output directory")
+        stamp = (now or dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+        return Target(path / f"{slug(prompt)}-{stamp}.png", overwrite=False)
+    if os.fspath(output or "").endswith(("/", os.sep)):
+        raise InputError(
+            f"The output directory {path} does not exist.",
+            reason="output_dir_missing",
+            hint="Create the directory first, or name a file in an existing one.",
+        )
+    if path.suffix and path.suffix.lower() != ".png":
+        raise InputError(
+            f"The output {path.name} does not end in .png, but the image is a PNG.",
+            reason="output_not_png",
+            hint="Name the output file with a .png suffix.",
+        )
+    parent = path.parent
+    if not parent.is_dir():
+        raise InputError(
+            f"The folder {parent} for the output does not exist.",
+            reason="output_dir_missing",
+            hint="Create the folder first, or choose another output path.",
+        )
+    _check_writable_dir(parent, "The output folder")
+    if path.exists() and not overwrite:
+        raise InputError(
+            f"The output {path} already exists.",
+            reason="output_exists",
+            hint="Choose another name, or pass --overwrite (overwrite=True) to replace it.",
+        )
+    if path.exists() and not path.is_file():
+        raise InputError(
+            f"The output {path} exists and is not a regular file.",
+            reason="output_not_a_file",
+            hint="Choose another output path.",
+        )
+    return Target(path, overwrite=overwrite)
+
+
+def _check_writable_dir(path: Path, what: str) -> None:
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise InputError(
+            f"{what} {path} is not writable.",
+            reason="output_not_writable",
+            hint="Choose a folder you can write to, or fix its permissions.",
+        )
+
+
+def deliver(data: bytes, target: Target) -> tuple[Path, list[str]]:
+    """Write ``data`` to ``target`` atomically; return the path used and any warnings.
+
+    Raises OSError (disk full, folder removed): the caller keeps codex's copy in that case.
+    """
+    directory = target.path.parent
+    staging = directory / f".{target.path.stem}.{secrets.token_hex(4)}.partial"
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if target.overwrite:
+            os.replace(staging, target.path)
+            return _synced(target.path, [])
+        warnings: list[str] = []
+        for candidate in _candidates(target.path):
+            try:
+                _place_new(staging, candidate)
+            except FileExistsError:
+                continue
+            if candidate != target.path:
+                warnings.append(
+                    f"{target.path.name} appeared while the image was being made; "
+                    f"saved as {candidate.name} instead."
+                )
+            return _synced(candidate, warnings)
+        raise FileExistsError(errno.EEXIST, "no free file name", str(target.path))
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            staging.unlink()
+
+
+def _candidates(path: Path) -> list[Path]:
+    return [path, *(path.with_name(f"{path.stem}-{n}{path.suffix}") for n in range(1, 1000))]
+
+
+def _place_new(staging: Path, destination: Path) -> None:
+    """Give ``staging`` the name ``destination`` only if that name is free (atomically)."""
+    if sys.platform == "win32":
+        os.rename(staging, destination)  # fails with FileExistsError when the name is taken
+        return
+    try:
+        os.link(staging, destination)  # fails with FileExistsError when the name is taken
+    except FileExistsError:
+        raise
+    except OSError:
+        # No hard links here (some network and FUSE file systems): claim the name, then fill it.
+        fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.close(fd)
+        os.replace(staging, destination)
+
+
+def _synced(path: Path, warnings: list[str]) -> tuple[Path, list[str]]:
+    if sys.platform != "win32":
+        # Make the new directory entry durable too, not only the file's bytes.
+        with contextlib.suppress(OSError):
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+    return path, warnings

@@ -1,0 +1,184 @@
+"""Output planning and delivery; the rollout reader."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from codex_cli_image import InputError
+from codex_cli_image.output import Target, deliver, plan_output, slug
+from codex_cli_image.rollout import find_rollout, parse_image_records, read_image_records
+from codex_cli_image.testing import make_png
+
+from conftest import FIXTURES
+
+NOW = dt.datetime(2026, 11, 21, 9, 30, 5)
+PNG = make_png(4, 4, "x")
+
+
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [
+        ("A red fox, in the snow!", "a-red-fox-in-the-snow"),
+        ("Café crème ☕", "cafe-creme"),
+        ("日本語だけ", "image"),
+        ("word " * 30, "word-word-word-word-word-word-word-word"),
+    ],
+)
+def test_slug(prompt: str, expected: str) -> None:
+    assert slug(prompt) == expected
+
+
+def test_directory_output_gets_a_unique_name(tmp_path: Path) -> None:
+    target = plan_output(tmp_path, "A red fox", now=NOW)
+    assert target.path == tmp_path / "a-red-fox-20261121-093005.png" and not target.overwrite
+
+
+def test_default_output_is_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert plan_output(None, "fox", now=NOW).path == tmp_path / "fox-20261121-093005.png"
+
+
+@pytest.mark.parametrize(
+    ("setup", "reason"),
+    [
+        ("missing-parent", "output_dir_missing"),
+        ("missing-dir-slash", "output_dir_missing"),
+        ("exists", "output_exists"),
+        ("symlink", "output_is_symlink"),
+        ("jpg", "output_not_png"),
+        ("readonly-dir", "output_not_writable"),
+        ("exists-dir-entry", "output_not_a_file"),
+    ],
+)
+def test_bad_outputs_are_input_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setup: str, reason: str
+) -> None:
+    overwrite = False
+    if setup == "missing-parent":
+        output: str | Path = tmp_path / "nope" / "a.png"
+    elif setup == "missing-dir-slash":
+        output = f"{tmp_path}/nope/"
+    elif setup == "exists":
+        output = tmp_path / "a.png"
+        output.write_bytes(b"mine")
+    elif setup == "symlink":
+        (tmp_path / "real.png").write_bytes(b"mine")
+        output = tmp_path / "link.png"
+        output.symlink_to(tmp_path / "real.png")
+    elif setup == "jpg":
+        output = tmp_path / "a.jpg"
+    elif setup == "readonly-dir":
+        output = tmp_path / "a.png"
+        monkeypatch.setattr(os, "access", lambda *a, **k: False)  # root writes anywhere
+    else:
+        output = tmp_path / "fifo.png"
+        os.mkfifo(output)
+        overwrite = True
+    with pytest.raises(InputError) as info:
+        plan_output(output, "fox", overwrite=overwrite, now=NOW)
+    assert info.value.reason == reason and info.value.hint
+    if setup in ("exists", "symlink"):
+        assert (tmp_path / ("a.png" if setup == "exists" else "real.png")).read_bytes() == b"mine"
+
+
+def test_overwrite_allows_replacing_a_file(tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(b"old")
+    target = plan_output(tmp_path / "a.png", "fox", overwrite=True)
+    path, warnings = deliver(PNG, target)
+    assert path.read_bytes() == PNG and warnings == []
+
+
+def test_deliver_writes_atomically_and_leaves_nothing_else(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    path, warnings = deliver(PNG, Target(out / "a.png", overwrite=False))
+    assert path == out / "a.png" and path.read_bytes() == PNG and warnings == []
+    assert sorted(p.name for p in out.iterdir()) == ["a.png"]
+
+
+def test_destination_that_appears_meanwhile_is_never_overwritten(tmp_path: Path) -> None:
+    """Regression guard for the race: the name was free when checked, taken at delivery."""
+    target = plan_output(tmp_path / "a.png", "fox")
+    (tmp_path / "a.png").write_bytes(b"someone else's")
+    (tmp_path / "a-1.png").write_bytes(b"and another")
+    path, warnings = deliver(PNG, target)
+    assert path == tmp_path / "a-2.png" and path.read_bytes() == PNG
+    assert (tmp_path / "a.png").read_bytes() == b"someone else's"
+    assert warnings and "a-2.png" in warnings[0]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+
+def test_deliver_without_hard_links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_links(src: object, dst: object) -> None:
+        raise OSError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    (tmp_path / "a.png").write_bytes(b"taken")
+    path, _ = deliver(PNG, Target(tmp_path / "a.png", overwrite=False))
+    assert path.name == "a-1.png" and path.read_bytes() == PNG
+    assert (tmp_path / "a.png").read_bytes() == b"taken"
+
+
+def test_failed_delivery_leaves_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(OSError):
+        deliver(PNG, Target(out / "a.png", overwrite=False))
+    assert list(out.iterdir()) == []
+
+
+# --- rollout ---
+
+
+def test_records_of_every_shape() -> None:
+    new = read_image_records(FIXTURES / "transcripts" / "rollout-0.169-extension.jsonl")
+    assert [(r.status, r.revised_prompt) for r in new] == [("completed", "a red fox")]
+    assert new[0].saved_path and new[0].saved_path.endswith(".png")
+    old = read_image_records(FIXTURES / "transcripts" / "rollout-0.142-legacy.jsonl")
+    assert len(old) == 1  # the event and the response item of one call are merged
+    assert old[0].id == "ig_0a1b2c" and old[0].saved_path and old[0].result
+
+
+def test_failure_and_noise() -> None:
+    lines = [
+        b"not json image_gen\n",
+        json.dumps({"type": "event_msg", "payload": {"type": "item_completed", "item": {
+            "type": "Extension", "kind": "image_gen.generation", "id": "exec-1", "status": "failed",
+            "failure": {"message": "403 image_generation_not_supported"}}}}).encode(),
+        json.dumps({"type": "event_msg", "payload": {"type": "agent_message"}}).encode(),
+    ]  # fmt: skip
+    (record,) = parse_image_records(lines)
+    assert record.status == "failed" and "image_generation_not_supported" in (record.failure or "")
+
+
+def test_find_rollout(tmp_path: Path) -> None:
+    day = tmp_path / "sessions" / "2026" / "11" / "20"
+    day.mkdir(parents=True)
+    target = day / "rollout-2026-11-20T23-59-59-tid-1.jsonl"
+    target.write_text("")
+    (day / "rollout-2026-11-20T23-59-59-tid-2.jsonl").write_text("")
+    assert find_rollout(tmp_path, "tid-1", around=dt.datetime(2026, 11, 21, 0, 0, 1)) == target
+    assert find_rollout(tmp_path, "tid-1", around=dt.datetime(2020, 1, 1)) == target
+    assert find_rollout(tmp_path, "tid-3") is None
+
+
+def test_hosted_record_decodes_to_the_png(tmp_path: Path) -> None:
+    line = json.dumps({"type": "response_item", "payload": {
+        "type": "image_generation_call", "id": "ig_1", "status": "completed",
+        "result": base64.b64encode(PNG).decode()}}).encode()  # fmt: skip
+    (record,) = parse_image_records([line])
+    assert base64.b64decode(record.result or "") == PNG
