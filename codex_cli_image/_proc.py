@@ -89,6 +89,17 @@ def kill_tree(pid: int, *, grace_s: float = TERMINATE_GRACE_S) -> None:
     _wait_gone(procs, 1.0)
 
 
+def kill_group(pgid: int) -> None:
+    """Kill what is left of an exited leader's process group (its helpers), POSIX only.
+
+    The leader itself is gone and its pid may already be reused, so only the group is
+    signalled: a group id is not reused while any member of the group lives.
+    """
+    if sys.platform != "win32":
+        with contextlib.suppress(OSError):
+            os.killpg(pgid, signal.SIGKILL)
+
+
 def _signal_all(pgid: int, procs: list[psutil.Process], *, kill: bool) -> None:
     if sys.platform != "win32":
         with contextlib.suppress(OSError):

@@ -33,6 +33,8 @@ class Target:
 
     path: Path
     overwrite: bool
+    named_by_us: bool = False
+    """The name was made from the prompt (directory output): taking the next free one is silent."""
 
 
 def slug(prompt: str, limit: int = 40) -> str:
@@ -71,7 +73,7 @@ def plan_output(
     if path.is_dir():
         _check_writable_dir(path, "The output directory")
         stamp = (now or dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
-        return Target(path / f"{slug(prompt)}-{stamp}.png", overwrite=False)
+        return Target(path / f"{slug(prompt)}-{stamp}.png", overwrite=False, named_by_us=True)
     if os.fspath(output or "").endswith(("/", os.sep)):
         raise InputError(
             f"The output directory {path} does not exist.",
@@ -138,7 +140,7 @@ def deliver(data: bytes, target: Target) -> tuple[Path, list[str]]:
                 _place_new(staging, candidate)
             except FileExistsError:
                 continue
-            if candidate != target.path:
+            if candidate != target.path and not target.named_by_us:
                 warnings.append(
                     f"{target.path.name} appeared while the image was being made; "
                     f"saved as {candidate.name} instead."

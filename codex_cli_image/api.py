@@ -1,0 +1,266 @@
+"""``generate`` and ``agenerate``: one prompt in, one verified PNG out (or a sorted error).
+
+The async function does the work; the sync one runs it on an event loop in a worker thread
+(anyio's blocking portal), so it also works inside a thread that already runs a loop (notebooks,
+async apps). Ctrl-C or cancellation ends codex's whole process tree and removes every temporary
+file before the exception propagates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import anyio
+from anyio.from_thread import start_blocking_portal
+
+from .errors import InputError, TransientError
+from .launcher import locate, probe_version
+from .output import deliver, plan_output
+from .preflight import check_login, codex_home_path
+from .prompt import build_instruction, check_prompt
+from .runner import (
+    Attempt,
+    Phase,
+    Produced,
+    Progress,
+    ProgressCallback,
+    remove_codex_copy,
+    run_attempt,
+)
+
+__all__ = ["ImageResult", "agenerate", "generate"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 600.0
+# Retrying these could not help (or could pay twice): everything else transient is retried.
+_NO_RETRY = frozenset({"timeout", "invalid_image"})
+_BACKOFF_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class ImageResult:
+    """A delivered image and how it was made."""
+
+    path: Path
+    bytes: int
+    sha256: str
+    width: int
+    height: int
+    format: str
+    thread_id: str
+    codex_version: str | None
+    elapsed_s: float
+    usage: dict[str, int] | None
+    revised_prompt: str | None
+    attempts: int
+    warnings: tuple[str, ...]
+    image_source: str
+    """``file`` (codex saved it) or ``rollout`` (decoded from the session log)."""
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "ok": True,
+            "path": str(self.path),
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "width": self.width,
+            "height": self.height,
+            "format": self.format,
+            "thread_id": self.thread_id,
+            "codex_version": self.codex_version,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "usage": self.usage,
+            "revised_prompt": self.revised_prompt,
+            "attempts": self.attempts,
+            "warnings": list(self.warnings),
+            "image_source": self.image_source,
+        }
+
+
+async def agenerate(
+    prompt: str,
+    *,
+    output: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    # One deadline for the whole call, retries included, ending in a classified error after
+    # clean-up: more than a caller's fail_after() could give.
+    timeout: float = DEFAULT_TIMEOUT_S,  # noqa: ASYNC109
+    retries: int = 1,
+    codex: str | os.PathLike[str] | None = None,
+    codex_home: str | os.PathLike[str] | None = None,
+    model: str | None = None,
+    allow_relay: bool = False,
+    on_progress: ProgressCallback | None = None,
+    wait_for_turn: bool = False,
+    keep_codex_copy: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> ImageResult:
+    """Make one image with the signed-in Codex CLI and deliver it as a verified PNG.
+
+    prompt: what to draw. output: a .png path or a directory (default: the current directory);
+    never overwritten unless ``overwrite``. timeout: seconds for the whole call, retries
+    included. retries: extra attempts after transient failures (never after a timeout or when an
+    image was produced). codex / codex_home: the executable and its state directory (default:
+    found as ``codex-image doctor`` shows). model: passed to codex. allow_relay: accept a custom
+    provider that receives the ChatGPT login. on_progress: called with each :class:`Progress`.
+    wait_for_turn: let codex finish its closing message (to get ``usage``) instead of stopping
+    it once the image is safe. keep_codex_copy: leave codex's own copy in
+    ``$CODEX_HOME/generated_images``.
+
+    Raises :class:`~codex_cli_image.CodexImageError` (input, launch, auth, quota, transient).
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    check_prompt(prompt)
+    if not timeout > 0:
+        raise InputError(
+            "The timeout must be a positive number of seconds.",
+            reason="invalid_timeout",
+            hint="Pass a timeout in seconds, e.g. 600.",
+        )
+    if retries < 0:
+        raise InputError(
+            "retries cannot be negative.", reason="invalid_retries", hint="Pass 0 or more."
+        )
+    target = plan_output(output, prompt, overwrite=overwrite)
+    base_env = dict(os.environ if env is None else env)
+
+    def emit(phase: Phase, message: str | None, thread_id: str | None, attempt: int = 1) -> None:
+        if on_progress is None:
+            return
+        try:
+            on_progress(Progress(phase, time.monotonic() - started, attempt, message, thread_id))
+        except Exception:  # a broken callback must not break the run or its clean-up
+            log.exception("on_progress callback failed")
+
+    emit("started", None, None)
+    found = await anyio.to_thread.run_sync(partial(locate, codex, env=base_env))
+    version = await anyio.to_thread.run_sync(probe_version, found)
+    home = codex_home_path(base_env, codex_home)
+    verdict = await anyio.to_thread.run_sync(
+        partial(check_login, home, env=base_env, allow_relay=allow_relay, codex=found,
+                codex_version=version.release)
+    )  # fmt: skip
+    verdict.raise_for_problem()
+    warnings = [notice.message for notice in verdict.warnings]
+
+    attempt_no = 0
+    produced: Produced | None = None
+    while produced is None:
+        attempt_no += 1
+        attempt = Attempt(
+            codex=found,
+            codex_home=home,
+            instruction=build_instruction(prompt),
+            deadline=deadline,
+            timeout_s=timeout,
+            number=attempt_no,
+            model=model,
+            wait_for_turn=wait_for_turn,
+            codex_version=str(version),
+            emit=_numbered(emit, attempt_no),
+        )
+        try:
+            produced = await run_attempt(attempt)
+        except TransientError as error:
+            pause = _BACKOFF_S * 2 ** (attempt_no - 1) + random.uniform(0, 1)
+            if (
+                error.reason in _NO_RETRY
+                or attempt_no > retries
+                or time.monotonic() + pause >= deadline
+            ):
+                raise
+            emit("retrying", f"{error.reason}: {error.message}", error.thread_id, attempt_no)
+            await anyio.sleep(pause)
+
+    try:
+        path, delivered_warnings = await anyio.to_thread.run_sync(deliver, produced.data, target)
+    except OSError as exc:
+        kept = f" codex's copy is kept at {produced.codex_file}." if produced.codex_file else ""
+        raise InputError(
+            f"Could not write the image to {target.path}: {exc.strerror or exc}.{kept}",
+            reason="output_write_failed",
+            hint="Free some space or choose another output folder, then retry.",
+            thread_id=produced.thread_id,
+            codex_version=str(version),
+        ) from exc
+    if produced.codex_file is not None and not keep_codex_copy:
+        remove_codex_copy(produced.codex_file)
+    result = ImageResult(
+        path=path,
+        bytes=len(produced.data),
+        sha256=hashlib.sha256(produced.data).hexdigest(),
+        width=produced.info.width,
+        height=produced.info.height,
+        format="png",
+        thread_id=produced.thread_id,
+        codex_version=str(version),
+        elapsed_s=time.monotonic() - started,
+        usage=produced.usage,
+        revised_prompt=produced.revised_prompt,
+        attempts=attempt_no,
+        warnings=tuple(warnings + delivered_warnings),
+        image_source=produced.source,
+    )
+    emit("finished", str(path), produced.thread_id, attempt_no)
+    return result
+
+
+def _numbered(
+    emit: Callable[[Phase, str | None, str | None, int], None], attempt: int
+) -> Callable[[Phase, str | None, str | None], None]:
+    def forward(phase: Phase, message: str | None, thread_id: str | None) -> None:
+        emit(phase, message, thread_id, attempt)
+
+    return forward
+
+
+def generate(
+    prompt: str,
+    *,
+    output: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    retries: int = 1,
+    codex: str | os.PathLike[str] | None = None,
+    codex_home: str | os.PathLike[str] | None = None,
+    model: str | None = None,
+    allow_relay: bool = False,
+    on_progress: ProgressCallback | None = None,
+    wait_for_turn: bool = False,
+    keep_codex_copy: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> ImageResult:
+    """The blocking twin of :func:`agenerate`: same arguments, same result, same errors.
+
+    Runs on its own event loop in a worker thread, so it is safe from any thread, including one
+    that already runs an event loop. Ctrl-C cancels the run and ends codex's process tree before
+    ``KeyboardInterrupt`` propagates. ``on_progress`` is called from that worker thread.
+    """
+    call = partial(
+        agenerate,
+        prompt,
+        output=output,
+        overwrite=overwrite,
+        timeout=timeout,
+        retries=retries,
+        codex=codex,
+        codex_home=codex_home,
+        model=model,
+        allow_relay=allow_relay,
+        on_progress=on_progress,
+        wait_for_turn=wait_for_turn,
+        keep_codex_copy=keep_codex_copy,
+        env=env,
+    )
+    with start_blocking_portal() as portal:
+        return portal.call(call)

@@ -1,0 +1,379 @@
+"""Run one ``codex exec --json`` image turn and prove what it produced (the async I/O shell).
+
+One attempt: a private temporary workspace, codex started as the leader of its own process group
+with the instruction on stdin (then closed), stdout decoded as events while stderr drains into a
+bounded tail, and ``$CODEX_HOME/generated_images/<thread_id>/`` watched for a new PNG. As soon as
+one is complete and verified, codex is stopped: the closing model message is not worth waiting
+for (unless ``wait_for_turn``). Without a file, the session rollout is read for the image or for
+why there is none. Timeouts and cancellation end the whole process tree, reap it and remove the
+workspace before the exception propagates.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import logging
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from stat import S_ISREG
+from typing import Literal
+
+import anyio
+import anyio.abc
+
+from . import _proc
+from .events import (
+    AgentMessage,
+    ErrorNotice,
+    EventDecoder,
+    ThreadStarted,
+    TurnCompleted,
+    TurnFailed,
+)
+from .failures import RunOutcome, classify
+from .launcher import Codex
+from .png import PngError, PngInfo, inspect_png
+from .rollout import ImageRecord, find_rollout, read_image_records
+
+__all__ = ["Attempt", "Produced", "Progress", "ProgressCallback", "run_attempt"]
+
+log = logging.getLogger(__name__)
+
+Phase = Literal[
+    "started",
+    "thread_started",
+    "reconnecting",
+    "agent_message",
+    "image_saved",
+    "retrying",
+    "finished",
+]
+POLL_S = 0.05
+_EOF_WAIT_S = 2.0
+STDERR_TAIL_BYTES = 64 * 1024
+# A file older than the run (minus clock slack) is not this run's image.
+_MTIME_SLACK_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A step of a generation, for ``on_progress``."""
+
+    phase: Phase
+    elapsed_s: float
+    attempt: int = 1
+    message: str | None = None
+    thread_id: str | None = None
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Produced:
+    """A verified image from one attempt."""
+
+    data: bytes
+    info: PngInfo
+    source: Literal["file", "rollout"]
+    codex_file: Path | None
+    thread_id: str
+    usage: dict[str, int] | None
+    revised_prompt: str | None
+
+
+@dataclass(slots=True)
+class Attempt:
+    """What one attempt needs to know; the mutable state lives in :class:`_State`."""
+
+    codex: Codex
+    codex_home: Path
+    instruction: str
+    deadline: float
+    """``time.monotonic()`` by which the image must be there."""
+    timeout_s: float
+    number: int = 1
+    model: str | None = None
+    wait_for_turn: bool = False
+    codex_version: str | None = None
+    emit: Callable[[Phase, str | None, str | None], None] = lambda *_: None
+
+
+@dataclass(slots=True)
+class _State:
+    started_wall: float
+    thread_id: str | None = None
+    thread_seen: anyio.Event = field(default_factory=anyio.Event)
+    turn_failed: str | None = None
+    errors: list[str] = field(default_factory=list)
+    agent_messages: list[str] = field(default_factory=list)
+    usage: dict[str, int] | None = None
+    image: tuple[Path, bytes, PngInfo] | None = None
+    invalid: str | None = None
+    sizes: dict[Path, int] = field(default_factory=dict)
+    stderr: bytearray = field(default_factory=bytearray)
+    stdout_done: anyio.Event = field(default_factory=anyio.Event)
+    stderr_done: anyio.Event = field(default_factory=anyio.Event)
+
+
+async def run_attempt(attempt: Attempt) -> Produced:
+    """Run codex once. Returns the verified image or raises the classified error."""
+    workspace = Path(tempfile.mkdtemp(prefix="codex-image-"))
+    try:
+        return await _run(attempt, workspace)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(shutil.rmtree, workspace, True)
+
+
+async def _run(attempt: Attempt, workspace: Path) -> Produced:
+    state = _State(started_wall=time.time())
+    argv = attempt.codex.command(
+        "exec",
+        "--json",
+        "--skip-git-repo-check",
+        "--sandbox",
+        "read-only",
+        "--cd",
+        str(workspace),
+        "--config",
+        "analytics.enabled=false",
+        *(["--model", attempt.model] if attempt.model else []),
+        "-",
+    )
+    env = {**attempt.codex.env, "CODEX_HOME": str(attempt.codex_home)}
+    group = _proc.new_group_kwargs()
+    process = await anyio.open_process(
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=workspace,
+        env=env,
+        start_new_session=bool(group.get("start_new_session")),
+        creationflags=int(group.get("creationflags", 0)),
+    )
+    timed_out = False
+    try:
+        await _send_prompt(process, attempt.instruction)
+        with anyio.move_on_after(max(0.0, attempt.deadline - time.monotonic())) as deadline:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(_read_events, process, state, attempt)
+                tasks.start_soon(_drain_stderr, process, state)
+                tasks.start_soon(_watch_images, state, attempt, tasks.cancel_scope)
+                await process.wait()
+                # Take in the last events (a helper that inherited the pipes may keep them open:
+                # bounded), then stop watching.
+                with anyio.move_on_after(_EOF_WAIT_S):
+                    await state.stdout_done.wait()
+                    await state.stderr_done.wait()
+                tasks.cancel_scope.cancel()
+        timed_out = deadline.cancelled_caught and state.image is None
+    finally:
+        with anyio.CancelScope(shield=True):
+            await _stop(process)
+    # The file may have landed between the last look and the exit.
+    if state.image is None and state.thread_id is not None:
+        await anyio.to_thread.run_sync(_look_for_image, state, attempt.codex_home, True)
+        if state.image is not None:
+            attempt.emit("image_saved", str(state.image[0]), state.thread_id)
+    if state.image is not None:
+        path, data, info = state.image
+        revised = await anyio.to_thread.run_sync(_revised_prompt, attempt, state, path)
+        return Produced(data, info, "file", path, state.thread_id or "", state.usage, revised)
+    record = await anyio.to_thread.run_sync(_rollout_image, attempt, state)
+    if record is not None and record[0] is not None:
+        data, info = record[0]
+        return Produced(data, info, "rollout", None, state.thread_id or "", state.usage,
+                        record[1].revised_prompt)  # fmt: skip
+    failed = record[1] if record is not None else None
+    raise classify(
+        RunOutcome(
+            exit_code=None if timed_out else process.returncode,
+            timed_out=timed_out,
+            turn_failed=state.turn_failed,
+            errors=tuple(state.errors),
+            agent_messages=tuple(state.agent_messages),
+            stderr_tail=_tail_text(state.stderr),
+            image_status=failed.status if failed else None,
+            image_failure=failed.failure if failed else None,
+            invalid_image=state.invalid,
+            timeout_s=attempt.timeout_s,
+            codex_version=attempt.codex_version,
+            thread_id=state.thread_id,
+        ),
+        now=dt.datetime.now().astimezone(),
+    )
+
+
+async def _send_prompt(process: anyio.abc.Process, text: str) -> None:
+    assert process.stdin is not None
+    try:
+        await process.stdin.send(text.encode("utf-8"))
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        pass  # codex exited before reading; its exit and stderr tell why
+    finally:
+        # Closed stdin is what ends codex's read of the prompt: open, it would wait forever.
+        await process.stdin.aclose()
+
+
+async def _read_events(process: anyio.abc.Process, state: _State, attempt: Attempt) -> None:
+    assert process.stdout is not None
+    decoder = EventDecoder()
+    async for chunk in process.stdout:
+        for event in decoder.feed(chunk):
+            _apply(event, state, attempt)
+    for event in decoder.flush():
+        _apply(event, state, attempt)
+    state.stdout_done.set()
+    if decoder.malformed or decoder.oversized:
+        log.info(
+            "skipped %d malformed and %d oversized event lines",
+            decoder.malformed,
+            decoder.oversized,
+        )
+
+
+def _apply(event: object, state: _State, attempt: Attempt) -> None:
+    if isinstance(event, ThreadStarted) and state.thread_id is None:
+        state.thread_id = event.thread_id
+        state.thread_seen.set()
+        attempt.emit("thread_started", None, event.thread_id)
+    elif isinstance(event, ErrorNotice):
+        if event.reconnecting:
+            attempt.emit("reconnecting", event.message, state.thread_id)
+        else:
+            state.errors.append(event.message)
+    elif isinstance(event, AgentMessage):
+        state.agent_messages.append(event.text)
+        attempt.emit("agent_message", event.text, state.thread_id)
+    elif isinstance(event, TurnFailed):
+        state.turn_failed = event.message
+    elif isinstance(event, TurnCompleted):
+        state.usage = event.usage
+
+
+async def _drain_stderr(process: anyio.abc.Process, state: _State) -> None:
+    assert process.stderr is not None
+    async for chunk in process.stderr:
+        state.stderr += chunk
+        if len(state.stderr) > 2 * STDERR_TAIL_BYTES:
+            del state.stderr[:-STDERR_TAIL_BYTES]
+    state.stderr_done.set()
+
+
+async def _watch_images(state: _State, attempt: Attempt, scope: anyio.CancelScope) -> None:
+    await state.thread_seen.wait()
+    while state.image is None:
+        await anyio.sleep(POLL_S)
+        await anyio.to_thread.run_sync(_look_for_image, state, attempt.codex_home)
+    attempt.emit("image_saved", str(state.image[0]), state.thread_id)
+    if not attempt.wait_for_turn:
+        scope.cancel()  # the image is safe: stop codex without waiting for its closing message
+
+
+def _look_for_image(state: _State, codex_home: Path, settled: bool = False) -> None:
+    """Accept the first PNG in the thread's folder that is new, stable in size and valid.
+
+    ``settled``: codex has exited, so no file is still being written.
+    """
+    folder = codex_home / "generated_images" / (state.thread_id or "")
+    try:
+        candidates = sorted(folder.glob("*.png"))
+    except OSError:
+        return
+    for path in candidates:
+        try:
+            stat = path.lstat()
+        except OSError:
+            continue
+        if not S_ISREG(stat.st_mode) or stat.st_mtime < state.started_wall - _MTIME_SLACK_S:
+            continue
+        # Read only once the size stopped changing between two looks: codex may still write.
+        if not settled and state.sizes.get(path) != stat.st_size:
+            state.sizes[path] = stat.st_size
+            continue
+        try:
+            data = path.read_bytes()
+            info = inspect_png(data)
+        except OSError:
+            continue
+        except PngError as exc:
+            state.invalid = str(exc)
+            continue
+        state.image = (path, data, info)
+        state.invalid = None
+        return
+
+
+def _rollout_image(
+    attempt: Attempt, state: _State
+) -> tuple[tuple[bytes, PngInfo] | None, ImageRecord] | None:
+    """The image kept in the rollout (hosted tools, lost files), or the failed record."""
+    if state.thread_id is None:
+        return None
+    path = find_rollout(attempt.codex_home, state.thread_id)
+    if path is None:
+        return None
+    try:
+        records = read_image_records(path)
+    except OSError:
+        return None
+    for record in records:
+        if record.status == "completed" and record.result:
+            try:
+                data = base64.b64decode(record.result, validate=True)
+                return (data, inspect_png(data)), record
+            except (binascii.Error, ValueError) as exc:
+                state.invalid = str(exc)
+    failed = [r for r in records if r.status == "failed"]
+    return (None, failed[-1]) if failed else None
+
+
+def _revised_prompt(attempt: Attempt, state: _State, image: Path) -> str | None:
+    """Best effort: the rollout may not be written yet when codex is stopped early."""
+    if state.thread_id is None:
+        return None
+    path = find_rollout(attempt.codex_home, state.thread_id)
+    try:
+        records = read_image_records(path) if path else []
+    except OSError:
+        return None
+    for record in records:
+        if record.revised_prompt and (record.id == image.stem or record.saved_path == str(image)):
+            return record.revised_prompt
+    return None
+
+
+async def _stop(process: anyio.abc.Process) -> None:
+    """End codex and everything it started, then reap it and close its pipes."""
+    if process.returncode is None:
+        await anyio.to_thread.run_sync(_proc.kill_tree, process.pid)
+    else:
+        _proc.kill_group(process.pid)  # helpers codex left behind in its group
+    with anyio.move_on_after(5):
+        await process.wait()
+    for stream in (process.stdin, process.stdout, process.stderr):
+        if stream is not None:
+            await stream.aclose()
+
+
+def _tail_text(buffer: bytearray) -> str:
+    text = bytes(buffer[-STDERR_TAIL_BYTES:]).decode("utf-8", "replace")
+    return "\n".join(text.strip().splitlines()[-20:])[-4000:]
+
+
+def remove_codex_copy(path: Path) -> None:
+    """Remove codex's copy of a delivered image, and its thread folder once empty."""
+    try:
+        path.unlink()
+        path.parent.rmdir()
+    except OSError:
+        pass
