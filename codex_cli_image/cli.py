@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from . import __version__
@@ -18,6 +20,7 @@ from . import __version__
 if TYPE_CHECKING:
     from .doctor import DoctorReport
     from .errors import Kind
+    from .runner import Progress
 
 EXIT_OK = 0
 EXIT_INTERRUPTED = 130
@@ -31,12 +34,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream.reconfigure(errors="backslashreplace")
     parser = _parser()
     args = parser.parse_args(argv)
+    previous = _interrupt_on_sigterm()
     try:
         code: int = args.run(args)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        # The library has already ended codex's process tree and removed its files.
+        print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return code
+
+
+def _interrupt_on_sigterm() -> signal.Handlers | Callable[..., object] | int | None:
+    """Treat SIGTERM like Ctrl-C, so a stopped CLI still ends codex's tree and cleans up."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +65,45 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"codex-image {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    gen = commands.add_parser(
+        "generate",
+        help="make one image and save it as a verified PNG",
+        description="Make one image with the signed-in Codex CLI and save it as a verified PNG.",
+    )
+    gen.add_argument("prompt", metavar="PROMPT", help="what to draw; - reads it from stdin")
+    gen.add_argument(
+        "-o", "--output", metavar="PATH", help="a .png file or an existing folder (default: .)"
+    )
+    gen.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    gen.add_argument(
+        "--timeout", type=float, default=600.0, metavar="S", help="seconds for the whole call"
+    )
+    gen.add_argument(
+        "--retries", type=int, default=1, metavar="N", help="extra attempts after transient errors"
+    )
+    gen.add_argument("--codex", metavar="PATH", help="the codex executable to use")
+    gen.add_argument("--codex-home", metavar="DIR", help="codex's state directory")
+    gen.add_argument("--model", metavar="M", help="the model codex should use")
+    gen.add_argument(
+        "--allow-relay",
+        action="store_true",
+        help="accept a custom provider or base URL that receives the ChatGPT login",
+    )
+    gen.add_argument(
+        "--wait-for-turn",
+        action="store_true",
+        help="let codex finish its closing message (reports token usage; slower)",
+    )
+    gen.add_argument(
+        "--keep-codex-copy",
+        action="store_true",
+        help="leave codex's own copy in $CODEX_HOME/generated_images",
+    )
+    gen.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    gen.add_argument("--events", action="store_true", help="print progress as JSON lines on stderr")
+    gen.add_argument("-q", "--quiet", action="store_true", help="no status line, no warnings")
+    gen.set_defaults(run=_generate)
 
     doctor = commands.add_parser(
         "doctor",
@@ -66,6 +124,105 @@ def _parser() -> argparse.ArgumentParser:
     )
     doctor.set_defaults(run=_doctor)
     return parser
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from .api import generate
+    from .errors import CodexImageError, InputError
+
+    status = _Status(enabled=not (args.quiet or args.json or args.events) and sys.stderr.isatty())
+
+    def on_progress(progress: Progress) -> None:
+        if args.events:
+            event = {
+                "event": progress.phase,
+                "elapsed_s": round(progress.elapsed_s, 3),
+                "attempt": progress.attempt,
+                "thread_id": progress.thread_id,
+                "message": progress.message,
+            }
+            print(json.dumps(event), file=sys.stderr, flush=True)
+        status.show(progress)
+
+    try:
+        prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+        result = generate(
+            prompt,
+            output=args.output,
+            overwrite=args.overwrite,
+            timeout=args.timeout,
+            retries=args.retries,
+            codex=args.codex,
+            codex_home=args.codex_home,
+            model=args.model,
+            allow_relay=args.allow_relay,
+            on_progress=on_progress,
+            wait_for_turn=args.wait_for_turn,
+            keep_codex_copy=args.keep_codex_copy,
+        )
+    except CodexImageError as error:
+        status.clear()
+        if args.json:
+            print(json.dumps({"ok": False, "error": error.to_dict()}))
+        else:
+            print(f"error: {error.message}", file=sys.stderr)
+            print(f"hint: {error.hint}", file=sys.stderr)
+        return EXIT_CODES[error.kind]
+    except UnicodeDecodeError:
+        bad = InputError(
+            "The prompt on stdin is not UTF-8 text.",
+            reason="invalid_prompt",
+            hint="Pass the prompt as UTF-8 text.",
+        )
+        if args.json:
+            print(json.dumps({"ok": False, "error": bad.to_dict()}))
+        else:
+            print(f"error: {bad.message}\nhint: {bad.hint}", file=sys.stderr)
+        return EXIT_CODES["input"]
+    status.clear()
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        if not args.quiet:
+            for warning in result.warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+        print(result.path)
+    return EXIT_OK
+
+
+class _Status:
+    """A one-line live status on a terminal's stderr: phase and elapsed time."""
+
+    _LABELS = {
+        "started": "starting codex",
+        "thread_started": "waiting for the image",
+        "reconnecting": "reconnecting",
+        "agent_message": "waiting for the image",
+        "image_saved": "image saved, verifying",
+        "retrying": "retrying",
+        "finished": "done",
+    }
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self._width = 0
+
+    def show(self, progress: Progress) -> None:
+        if not self.enabled:
+            return
+        text = f"codex-image: {self._LABELS.get(progress.phase, progress.phase)}"
+        text += f" ({progress.elapsed_s:.1f} s)"
+        if progress.attempt > 1:
+            text += f", attempt {progress.attempt}"
+        sys.stderr.write("\r" + text.ljust(self._width))
+        sys.stderr.flush()
+        self._width = len(text)
+
+    def clear(self) -> None:
+        if self.enabled and self._width:
+            sys.stderr.write("\r" + " " * self._width + "\r")
+            sys.stderr.flush()
+            self._width = 0
 
 
 def _doctor(args: argparse.Namespace) -> int:
