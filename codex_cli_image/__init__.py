@@ -3,11 +3,16 @@
 No API key: the signed-in ``codex`` CLI and its built-in image tool do the work; this package finds
 the executable, refuses logins that cannot make images, runs it, proves the image and sorts every
 failure into auth, quota or transient.
+
+Names are imported on first use (PEP 562), so ``import codex_cli_image`` and ``codex-image
+--version`` stay fast: the async runtime loads only when an image is made.
 """
 
 from __future__ import annotations
 
-from .doctor import CodexInfo, DoctorReport, Problem, doctor
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     AuthError,
     CodexImageError,
@@ -17,10 +22,33 @@ from .errors import (
     QuotaError,
     TransientError,
 )
-from .launcher import Codex, CodexVersion, locate, probe_version
-from .preflight import Notice, Verdict, check_login
+
+if TYPE_CHECKING:
+    from .api import ImageResult, agenerate, generate
+    from .doctor import CodexInfo, DoctorReport, Problem, doctor
+    from .launcher import Codex, CodexVersion, locate, probe_version
+    from .preflight import Notice, Verdict, check_login
+    from .runner import Progress
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "ImageResult": "api",
+    "agenerate": "api",
+    "generate": "api",
+    "CodexInfo": "doctor",
+    "DoctorReport": "doctor",
+    "Problem": "doctor",
+    "doctor": "doctor",
+    "Codex": "launcher",
+    "CodexVersion": "launcher",
+    "locate": "launcher",
+    "probe_version": "launcher",
+    "Notice": "preflight",
+    "Verdict": "preflight",
+    "check_login": "preflight",
+    "Progress": "runner",
+}
 
 __all__ = [
     "AuthError",
@@ -29,17 +57,34 @@ __all__ = [
     "CodexInfo",
     "CodexVersion",
     "DoctorReport",
+    "ImageResult",
     "InputError",
     "Kind",
     "LaunchError",
     "Notice",
     "Problem",
+    "Progress",
     "QuotaError",
     "TransientError",
     "Verdict",
     "__version__",
+    "agenerate",
     "check_login",
     "doctor",
+    "generate",
     "locate",
     "probe_version",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -120,7 +120,7 @@ class FakeCodex:
         return self.dir / _script.CONTROL_FILE
 
     def configure(self, scenario: str | None = None, **options: Any) -> None:
-        """Set the scenario and options for the following runs (they accumulate)."""
+        """Set the scenario and options for the following runs; unnamed options are defaults."""
         if scenario is not None:
             options["scenario"] = scenario
         unknown = set(options) - set(DEFAULTS)
@@ -128,7 +128,7 @@ class FakeCodex:
             raise ValueError(f"unknown fake codex option(s): {', '.join(sorted(unknown))}")
         if options.get("scenario", "success") not in SCENARIOS:
             raise ValueError(f"unknown scenario {options['scenario']!r}; one of {SCENARIOS}")
-        self._options.update(options)
+        self._options = dict(options)
         self._write_control()
 
     def reset(self) -> None:

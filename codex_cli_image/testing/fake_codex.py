@@ -647,7 +647,7 @@ class Turn:
                     "type": "image_generation_call",
                     "id": call_id,
                     "status": "completed",
-                    "revised_prompt": self.ex.prompt.strip()[:200],
+                    "revised_prompt": _requested(self.ex.prompt),
                     "result": base64.b64encode(png).decode("ascii"),
                 },
             )
@@ -684,7 +684,7 @@ class Turn:
         failure: dict[str, str] | None,
     ) -> None:
         result = base64.b64encode(data).decode("ascii") if data is not None else None
-        revised = self.ex.prompt.strip()[:200]
+        revised = _requested(self.ex.prompt)
         if self.opts["name_style"] == "ig" or self.version < (0, 149, 0):
             # 0.125-0.142: an event_msg plus the hosted tool's response item.
             self._rollout_line(
@@ -818,6 +818,14 @@ def _malformed_lines() -> None:
     ):
         out.write(raw)
     out.flush()
+
+
+def _requested(prompt: str) -> str:
+    """What a model would pass to the image tool: the request, without the wrapper around it."""
+    begin, end = "<<<IMAGE REQUEST>>>", "<<<END OF IMAGE REQUEST>>>"
+    if begin in prompt and end in prompt:
+        prompt = prompt.split(begin, 1)[1].split(end, 1)[0]
+    return prompt.strip()[:1000]
 
 
 def _iso(moment: dt.datetime) -> str:

@@ -1,0 +1,482 @@
+"""generate / agenerate and `codex-image generate` against the fake codex, scenario by scenario."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import anyio
+import psutil
+import pytest
+
+from codex_cli_image import CodexImageError
+from codex_cli_image import api as api_module
+from codex_cli_image.api import ImageResult, agenerate, generate
+from codex_cli_image.failures import SENTINEL
+from codex_cli_image.runner import Progress
+from codex_cli_image.testing import FakeCodex
+
+from conftest import FIXTURES
+from helpers import png_ok
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(autouse=True)
+def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Workspaces go here, so a test can prove none is left behind."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(api_module, "_BACKOFF_S", 0.01)
+    return scratch
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    return folder
+
+
+def run(fake: FakeCodex, out: Path, scenario: str = "success", **kwargs: Any) -> ImageResult:
+    options = kwargs.pop("options", {})
+    fake.configure(scenario, **options)
+    kwargs.setdefault("output", out / "image.png")
+    kwargs.setdefault("timeout", 30)
+    return generate(kwargs.pop("prompt", "a red fox in the snow"), **kwargs)
+
+
+def fails(fake: FakeCodex, out: Path, scenario: str, **kwargs: Any) -> CodexImageError:
+    with pytest.raises(CodexImageError) as info:
+        run(fake, out, scenario, **kwargs)
+    return info.value
+
+
+def survivors(fake: FakeCodex) -> list[int]:
+    pids = [c.pid for c in fake.calls] + [c.helper_pid for c in fake.calls if c.helper_pid]
+    alive = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+# --- success ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("style", ["exec", "call", "ig"])
+def test_success_with_each_file_name_style(
+    fake_codex: FakeCodex, out: Path, private_tmp: Path, style: str
+) -> None:
+    result = run(fake_codex, out, options={"name_style": style, "width": 40, "height": 30})
+    assert result.path == out / "image.png" and png_ok(result.path.read_bytes())
+    assert (result.width, result.height, result.format) == (40, 30, "png")
+    assert result.image_source == "file" and result.attempts == 1
+    assert (
+        result.codex_version == "0.169.0" and result.thread_id == fake_codex.exec_calls[0].thread_id
+    )
+    assert result.bytes == result.path.stat().st_size
+    assert fake_codex.generated_images() == []  # codex's copy is removed once delivered
+    assert list(private_tmp.iterdir()) == []  # the workspace is gone
+
+
+def test_the_run_is_private_read_only_and_keeps_the_prompt_off_argv(
+    fake_codex: FakeCodex, out: Path
+) -> None:
+    run(fake_codex, out, prompt="a secret-ish prompt about foxes")
+    call = fake_codex.exec_calls[0]
+    assert "a secret-ish prompt about foxes" not in " ".join(call.argv)
+    assert call.argv[-1] == "-" and not call.stdin_left_open
+    assert "a secret-ish prompt about foxes" in (call.stdin or "")
+    assert SENTINEL in (call.stdin or "")
+    for flag in ("--json", "--skip-git-repo-check", "analytics.enabled=false"):
+        assert flag in call.argv
+    assert call.argv[call.argv.index("--sandbox") + 1] == "read-only"
+    workspace = call.argv[call.argv.index("--cd") + 1]
+    assert call.cwd == workspace and not Path(workspace).exists()
+
+
+def test_rollout_only_image(fake_codex: FakeCodex, out: Path) -> None:
+    result = run(fake_codex, out, "hosted")
+    assert result.image_source == "rollout" and png_ok(result.path.read_bytes())
+    assert result.revised_prompt == "a red fox in the snow"
+
+
+def test_early_stop_does_not_wait_for_the_closing_message(fake_codex: FakeCodex, out: Path) -> None:
+    started = time.monotonic()
+    result = run(fake_codex, out, options={"final_delay": 20})
+    assert time.monotonic() - started < 5 and result.usage is None
+    assert survivors(fake_codex) == []
+
+
+def test_wait_for_turn_reports_usage(fake_codex: FakeCodex, out: Path) -> None:
+    result = run(fake_codex, out, wait_for_turn=True, options={"final_delay": 0.2})
+    assert result.usage and result.usage["output_tokens"] == 122
+
+
+def test_keep_codex_copy(fake_codex: FakeCodex, out: Path) -> None:
+    run(fake_codex, out, keep_codex_copy=True)
+    (copy,) = fake_codex.generated_images()
+    assert copy.read_bytes() == (out / "image.png").read_bytes()
+
+
+def test_progress_events(fake_codex: FakeCodex, out: Path) -> None:
+    seen: list[Progress] = []
+    run(fake_codex, out, "reconnecting", on_progress=seen.append)
+    phases = [p.phase for p in seen]
+    assert phases[0] == "started" and phases[-1] == "finished"
+    assert {"thread_started", "reconnecting", "image_saved"} <= set(phases)
+    assert all(b.elapsed_s >= a.elapsed_s for a, b in zip(seen, seen[1:], strict=False))
+
+
+def test_a_broken_progress_callback_does_not_break_the_run(
+    fake_codex: FakeCodex, out: Path
+) -> None:
+    def explode(progress: Progress) -> None:
+        raise RuntimeError("callback bug")
+
+    assert run(fake_codex, out, on_progress=explode).path.exists()
+
+
+def test_directory_output_and_default_name(fake_codex: FakeCodex, out: Path) -> None:
+    first = run(fake_codex, out, output=out, prompt="A red fox!")
+    second = run(fake_codex, out, output=out, prompt="A red fox!")
+    assert first.path.parent == out and first.path.name.startswith("a-red-fox-")
+    assert second.path != first.path and second.warnings == ()
+
+
+def test_hostile_output_streams(fake_codex: FakeCodex, out: Path) -> None:
+    """Megabytes of stderr, malformed lines and a huge JSONL line: no stall, bounded memory."""
+    for scenario, options in (
+        ("stderr_flood", {"stderr_bytes": 6 * 1024 * 1024}),
+        ("malformed_lines", {}),
+        ("huge_line", {"huge_bytes": 12 * 1024 * 1024}),
+    ):
+        tracemalloc.start()
+        try:
+            result = run(fake_codex, out, scenario, output=out, options=options)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert png_ok(result.path.read_bytes())
+        assert peak < 8 * 1024 * 1024, f"{scenario}: peak {peak} bytes"
+
+
+# --- failures --------------------------------------------------------------------------------
+
+FAILURE_TABLE = [
+    ("usage_limit", "quota", "usage_limit", 4),
+    ("usage_limit_date", "quota", "usage_limit", 4),
+    ("rate_limited", "quota", "rate_limited", 4),
+    ("credits_exhausted", "quota", "credits_exhausted", 4),
+    ("plan_not_included", "quota", "plan_not_included", 4),
+    ("refresh_failed", "auth", "refresh_failed", 3),
+    ("unauthorized", "auth", "unauthorized", 3),
+    ("model_not_supported", "auth", "model_not_supported", 3),
+    ("image_refused", "auth", "image_generation_refused", 3),
+    ("capacity", "transient", "capacity", 5),
+    ("stream_disconnected", "transient", "stream_error", 5),
+    ("no_image", "transient", "no_image", 5),
+    ("invalid_png", "transient", "invalid_image", 5),
+    ("truncated_png", "transient", "invalid_image", 5),
+    ("jpeg", "transient", "invalid_image", 5),
+]
+
+
+@pytest.mark.parametrize(("scenario", "kind", "reason", "code"), FAILURE_TABLE)
+def test_failures_are_sorted(
+    fake_codex: FakeCodex,
+    out: Path,
+    private_tmp: Path,
+    scenario: str,
+    kind: str,
+    reason: str,
+    code: int,
+) -> None:
+    error = fails(fake_codex, out, scenario, retries=0)
+    assert (error.kind, error.reason) == (kind, reason)
+    assert error.thread_id == fake_codex.exec_calls[0].thread_id
+    assert error.codex_version == "0.169.0" and error.hint
+    assert list(out.iterdir()) == [] and list(private_tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize(("scenario", "kind", "reason", "code"), FAILURE_TABLE)
+def test_cli_json_and_exit_code_for_failures(
+    fake_codex: FakeCodex, out: Path, scenario: str, kind: str, reason: str, code: int
+) -> None:
+    fake_codex.configure(scenario)
+    result = cli("generate", "a fox", "-o", str(out / "a.png"), "--retries", "0", "--json")
+    assert result.returncode == code
+    document = json.loads(result.stdout)
+    assert document["ok"] is False
+    error = document["error"]
+    assert (error["kind"], error["reason"]) == (kind, reason)
+    assert set(error) == {
+        "kind", "reason", "message", "hint", "retry_after_s", "retry_at", "exit_code",
+        "thread_id", "codex_version",
+    }  # fmt: skip
+    if reason == "usage_limit":
+        assert error["retry_at"] and error["retry_after_s"] > 0
+        if scenario == "usage_limit_date":
+            assert error["retry_at"].startswith("2026-11-23T15:45:00")
+
+
+def test_sentinel_means_no_image_tool(fake_codex: FakeCodex, out: Path) -> None:
+    error = fails(fake_codex, out, "no_image", options={"message": SENTINEL}, retries=0)
+    assert (error.kind, error.reason) == ("auth", "image_tool_unavailable")
+
+
+def test_codex_that_dies_is_described(fake_codex: FakeCodex, out: Path) -> None:
+    error = fails(
+        fake_codex, out, "turn_failed", options={"error_message": "segfault in libfoo"}, retries=0
+    )
+    assert error.reason == "codex_failed" and "exit code 1" in error.message
+    assert "segfault in libfoo" in error.message
+
+
+# --- retries ---------------------------------------------------------------------------------
+
+
+def test_transient_failures_are_retried(fake_codex: FakeCodex, out: Path) -> None:
+    seen: list[Progress] = []
+    error = fails(fake_codex, out, "stream_disconnected", retries=2, on_progress=seen.append)
+    assert error.reason == "stream_error" and len(fake_codex.exec_calls) == 3
+    assert [p.attempt for p in seen if p.phase == "retrying"] == [1, 2]
+
+
+@pytest.mark.parametrize("scenario", ["usage_limit", "unauthorized", "jpeg"])
+def test_no_retry_for_quota_auth_or_a_produced_image(
+    fake_codex: FakeCodex, out: Path, scenario: str
+) -> None:
+    fails(fake_codex, out, scenario, retries=3)
+    assert len(fake_codex.exec_calls) == 1
+
+
+def test_no_retry_after_a_timeout(fake_codex: FakeCodex, out: Path) -> None:
+    error = fails(fake_codex, out, "hang", retries=3, timeout=1)
+    assert error.reason == "timeout" and len(fake_codex.exec_calls) == 1
+
+
+# --- timeout, cancel, interrupt --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scenario", ["hang", "hang_ignore_sigterm", "grandchild"])
+def test_timeout_ends_the_whole_tree(
+    fake_codex: FakeCodex, out: Path, private_tmp: Path, scenario: str
+) -> None:
+    started = time.monotonic()
+    error = fails(fake_codex, out, scenario, timeout=1.0)
+    assert error.kind == "transient" and error.reason == "timeout"
+    assert time.monotonic() - started < 8
+    assert survivors(fake_codex) == []
+    assert list(private_tmp.iterdir()) == [] and list(out.iterdir()) == []
+
+
+def test_image_saved_before_a_hang_is_delivered(fake_codex: FakeCodex, out: Path) -> None:
+    result = run(fake_codex, out, "hang_after_image", timeout=10)
+    assert png_ok(result.path.read_bytes()) and survivors(fake_codex) == []
+
+
+def test_cancelling_agenerate_ends_the_tree(
+    fake_codex: FakeCodex, out: Path, private_tmp: Path
+) -> None:
+    fake_codex.configure("grandchild")
+
+    async def main() -> None:
+        with anyio.move_on_after(1.0) as scope:
+            await agenerate("a fox", output=out / "a.png", timeout=30)
+        assert scope.cancelled_caught
+
+    anyio.run(main)
+    assert survivors(fake_codex) == [] and list(private_tmp.iterdir()) == []
+
+
+def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "codex_cli_image", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        env=dict(os.environ),
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_to_the_cli_cleans_up_and_exits_130(
+    fake_codex: FakeCodex, out: Path, private_tmp: Path, sig: signal.Signals
+) -> None:
+    fake_codex.configure("grandchild")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "codex_cli_image", "generate", "a fox", "-o", str(out / "a.png")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
+    deadline = time.monotonic() + 20
+    while not (fake_codex.exec_calls and fake_codex.exec_calls[-1].helper_pid):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert survivors(fake_codex) == [] and list(private_tmp.iterdir()) == []
+    assert list(out.iterdir()) == []
+
+
+def test_sync_api_inside_a_running_event_loop(fake_codex: FakeCodex, out: Path) -> None:
+    fake_codex.configure("success")
+
+    async def main() -> ImageResult:
+        # Blocking on purpose: the sync API must work in a thread whose loop is running.
+        return generate("a fox", output=out / "a.png", timeout=30)
+
+    assert anyio.run(main).path.exists()
+
+
+# --- input, preflight, delivery --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prompt", "reason"),
+    [
+        ("", "empty_prompt"),
+        ("   \n", "empty_prompt"),
+        ("a\x00b", "invalid_prompt"),
+        ("x" * 32_001, "prompt_too_long"),
+    ],
+)
+def test_bad_prompts_fail_before_codex_runs(
+    fake_codex: FakeCodex, out: Path, prompt: str, reason: str
+) -> None:
+    error = fails(fake_codex, out, "success", prompt=prompt)
+    assert (error.kind, error.reason) == ("input", reason)
+    assert fake_codex.calls == []
+
+
+def test_existing_output_is_refused_before_codex_runs(fake_codex: FakeCodex, out: Path) -> None:
+    (out / "image.png").write_bytes(b"precious")
+    error = fails(fake_codex, out, "success")
+    assert error.reason == "output_exists" and fake_codex.calls == []
+    assert (out / "image.png").read_bytes() == b"precious"
+
+
+def test_api_key_login_fails_fast(fake_codex: FakeCodex, out: Path) -> None:
+    """No `exec` for a login that cannot make images: refused before any quota is spent."""
+    shutil.copy(FIXTURES / "auth" / "apikey.json", fake_codex.codex_home / "auth.json")
+    error = fails(fake_codex, out, "success")
+    assert (error.kind, error.reason) == ("auth", "api_key_login")
+    assert fake_codex.exec_calls == []
+
+
+def test_destination_taken_while_codex_works_is_never_overwritten(
+    fake_codex: FakeCodex, out: Path
+) -> None:
+    target = out / "image.png"
+
+    def squat(progress: Progress) -> None:
+        if progress.phase == "image_saved":
+            target.write_bytes(b"someone else's")
+
+    result = run(fake_codex, out, on_progress=squat)
+    assert target.read_bytes() == b"someone else's"
+    assert result.path == out / "image-1.png" and png_ok(result.path.read_bytes())
+    assert result.warnings and "image-1.png" in result.warnings[0]
+
+
+def test_failed_delivery_keeps_codex_copy(
+    fake_codex: FakeCodex, out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(data: bytes, target: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(api_module, "deliver", full)
+    error = fails(fake_codex, out, "success")
+    assert (error.kind, error.reason) == ("input", "output_write_failed")
+    (copy,) = fake_codex.generated_images()
+    assert str(copy) in error.message and png_ok(copy.read_bytes())
+
+
+def test_parallel_generations_get_their_own_images(fake_codex: FakeCodex, out: Path) -> None:
+    fake_codex.configure("success", delay=0.3)
+    prompts = [f"picture number {n}" for n in range(4)]
+    results: dict[str, ImageResult] = {}
+
+    async def one(prompt: str) -> None:
+        results[prompt] = await agenerate(prompt, output=out / f"{prompt[-1]}.png", timeout=30)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tasks:
+            for prompt in prompts:
+                tasks.start_soon(one, prompt)
+
+    anyio.run(main)
+    assert len({r.thread_id for r in results.values()}) == 4
+    by_thread = {call.thread_id: call for call in fake_codex.exec_calls}
+    for prompt, result in results.items():
+        data = result.path.read_bytes()
+        assert f"thread_id\x00{result.thread_id}".encode() in data  # provenance written by codex
+        assert prompt in (by_thread[result.thread_id].stdin or "")
+
+
+# --- the CLI ---------------------------------------------------------------------------------
+
+
+def test_cli_success_human_and_json(fake_codex: FakeCodex, out: Path) -> None:
+    fake_codex.configure("success")
+    human = cli("generate", "a fox", "-o", str(out / "a.png"))
+    assert human.returncode == 0 and human.stdout == f"{out / 'a.png'}\n"
+    assert "\r" not in human.stderr  # no status line when stderr is not a terminal
+    machine = cli("generate", "-", "-o", str(out), "--json", stdin="a cat on a mat")
+    document = json.loads(machine.stdout)
+    assert machine.returncode == 0 and machine.stdout.count("\n") == 1
+    assert document["ok"] is True and Path(document["path"]).name.startswith("a-cat-on-a-mat")
+    assert set(document) >= {
+        "path", "bytes", "sha256", "width", "height", "format", "thread_id", "codex_version",
+        "elapsed_s", "usage", "revised_prompt", "attempts", "warnings",
+    }  # fmt: skip
+
+
+def test_cli_events_stream(fake_codex: FakeCodex, out: Path) -> None:
+    fake_codex.configure("success")
+    result = cli("generate", "a fox", "-o", str(out / "a.png"), "--events")
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    assert [e["event"] for e in events][0] == "started" and events[-1]["event"] == "finished"
+
+
+def test_cli_input_errors(fake_codex: FakeCodex, out: Path) -> None:
+    result = cli("generate", "  ", "-o", str(out / "a.png"))
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: The prompt is empty.\nhint: ")
+
+
+def test_no_secret_in_any_output(
+    fake_codex: FakeCodex, out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression guard: no token or key from the fixtures in any generate output."""
+    monkeypatch.setenv("CODEX_API_KEY", "sk-FIXTURE_SECRET-env")
+    outputs = []
+    for name in ("chatgpt-plus.json", "apikey.json", "chatgpt-with-key.json", "bad-jwt.json"):
+        shutil.copy(FIXTURES / "auth" / name, fake_codex.codex_home / "auth.json")
+        for scenario in ("success", "unauthorized"):
+            fake_codex.configure(scenario)
+            for extra in ([], ["--json"], ["--events"]):
+                result = cli("generate", "a fox", "-o", str(out), "--retries", "0", *extra)
+                outputs.append(result.stdout + result.stderr)
+    assert [o for o in outputs if "FIXTURE_SECRET" in o] == []
