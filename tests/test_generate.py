@@ -235,6 +235,34 @@ def test_cli_json_and_exit_code_for_failures(
             assert error["retry_at"].startswith("2026-11-23T15:45:00")
 
 
+@pytest.mark.parametrize(
+    ("scenario", "options", "extra", "kind", "reason", "code"),
+    [
+        ("no_image", {"message": SENTINEL}, [], "auth", "image_tool_unavailable", 3),
+        ("turn_failed", {"error_message": "Your request was rejected by the safety system."}, [],
+         "input", "content_policy", 2),
+        ("turn_failed", {"error_message": "panic in codex_core"}, [],
+         "transient", "codex_failed", 5),
+        ("hang", {}, ["--timeout", "1"], "transient", "timeout", 5),
+    ],
+)  # fmt: skip
+def test_cli_json_and_exit_code_for_the_other_reasons(
+    fake_codex: FakeCodex,
+    out: Path,
+    scenario: str,
+    options: dict[str, Any],
+    extra: list[str],
+    kind: str,
+    reason: str,
+    code: int,
+) -> None:
+    fake_codex.configure(scenario, **options)
+    result = cli("generate", "a fox", "-o", str(out / "a.png"), "--retries", "0", "--json", *extra)
+    error = json.loads(result.stdout)["error"]
+    assert (result.returncode, error["kind"], error["reason"]) == (code, kind, reason)
+    assert survivors(fake_codex) == []
+
+
 def test_sentinel_means_no_image_tool(fake_codex: FakeCodex, out: Path) -> None:
     error = fails(fake_codex, out, "no_image", options={"message": SENTINEL}, retries=0)
     assert (error.kind, error.reason) == ("auth", "image_tool_unavailable")
