@@ -89,15 +89,29 @@ def kill_tree(pid: int, *, grace_s: float = TERMINATE_GRACE_S) -> None:
     _wait_gone(procs, 1.0)
 
 
-def kill_group(pgid: int) -> None:
+def kill_group(pgid: int, *, created_before: float) -> None:
     """Kill what is left of an exited leader's process group (its helpers), POSIX only.
 
-    The leader itself is gone and its pid may already be reused, so only the group is
-    signalled: a group id is not reused while any member of the group lives.
+    The leader is gone and its id may be reused, so no signal goes to a bare id: members are
+    found by group and killed through psutil, which checks each process's identity. Only
+    processes created before ``created_before`` (when the leader's exit was seen) count: until
+    then the group id was the leader's, so a later group with the same id is someone else's.
     """
-    if sys.platform != "win32":
-        with contextlib.suppress(OSError):
-            os.killpg(pgid, signal.SIGKILL)
+    if sys.platform == "win32":
+        return
+    members = []
+    for proc in psutil.process_iter(["pid", "create_time"]):
+        with contextlib.suppress(psutil.Error, OSError):
+            if (
+                proc.info["create_time"] <= created_before
+                and os.getpgid(proc.pid) == pgid
+                and _alive(proc)
+            ):
+                members.append(proc)
+    for proc in members:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    _wait_gone(members, 1.0)
 
 
 def _signal_all(pgid: int, procs: list[psutil.Process], *, kill: bool) -> None:

@@ -8,10 +8,13 @@ file before the exception propagates.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import hashlib
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -42,8 +45,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 600.0
 # Retrying these could not help (or could pay twice): everything else transient is retried.
-_NO_RETRY = frozenset({"timeout", "invalid_image"})
+_NO_RETRY = frozenset({"timeout", "invalid_image", "network_blocked"})
 _BACKOFF_S = 2.0
+_WAKE_S = 0.25
+_CLEANUP_WAIT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,13 +147,24 @@ async def agenerate(
         except Exception:  # a broken callback must not break the run or its clean-up
             log.exception("on_progress callback failed")
 
+    if model is not None and (not model.strip() or "\x00" in model or len(model) > 200):
+        raise InputError(
+            f"The model name {model[:40]!r} is not usable.",
+            reason="invalid_model",
+            hint="Pass a model name such as the one in your config.toml, or leave it out.",
+        )
+
+    def left() -> float:
+        """Time left for a preflight step: its own limit, cut to the call's deadline."""
+        return max(0.05, min(10.0, deadline - time.monotonic()))
+
     emit("started", None, None)
     found = await anyio.to_thread.run_sync(partial(locate, codex, env=base_env))
-    version = await anyio.to_thread.run_sync(probe_version, found)
+    version = await anyio.to_thread.run_sync(partial(probe_version, found, timeout_s=left()))
     home = codex_home_path(base_env, codex_home)
     verdict = await anyio.to_thread.run_sync(
         partial(check_login, home, env=base_env, allow_relay=allow_relay, codex=found,
-                codex_version=version.release)
+                codex_version=version.release, timeout_s=left())
     )  # fmt: skip
     verdict.raise_for_problem()
     warnings = [notice.message for notice in verdict.warnings]
@@ -156,6 +172,13 @@ async def agenerate(
     attempt_no = 0
     produced: Produced | None = None
     while produced is None:
+        if time.monotonic() >= deadline:
+            raise TransientError(
+                f"No time was left to run codex within {timeout:g} s.",
+                reason="timeout",
+                hint="Allow more time (--timeout).",
+                codex_version=str(version),
+            )
         attempt_no += 1
         attempt = Attempt(
             codex=found,
@@ -262,5 +285,37 @@ def generate(
         keep_codex_copy=keep_codex_copy,
         env=env,
     )
+    finished = threading.Event()
+
+    async def tracked() -> ImageResult:
+        try:
+            return await call()
+        finally:
+            finished.set()
+
     with start_blocking_portal() as portal:
-        return portal.call(call)
+        future = portal.start_task_soon(tracked)
+        try:
+            while True:
+                # Short waits keep Ctrl-C responsive (a lock wait without a timeout is not
+                # interruptible on Windows).
+                with contextlib.suppress(concurrent.futures.TimeoutError):
+                    return future.result(timeout=_WAKE_S)
+        except KeyboardInterrupt:
+            future.cancel()
+            _wait_out_cleanup(finished)
+            raise
+
+
+def _wait_out_cleanup(finished: threading.Event) -> None:
+    """Let the cancelled run end codex's tree and remove its files, whatever more Ctrl-Cs come.
+
+    The clean-up is bounded (terminate, a grace period, kill, reap); returning early would let
+    the interpreter exit with codex still running in its own session.
+    """
+    deadline = time.monotonic() + _CLEANUP_WAIT_S
+    while not finished.is_set() and time.monotonic() < deadline:
+        try:
+            finished.wait(_WAKE_S)
+        except KeyboardInterrupt:
+            log.warning("still stopping codex; interrupt again in a moment to abandon it")

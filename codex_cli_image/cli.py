@@ -12,8 +12,8 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 
@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream.reconfigure(errors="backslashreplace")
     parser = _parser()
     args = parser.parse_args(argv)
-    previous = _interrupt_on_sigterm()
+    previous = _interrupt_on_termination()
     try:
         code: int = args.run(args)
     except KeyboardInterrupt:
@@ -42,20 +42,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return code
 
 
-def _interrupt_on_sigterm() -> signal.Handlers | Callable[..., object] | int | None:
-    """Treat SIGTERM like Ctrl-C, so a stopped CLI still ends codex's tree and cleans up."""
+def _interrupt_on_termination() -> dict[int, Any]:
+    """Treat SIGTERM and SIGHUP (terminal closed) like Ctrl-C: codex runs in its own session, so
+    only we can end its tree, and dying without clean-up would leave it running."""
     if threading.current_thread() is not threading.main_thread():
-        return None
+        return {}
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    return signal.signal(signal.SIGTERM, interrupt)
+    previous: dict[int, Any] = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        if signum is not None:
+            previous[signum] = signal.signal(signum, interrupt)
+    return previous
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -135,7 +135,7 @@ def decode_event(line: bytes) -> Event | None:
         return None
     try:
         data = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # absurd nesting is malformed too
         return None
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         return None

@@ -13,7 +13,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from .errors import AuthError, CodexImageError, InputError, QuotaError, TransientError
+from .errors import (
+    AuthError,
+    CodexImageError,
+    InputError,
+    LaunchError,
+    QuotaError,
+    TransientError,
+)
 
 __all__ = ["SENTINEL", "RunOutcome", "classify", "parse_retry"]
 
@@ -104,6 +111,9 @@ _RULES = (
           _p(r"content[ _]policy", r"safety system", r"moderation", r"rejected by the safety"),
           "The image request was refused by the safety system.",
           "Rephrase the prompt; retrying the same prompt will not help."),
+    _Rule(TransientError, "network_blocked", _p(r"blocked by cloudflare"),
+          "The backend blocked this network (Cloudflare).",
+          "Try from another network; retrying from this one will not help."),
     _Rule(TransientError, "capacity", _p(r"at capacity", r"high demand", r"overloaded"),
           "The model is at capacity.", "Retry in a few minutes."),
     _Rule(TransientError, "stream_error",
@@ -117,13 +127,21 @@ _REFUSED = _p(r"image_generation_not_supported", r"not supported", r"forbidden")
 
 def classify(outcome: RunOutcome, *, now: dt.datetime) -> CodexImageError:
     """The error for a run that produced no valid image. ``now``: aware local time."""
-    if outcome.timed_out:
+    texts = [t for t in (outcome.turn_failed, *outcome.errors, outcome.image_failure) if t]
+    if outcome.timed_out and not texts:
         limit = f" within {outcome.timeout_s:g} s" if outcome.timeout_s else ""
         return _error(
             TransientError, outcome, f"codex did not deliver an image{limit}.",
             "timeout", "Retry, or allow more time (--timeout).",
         )  # fmt: skip
-    texts = [t for t in (outcome.turn_failed, *outcome.errors, outcome.image_failure) if t]
+    if outcome.exit_code == 2 and outcome.thread_id is None:
+        return _error(
+            LaunchError, outcome,
+            "codex rejected its arguments" + _last_line(outcome.stderr_tail),
+            "codex_usage_error",
+            "This codex may not support an option we pass (or the model name): update it "
+            "with `npm install -g @openai/codex@latest`.",
+        )  # fmt: skip
     texts_and_stderr = [*texts, outcome.stderr_tail] if outcome.exit_code else texts
     for rule in _RULES:
         text = _first_match(rule.patterns, texts_and_stderr)
@@ -137,11 +155,24 @@ def classify(outcome: RunOutcome, *, now: dt.datetime) -> CodexImageError:
             return error
         message = f"{rule.message} codex said: {_short(text)}"
         return _error(rule.cls, outcome, message, rule.reason, rule.hint)
-    if outcome.image_status == "failed" and _first_match(_REFUSED, [outcome.image_failure or ""]):
+    if outcome.image_status == "failed":
+        if _first_match(_REFUSED, [outcome.image_failure or ""]):
+            return _error(
+                AuthError, outcome, "The backend refused to generate images for this account.",
+                "image_generation_refused",
+                "Check that the ChatGPT plan and workspace allow image generation.",
+            )  # fmt: skip
+        # Old versions leave an empty file for a failed call: the failure is the news.
         return _error(
-            AuthError, outcome, "The backend refused to generate images for this account.",
-            "image_generation_refused",
-            "Check that the ChatGPT plan and workspace allow image generation.",
+            TransientError, outcome, "codex's image call failed"
+            + (f": {_short(outcome.image_failure)}" if outcome.image_failure else "."),
+            "no_image", "Retry; if it keeps happening, make the prompt shorter and more direct.",
+        )  # fmt: skip
+    if outcome.timed_out:
+        limit = f" within {outcome.timeout_s:g} s" if outcome.timeout_s else ""
+        return _error(
+            TransientError, outcome, f"codex did not deliver an image{limit}.",
+            "timeout", "Retry, or allow more time (--timeout).",
         )  # fmt: skip
     if any(SENTINEL in message for message in outcome.agent_messages):
         return _error(

@@ -169,7 +169,14 @@ def _place_new(staging: Path, destination: Path) -> None:
         # No hard links here (some network and FUSE file systems): claim the name, then fill it.
         fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         os.close(fd)
-        os.replace(staging, destination)
+        try:
+            os.replace(staging, destination)
+        except BaseException:
+            # Never leave our empty placeholder under the user's name.
+            with contextlib.suppress(OSError):
+                if destination.stat().st_size == 0:
+                    destination.unlink()
+            raise
 
 
 def _synced(path: Path, warnings: list[str]) -> tuple[Path, list[str]]:

@@ -512,6 +512,7 @@ def check_login(
     codex: Codex | None = None,
     codex_version: tuple[int, int, int] | None = None,
     now: dt.datetime | None = None,
+    timeout_s: float = LOGIN_STATUS_TIMEOUT_S,
 ) -> Verdict:
     """Read ``auth.json`` and ``config.toml`` under the codex home and :func:`assess` them.
 
@@ -535,7 +536,7 @@ def check_login(
     store = config.get("cli_auth_credentials_store") if config_error is None else None
     status: LoginStatus | None = None
     if store == "keyring" or (store == "auto" and auth is None and auth_error is None):
-        status = _login_status(home, env, codex)
+        status = _login_status(home, env, codex, timeout_s)
     return assess(
         auth=auth,
         config=config,
@@ -599,7 +600,9 @@ def _os_reason(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
 
-def _login_status(home: Path, env: Mapping[str, str], codex: Codex | None) -> LoginStatus:
+def _login_status(
+    home: Path, env: Mapping[str, str], codex: Codex | None, timeout_s: float
+) -> LoginStatus:
     """Ask codex; its answer (stderr) can show part of an API key, so only the parse leaves here."""
     from .launcher import locate
 
@@ -608,7 +611,7 @@ def _login_status(home: Path, env: Mapping[str, str], codex: Codex | None) -> Lo
         returncode, _, err = _proc.run_bounded(
             codex.command("login", "status"),
             env={**codex.env, "CODEX_HOME": str(home)},
-            timeout_s=LOGIN_STATUS_TIMEOUT_S,
+            timeout_s=timeout_s,
         )
     except (OSError, subprocess.TimeoutExpired):
         return "error"

@@ -29,6 +29,7 @@ import anyio
 import anyio.abc
 
 from . import _proc
+from .errors import CodexImageError, LaunchError, TransientError
 from .events import (
     AgentMessage,
     ErrorNotice,
@@ -128,6 +129,23 @@ async def run_attempt(attempt: Attempt) -> Produced:
     workspace = Path(tempfile.mkdtemp(prefix="codex-image-"))
     try:
         return await _run(attempt, workspace)
+    except CodexImageError:
+        raise
+    except OSError as exc:
+        raise LaunchError(
+            f"Could not run {attempt.codex.path}: {exc.strerror or exc}.",
+            reason="codex_not_executable",
+            hint="Check the codex installation with `codex-image doctor`.",
+            codex_version=attempt.codex_version,
+        ) from exc
+    except Exception as exc:  # the one boundary for surprises, e.g. an ExceptionGroup
+        log.exception("unexpected error while running codex")
+        raise TransientError(
+            f"Unexpected error while running codex: {type(exc).__name__}: {exc}",
+            reason="codex_failed",
+            hint="Retry; if it persists, report it with the log output.",
+            codex_version=attempt.codex_version,
+        ) from exc
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(shutil.rmtree, workspace, True)
@@ -145,7 +163,8 @@ async def _run(attempt: Attempt, workspace: Path) -> Produced:
         str(workspace),
         "--config",
         "analytics.enabled=false",
-        *(["--model", attempt.model] if attempt.model else []),
+        # One argument, so a model name can never be read as an option.
+        *([f"--model={attempt.model}"] if attempt.model else []),
         "-",
     )
     env = {**attempt.codex.env, "CODEX_HOME": str(attempt.codex_home)}
@@ -162,9 +181,10 @@ async def _run(attempt: Attempt, workspace: Path) -> Produced:
     )
     timed_out = False
     try:
-        await _send_prompt(process, attempt.instruction)
         with anyio.move_on_after(max(0.0, attempt.deadline - time.monotonic())) as deadline:
             async with anyio.create_task_group() as tasks:
+                # Sent while stdout and stderr drain: codex may write before it reads.
+                tasks.start_soon(_send_prompt, process, attempt.instruction)
                 tasks.start_soon(_read_events, process, state, attempt)
                 tasks.start_soon(_drain_stderr, process, state)
                 tasks.start_soon(_watch_images, state, attempt, tasks.cancel_scope)
@@ -357,7 +377,8 @@ async def _stop(process: anyio.abc.Process) -> None:
     if process.returncode is None:
         await anyio.to_thread.run_sync(_proc.kill_tree, process.pid)
     else:
-        _proc.kill_group(process.pid)  # helpers codex left behind in its group
+        # Helpers codex left behind in its group.
+        _proc.kill_group(process.pid, created_before=time.time())
     with anyio.move_on_after(5):
         await process.wait()
     for stream in (process.stdin, process.stdout, process.stderr):

@@ -137,3 +137,10 @@ def test_size_cap_and_other_formats() -> None:
         inspect_png(b"GIF89a" + b"\x00" * 20)
     with pytest.raises(PngError, match="first chunk"):
         inspect_png(b"\x89PNG\r\n\x1a\n" + png[8 + 25 :])
+
+
+def test_absurd_nesting_is_just_malformed() -> None:
+    """Regression guard: 200,000 '[' raised RecursionError out of the runner's task group."""
+    decoder = EventDecoder()
+    assert decoder.feed(b"[" * 200_000 + b"\n" + b'{"type": "turn.started"}\n') == [TurnStarted()]
+    assert decoder.malformed == 1

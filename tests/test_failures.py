@@ -143,3 +143,23 @@ def test_timeout_and_unknown_failures_explain_themselves() -> None:
     silent = classify(RunOutcome(exit_code=3), now=NOW)
     assert "exit code 3" in silent.message and "printed nothing" in silent.message
     assert "exit -1" not in silent.message
+
+
+def test_usage_errors_of_codex_are_launch_errors() -> None:
+    outcome = RunOutcome(exit_code=2, stderr_tail="error: unexpected argument '--foo' found")
+    error = classify(outcome, now=NOW)
+    assert (error.kind, error.reason) == ("launch", "codex_usage_error")
+    assert "unexpected argument" in error.message
+
+
+def test_a_failure_seen_before_the_timeout_wins() -> None:
+    outcome = RunOutcome(exit_code=None, timed_out=True, turn_failed=FAILURES["usage_limit"])
+    assert classify(outcome, now=NOW).reason == "usage_limit"
+
+
+def test_failed_image_call_beats_an_empty_leftover_file() -> None:
+    """Regression guard: 0.125 leaves a 0-byte ig_*.png for a failed call."""
+    outcome = RunOutcome(exit_code=0, image_status="failed", image_failure="server error",
+                         invalid_image="the file is empty")  # fmt: skip
+    error = classify(outcome, now=NOW)
+    assert error.reason == "no_image" and "image call failed" in error.message

@@ -508,3 +508,80 @@ def test_no_secret_in_any_output(
                 result = cli("generate", "a fox", "-o", str(out), "--retries", "0", *extra)
                 outputs.append(result.stdout + result.stderr)
     assert [o for o in outputs if "FIXTURE_SECRET" in o] == []
+
+
+# --- regression guards from the second review ------------------------------------------------
+
+
+def test_repeated_interrupts_still_end_the_tree(
+    fake_codex: FakeCodex, out: Path, private_tmp: Path
+) -> None:
+    """Regression guard: a second Ctrl-C cut the clean-up short and leaked codex."""
+    fake_codex.configure("hang_ignore_sigterm", helper=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "codex_cli_image", "generate", "a fox", "-o", str(out / "a.png")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
+    deadline = time.monotonic() + 20
+    while not (fake_codex.exec_calls and fake_codex.exec_calls[-1].helper_pid):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    for _ in range(3):
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert survivors(fake_codex) == [] and list(private_tmp.iterdir()) == []
+
+
+def test_sighup_cleans_up(fake_codex: FakeCodex, out: Path, private_tmp: Path) -> None:
+    """Regression guard: closing the terminal (SIGHUP) left codex running."""
+    fake_codex.configure("grandchild")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "codex_cli_image", "generate", "a fox", "-o", str(out / "a.png")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ),
+    )
+    deadline = time.monotonic() + 20
+    while not (fake_codex.exec_calls and fake_codex.exec_calls[-1].helper_pid):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGHUP)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert survivors(fake_codex) == [] and list(private_tmp.iterdir()) == []
+
+
+def test_deadline_holds_while_codex_does_not_read_a_large_prompt(
+    fake_codex: FakeCodex, out: Path
+) -> None:
+    """Regression guard: sending the prompt happened before the deadline started."""
+    started = time.monotonic()
+    error = fails(fake_codex, out, "success", prompt="\U0001f98a" * 32_000, timeout=2,
+                  options={"stdin_delay": 30})  # fmt: skip
+    assert error.reason == "timeout" and time.monotonic() - started < 8
+    assert survivors(fake_codex) == []
+
+
+def test_deadline_bounds_the_preflight(fake_codex: FakeCodex, out: Path) -> None:
+    """Regression guard: a slow --version ran past the call's deadline, then codex still ran."""
+    started = time.monotonic()
+    with pytest.raises(CodexImageError):
+        run(fake_codex, out, options={"version_delay": 20}, timeout=1)
+    assert time.monotonic() - started < 5 and fake_codex.exec_calls == []
+
+
+def test_bad_model_names(fake_codex: FakeCodex, out: Path) -> None:
+    assert fails(fake_codex, out, "success", model="gpt\x00x").reason == "invalid_model"
+    result = run(fake_codex, out, model="-looks-like-a-flag")
+    assert "--model=-looks-like-a-flag" in fake_codex.exec_calls[0].argv and result.path.exists()
+
+
+def test_cloudflare_block_is_not_retried(fake_codex: FakeCodex, out: Path) -> None:
+    blocked = {"error_message": "unexpected status 403: Access blocked by Cloudflare"}
+    error = fails(fake_codex, out, "turn_failed", retries=3, options=blocked)
+    assert error.reason == "network_blocked" and len(fake_codex.exec_calls) == 1

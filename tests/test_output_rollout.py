@@ -182,3 +182,23 @@ def test_hosted_record_decodes_to_the_png(tmp_path: Path) -> None:
         "result": base64.b64encode(PNG).decode()}}).encode()  # fmt: skip
     (record,) = parse_image_records([line])
     assert base64.b64decode(record.result or "") == PNG
+
+
+def test_placeholder_is_removed_when_the_move_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression guard: without hard links a failed move left an empty file at the user's path."""
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def no_links(src: object, dst: object) -> None:
+        raise OSError(1, "Operation not permitted")
+
+    def failing_replace(src: object, dst: object) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "link", no_links)
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError):
+        deliver(PNG, Target(out / "a.png", overwrite=False))
+    assert list(out.iterdir()) == []

@@ -50,6 +50,8 @@ DEFAULTS: dict[str, Any] = {
     # login status answer: chatgpt | apikey | agent | pat | none | error; None: from auth.json
     "login": None,
     "image_generation": True,  # what `features list` reports
+    "stdin_delay": 0.0,  # seconds before codex starts reading its stdin
+    "version_delay": 0.0,  # seconds before --version answers
     "stdin_timeout": 10.0,  # the real codex waits forever for stdin EOF; we give up after this
     "hang_max": 120.0,  # a hanging fake still exits after this, so a broken test cannot leak it
     "helper": False,  # start a helper grandchild (as codex starts its code-mode host)
@@ -248,6 +250,7 @@ class Fake:
         if not args:
             raise Usage("the interactive TUI is not simulated by the fake codex")
         if args[0] in ("--version", "-V"):
+            time.sleep(float(self.opts["version_delay"]))
             print(f"codex-cli {self.opts['version']}")
             return 0
         if args[:2] == ["login", "status"]:
@@ -511,6 +514,7 @@ class Exec:
             if from_stdin
             else "Reading additional input from stdin..."
         )
+        time.sleep(float(self.opts["stdin_delay"]))
         data = _read_stdin(float(self.opts["stdin_timeout"]))
         if data is None:
             err(
