@@ -5,7 +5,9 @@
 in one of three shapes depending on the version (codex-facts section 4):
 
 - 0.149+: ``event_msg`` ``item_completed`` whose item is ``{"type": "Extension",
-  "kind": "image_gen.generation", "status", "result", "savedPath", "revisedPrompt", "failure"}``
+  "kind": "image_gen.generation", "status", "result", "savedPath", "revisedPrompt", "failure"}``;
+  a failed call has ``"failure": null`` there (seen on 0.169), its reason being the
+  ``function_call_output`` of the same call id (``"image generation failed: http 403 ..."``)
 - before: ``event_msg`` ``image_generation_end`` ``{call_id, status, result, saved_path,
   revised_prompt}`` and ``response_item`` ``image_generation_call`` ``{id, status, result,
   revised_prompt}`` (also the only trace of a hosted image on 0.149+).
@@ -25,7 +27,7 @@ from typing import Any
 __all__ = ["ImageRecord", "find_rollout", "parse_image_records", "read_image_records"]
 
 # Only lines that can hold an image record are parsed: the others can be large and plentiful.
-_MARKERS = (b"image_gen", b"image_generation")
+_MARKERS = (b"image_gen", b"image_generation", b"image generation")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,13 @@ def _record(entry: dict[str, Any]) -> ImageRecord | None:
             saved_path=_text(payload.get("saved_path")),
             revised_prompt=_text(payload.get("revised_prompt")),
         )
+    if entry.get("type") == "response_item" and kind == "function_call_output":
+        # Seen on 0.169: a failed call's record has "failure": null; the reason is the output
+        # codex returned to the model for that call id.
+        output = payload.get("output")
+        if isinstance(output, str) and output.startswith("image generation failed"):
+            return ImageRecord(id=_text(payload.get("call_id")) or "?", failure=output[:2000])
+        return None
     if entry.get("type") == "response_item" and kind == "image_generation_call":
         return ImageRecord(
             id=_text(payload.get("id")) or "?",

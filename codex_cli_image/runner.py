@@ -353,7 +353,7 @@ def _rollout_image(
                 return (data, inspect_png(data)), record
             except (binascii.Error, ValueError) as exc:
                 state.invalid = str(exc)
-    failed = [r for r in records if r.status == "failed"]
+    failed = [r for r in records if r.status == "failed" or (r.status is None and r.failure)]
     return (None, failed[-1]) if failed else None
 
 

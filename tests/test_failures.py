@@ -163,3 +163,13 @@ def test_failed_image_call_beats_an_empty_leftover_file() -> None:
                          invalid_image="the file is empty")  # fmt: skip
     error = classify(outcome, now=NOW)
     assert error.reason == "no_image" and "image call failed" in error.message
+
+
+def test_real_usage_limit_text_with_typographic_apostrophe() -> None:
+    """Regression guard: 0.169 writes "You\u2019ve" (U+2019), as recorded against the real CLI."""
+    text = (
+        "You\u2019ve hit your usage limit. Upgrade to Pro (https://chatgpt.com/explore/pro), visit "
+        "https://chatgpt.com/settings/usage to purchase more credits or try again at 8:57 AM."
+    )
+    error = classify(failed(text), now=NOW)
+    assert error.reason == "usage_limit" and error.retry_at == "2026-11-22T08:57:00-05:00"

@@ -179,8 +179,13 @@ def test_image_refused_records_failure_in_rollout(fake: FakeCodex) -> None:
         for r in rollout_records(fake)
         if r["payload"].get("type") == "item_completed"
     )
-    assert item["status"] == "failed" and item["savedPath"] is None
-    assert "image_generation_not_supported" in item["failure"]["message"]
+    assert item["status"] == "failed" and item["savedPath"] is None and item["failure"] is None
+    output = next(
+        r["payload"]
+        for r in rollout_records(fake)
+        if r["payload"].get("type") == "function_call_output"
+    )
+    assert output["output"].startswith("image generation failed: http 403 Forbidden")
 
 
 def test_hosted_image_only_in_rollout(fake: FakeCodex) -> None:

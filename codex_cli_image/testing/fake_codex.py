@@ -61,9 +61,10 @@ DEFAULTS: dict[str, Any] = {
 
 # Closing texts codex prints for failed turns (codex-facts section 7), keyed by scenario.
 FAILURES: dict[str, str] = {
+    # As 0.169 prints it, with a typographic apostrophe.
     "usage_limit": (
-        "You've hit your usage limit. Upgrade to Pro (https://chatgpt.com/explore/pro), visit "
-        "https://chatgpt.com/codex/settings/usage to purchase more credits or try again at 3:45 PM."
+        "You\u2019ve hit your usage limit. Upgrade to Pro (https://chatgpt.com/explore/pro), visit "
+        "https://chatgpt.com/settings/usage to purchase more credits or try again at 3:45 PM."
     ),
     "usage_limit_date": (
         "You've hit your usage limit. Visit https://chatgpt.com/codex/settings/usage to purchase "
@@ -631,11 +632,18 @@ class Turn:
             return "I can't generate images here, but here is a description of the scene instead."
         call_id = self._call_id()
         if scenario == "image_refused":
-            failure = {
-                "message": "unexpected status 403 Forbidden: image_generation_not_supported",
-                "code": "image_generation_not_supported",
-            }
-            self._image_record(call_id, "failed", None, None, failure)
+            # As 0.169 records it: "failure": null, the reason in the call's output.
+            self._image_record(call_id, "failed", None, None, None)
+            body = '{"error": {"code": "image_generation_not_supported", "message": "..."}}'
+            self._rollout_line(
+                "response_item",
+                {
+                    "type": "function_call_output",
+                    "call_id": call_id,
+                    "output": "image generation failed: http 403 Forbidden: "
+                    f"Some({json.dumps(body)})",
+                },
+            )
             return "The image tool failed, so no image was generated."
         png = make_png(
             int(self.opts["width"]),

@@ -1,0 +1,363 @@
+"""A mock of the ChatGPT backend on 127.0.0.1, for running the real Codex CLI end to end.
+
+TLS with a throwaway CA (trustme; hand its PEM to codex as ``CODEX_CA_CERTIFICATE``), since codex
+refuses plain http for the built-in provider. Serves what codex calls (codex-facts section 8):
+the accounts check, models and plugin/MCP calls (404), responses as server-sent events (WebSocket
+upgrades get 426 so codex falls back at once; zstd request bodies are decompressed), the images
+endpoint and token refresh. It records every request with its time, and when the image was
+served, so tests can measure what codex and our runner do.
+
+Needs the ``test`` extra (trustme, zstandard). Bind is 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Literal
+
+from .fake_codex import make_png
+
+__all__ = ["SCENARIOS", "MockBackend", "Request", "codex_home_for"]
+
+Scenario = Literal[
+    "image",  # a direct image_gen.imagegen call (0.149+), then a closing message
+    "image_hosted",  # a hosted image_generation_call item (0.125-0.142)
+    "image_hosted_failed",  # a hosted call that failed (0.125/0.131 leave a 0-byte file)
+    "text_only",  # the model answers without calling the tool
+    "images_403",  # the images endpoint refuses: image_generation_not_supported
+    "responses_429",  # every responses request gets 429
+    "usage_limit",  # 429 usage_limit_reached with a reset time
+    "unauthorized",  # 401, and the token refresh fails too
+    "hang",  # responses never answer
+]
+SCENARIOS: tuple[str, ...] = (
+    "image", "image_hosted", "image_hosted_failed", "text_only", "images_403",
+    "responses_429", "usage_limit", "unauthorized", "hang",
+)  # fmt: skip
+ACCOUNT_ID = "acc-0f3c2b7e-fake"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    at: float
+    method: str
+    path: str
+    body: dict[str, Any] | None = field(repr=False, default=None)
+
+
+class MockBackend:
+    """``with MockBackend("image") as mock:`` then point codex at ``mock.base_url``."""
+
+    def __init__(
+        self,
+        scenario: str = "image",
+        *,
+        image: bytes | None = None,
+        image_delay_s: float = 0.0,
+        final_delay_s: float = 0.0,
+        directory: Path | None = None,
+    ) -> None:
+        if scenario not in SCENARIOS:
+            raise ValueError(f"unknown backend scenario {scenario!r}; one of {SCENARIOS}")
+        self.scenario = scenario
+        self.image = image or make_png(96, 64, f"mock-{uuid.uuid4()}", {"source": "mock backend"})
+        self.image_delay_s = image_delay_s
+        self.final_delay_s = final_delay_s
+        self.requests: list[Request] = []
+        self.image_served_at: float | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._dir = directory
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.ca_path: Path | None = None
+
+    # --- lifecycle ---
+
+    def __enter__(self) -> MockBackend:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        import tempfile
+
+        import trustme
+
+        ca = trustme.CA()
+        leaf = ca.issue_cert("127.0.0.1", "localhost")
+        folder = self._dir or Path(tempfile.mkdtemp(prefix="mock-backend-"))
+        folder.mkdir(parents=True, exist_ok=True)
+        self.ca_path = folder / "ca.pem"
+        ca.cert_pem.write_to_path(str(self.ca_path))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        leaf.configure_cert(context)
+        backend = self
+
+        class Handler(_Handler):
+            mock = backend
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, name="mock-backend", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "start() first"
+        return int(self._server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        return f"https://127.0.0.1:{self.port}/backend-api/"
+
+    def paths(self, method: str | None = None) -> list[str]:
+        with self._lock:
+            return [r.path for r in self.requests if method is None or r.method == method]
+
+    def record(self, request: Request) -> None:
+        with self._lock:
+            self.requests.append(request)
+
+    def sleep(self, seconds: float) -> None:
+        """A delay that ends early when the server stops."""
+        self._stop.wait(seconds)
+
+
+def codex_home_for(mock: MockBackend, home: Path, *, plan: str = "plus") -> dict[str, str]:
+    """Write auth.json and config.toml into ``home`` for ``mock``; return the env codex needs."""
+    from . import chatgpt_auth
+
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "auth.json").write_text(
+        json.dumps(chatgpt_auth(plan=plan, account_id=ACCOUNT_ID)), encoding="utf-8"
+    )
+    (home / "config.toml").write_text(
+        f'chatgpt_base_url = "https://127.0.0.1:{mock.port}/backend-api/"\n'
+        f'openai_base_url = "https://127.0.0.1:{mock.port}/backend-api/codex"\n'
+        "[analytics]\nenabled = false\n",
+        encoding="utf-8",
+    )
+    return {
+        "CODEX_HOME": str(home),
+        "CODEX_CA_CERTIFICATE": str(mock.ca_path),
+        "CODEX_REFRESH_TOKEN_URL_OVERRIDE": f"https://127.0.0.1:{mock.port}/oauth/token",
+    }
+
+
+class _Handler(BaseHTTPRequestHandler):
+    mock: MockBackend
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def _body(self) -> dict[str, Any] | None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if self.headers.get("Content-Encoding") == "zstd" and raw:
+            import zstandard
+
+            raw = zstandard.ZstdDecompressor().decompress(raw, max_output_size=64 << 20)
+        try:
+            data = json.loads(raw) if raw else None
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _handle(self, method: str) -> None:
+        mock = self.mock
+        body = self._body()
+        path = self.path.split("?", 1)[0]
+        mock.record(Request(time.time(), method, path, body))
+        if self.headers.get("Upgrade"):
+            return self._send(426, b"")  # no WebSocket: codex falls back to HTTPS at once
+        if path.endswith("/wham/accounts/check"):
+            return self._json(200, _accounts())
+        if path.endswith("/oauth/token"):
+            return self._json(
+                401, {"error": "invalid_grant", "error_description": "refresh_token_reused"}
+            )
+        if path.endswith("/images/generations") or path.endswith("/images/edits"):
+            return self._images()
+        if path.endswith("/codex/responses") and method == "POST":
+            return self._responses(body or {})
+        return self._send(404, b"")
+
+    # --- answers ---
+
+    def _images(self) -> None:
+        mock = self.mock
+        if mock.scenario == "images_403":
+            refusal = {
+                "code": "image_generation_not_supported",
+                "message": "Image generation is not supported.",
+            }
+            return self._json(403, {"error": refusal})
+        mock.sleep(mock.image_delay_s)
+        mock.image_served_at = time.time()
+        encoded = base64.b64encode(mock.image).decode()
+        return self._json(
+            200,
+            {
+                "created": int(time.time()),
+                "data": [{"b64_json": encoded, "revised_prompt": "a fox"}],
+            },
+        )
+
+    def _responses(self, body: dict[str, Any]) -> None:
+        mock = self.mock
+        scenario = mock.scenario
+        if scenario == "hang":
+            mock.sleep(3600)
+            return
+        if scenario == "responses_429":
+            return self._json(
+                429, {"error": {"type": "rate_limit_exceeded", "message": "Too many requests"}}
+            )
+        if scenario == "usage_limit":
+            resets = int(time.time()) + 3 * 3600
+            limit = {
+                "type": "usage_limit_reached",
+                "message": "You've hit your usage limit.",
+                "plan_type": "plus",
+                "resets_at": resets,
+                "resets_in_seconds": 3 * 3600,
+            }
+            return self._json(429, {"error": limit})
+        if scenario == "unauthorized":
+            return self._json(401, {"detail": "Could not parse your authentication token."})
+        response_id = f"resp_{uuid.uuid4().hex[:16]}"
+        if body.get("generate") is False or not body.get("input"):
+            return self._stream(response_id, [])  # a prewarm request
+        if _has_tool_output(body):
+            mock.sleep(mock.final_delay_s)
+            return self._stream(response_id, [_message("Here is the image.")])
+        if scenario in ("image", "images_403"):
+            call = {"type": "function_call", "id": f"fc_{uuid.uuid4().hex[:12]}",
+                    "call_id": f"call_{uuid.uuid4().hex[:24]}", "namespace": "image_gen",
+                    "name": "imagegen", "arguments": json.dumps({"prompt": "a fox"})}  # fmt: skip
+            return self._stream(response_id, [call])
+        if scenario in ("image_hosted", "image_hosted_failed"):
+            failed = scenario == "image_hosted_failed"
+            if not failed:
+                mock.sleep(mock.image_delay_s)
+                mock.image_served_at = time.time()
+            item = {"type": "image_generation_call", "id": f"ig_{uuid.uuid4().hex[:24]}",
+                    "status": "failed" if failed else "completed", "revised_prompt": "a fox",
+                    "result": "" if failed else base64.b64encode(mock.image).decode()}  # fmt: skip
+            return self._stream(
+                response_id, [item, _message("Here is the image.")], final_delay=True
+            )
+        return self._stream(
+            response_id, [_message("I can only describe the image: a fox in snow.")]
+        )
+
+    def _stream(
+        self, response_id: str, items: list[dict[str, Any]], final_delay: bool = False
+    ) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        response: dict[str, Any] = {
+            "id": response_id,
+            "object": "response",
+            "status": "in_progress",
+            "output": [],
+        }
+        events: list[dict[str, Any]] = [{"type": "response.created", "response": response}]
+        for index, item in enumerate(items):
+            if final_delay and index == len(items) - 1 and index > 0:
+                for event in events:
+                    self._event(event)
+                events = []
+                self.mock.sleep(self.mock.final_delay_s)
+            events.append(
+                {"type": "response.output_item.done", "output_index": index, "item": item}
+            )
+        usage = {"input_tokens": 1200, "input_tokens_details": {"cached_tokens": 0},
+                 "output_tokens": 40, "output_tokens_details": {"reasoning_tokens": 0},
+                 "total_tokens": 1240}  # fmt: skip
+        completed = {**response, "status": "completed", "usage": usage}
+        events.append({"type": "response.completed", "response": completed})
+        for event in events:
+            self._event(event)
+
+    def _event(self, event: dict[str, Any]) -> None:
+        payload = f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+        try:
+            self.wfile.write(payload)
+            self.wfile.flush()
+        except OSError:
+            pass
+
+    def _json(self, status: int, data: dict[str, Any]) -> None:
+        self._send(status, json.dumps(data).encode(), "application/json")
+
+    def _send(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except OSError:
+            pass
+
+
+def _accounts() -> dict[str, Any]:
+    account = {"id": ACCOUNT_ID, "plan_type": "plus", "workspace_backend_origin": "NO_CONSTRAINT",
+               "account_routing_override": "NO_CONSTRAINT"}  # fmt: skip
+    return {
+        "accounts": [account],
+        "account_ordering": [ACCOUNT_ID],
+        "default_account_id": ACCOUNT_ID,
+    }
+
+
+def _message(text: str) -> dict[str, Any]:
+    content = [{"type": "output_text", "text": text, "annotations": []}]
+    return {
+        "type": "message",
+        "id": f"msg_{uuid.uuid4().hex[:12]}",
+        "role": "assistant",
+        "status": "completed",
+        "content": content,
+    }
+
+
+def _has_tool_output(body: dict[str, Any]) -> bool:
+    items = body.get("input")
+    return isinstance(items, list) and any(
+        isinstance(i, dict) and i.get("type") in ("function_call_output", "custom_tool_call_output")
+        for i in items
+    )

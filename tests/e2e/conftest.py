@@ -1,0 +1,74 @@
+"""End-to-end tests: the real Codex CLI from npm against the mock backend on loopback.
+
+Collected only inside a private network namespace (tests/test_e2e_netns.py starts one), so no
+real-codex process can reach any address but 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from codex_cli_image.testing import realcodex
+from codex_cli_image.testing.backend import MockBackend, codex_home_for
+
+IN_NETNS = os.environ.get("CODEX_IMAGE_E2E_NETNS") == "1"
+if not IN_NETNS:
+    collect_ignore_glob = ["test_*.py"]
+
+
+@pytest.fixture(params=realcodex.VERSIONS, ids=lambda v: f"codex-{v}")
+def shim(request: pytest.FixtureRequest) -> Path:
+    found = realcodex.installed(request.param)
+    if found is None:
+        pytest.fail(f"codex {request.param} is not installed: run scripts/test.sh (it installs it)")
+    return found
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> Iterator[Callable[..., MockBackend]]:
+    started: list[MockBackend] = []
+
+    def start(scenario: str = "image", **options: object) -> MockBackend:
+        mock = MockBackend(scenario, directory=tmp_path / f"mock-{len(started)}", **options)  # type: ignore[arg-type]
+        mock.start()
+        started.append(mock)
+        return mock
+
+    yield start
+    for mock in started:
+        mock.stop()
+
+
+@pytest.fixture
+def signed_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
+    """Point CODEX_HOME at a fresh home signed in to a fake plus account for ``mock``."""
+
+    def sign_in(mock: MockBackend, plan: str = "plus") -> Path:
+        home = tmp_path / "codex-home-e2e"
+        for key, value in codex_home_for(mock, home, plan=plan).items():
+            monkeypatch.setenv(key, value)
+        return home
+
+    return sign_in
+
+
+@pytest.fixture(autouse=True)
+def no_codex_left() -> Iterator[None]:
+    """Fail a test that leaves a real codex process running (then end them)."""
+    yield
+    vendor = str(realcodex.cache_root())
+    left = []
+    for proc in psutil.process_iter(["exe", "status"]):
+        with contextlib.suppress(psutil.Error):
+            if (proc.info["exe"] or "").startswith(vendor) and proc.info["status"] != "zombie":
+                left.append(proc)
+    for proc in left:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    assert not left, f"codex processes left behind: {[p.pid for p in left]}"

@@ -1,0 +1,146 @@
+"""The real Codex CLI, through our CLI and library, against the mock backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import pytest
+
+from codex_cli_image import CodexImageError, agenerate, generate
+from codex_cli_image.testing.backend import MockBackend
+
+pytestmark = pytest.mark.timeout(180)
+Start = Callable[..., MockBackend]
+SignIn = Callable[..., Path]
+
+
+def cli(*args: str, path: str = "/usr/bin:/bin") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": path}
+    return subprocess.run(
+        [sys.executable, "-m", "codex_cli_image", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_cli_delivers_the_served_png(
+    shim: Path, backend: Start, signed_in: SignIn, tmp_path: Path
+) -> None:
+    mock = backend("image")
+    home = signed_in(mock)
+    out = tmp_path / "fox.png"
+    # PATH=/nonexistent: the npm shim is resolved to the native binary, no node needed.
+    result = cli("generate", "a red fox", "-o", str(out), "--codex", str(shim),
+                 "--allow-relay", "--json", path="/nonexistent")  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    document = json.loads(result.stdout)
+    assert document["ok"] is True and document["image_source"] == "file"
+    assert out.read_bytes() == mock.image
+    assert (document["width"], document["height"]) == (96, 64)
+    assert document["codex_version"] == shim.parent.parent.parent.name
+    assert not list((home / "generated_images").rglob("*.png"))  # codex's copy was removed
+    assert "/backend-api/codex/images/generations" in mock.paths("POST")
+
+
+def test_library_sync_and_async(
+    shim: Path, backend: Start, signed_in: SignIn, tmp_path: Path
+) -> None:
+    mock = backend("image")
+    signed_in(mock)
+    sync = generate("a fox", output=tmp_path / "s.png", codex=shim, allow_relay=True, timeout=90)
+    assert sync.path.read_bytes() == mock.image
+
+    async def main() -> Path:
+        result = await agenerate("a fox", output=tmp_path / "a.png", codex=shim, allow_relay=True,
+                                 timeout=90)  # fmt: skip
+        return result.path
+
+    assert anyio.run(main).read_bytes() == mock.image
+
+
+def test_early_stop_with_a_slow_closing_answer(
+    shim: Path, backend: Start, signed_in: SignIn, tmp_path: Path
+) -> None:
+    mock = backend("image", final_delay_s=5.0)
+    signed_in(mock)
+    result = generate("a fox", output=tmp_path / "a.png", codex=shim, allow_relay=True, timeout=90)
+    ended = time.time()
+    assert result.path.read_bytes() == mock.image
+    assert mock.image_served_at is not None
+    assert ended - mock.image_served_at < 1.0, (
+        f"{ended - mock.image_served_at:.2f} s after the image"
+    )
+
+
+@pytest.mark.parametrize(
+    ("scenario", "kind", "reason"),
+    [
+        ("images_403", "auth", "image_generation_refused"),
+        ("responses_429", "quota", "rate_limited"),
+        ("usage_limit", "quota", "usage_limit"),
+        ("unauthorized", "auth", "refresh_failed"),
+        ("text_only", "transient", "no_image"),
+    ],
+)
+def test_failures_map_to_kind_and_reason(
+    shim: Path,
+    backend: Start,
+    signed_in: SignIn,
+    tmp_path: Path,
+    scenario: str,
+    kind: str,
+    reason: str,
+) -> None:
+    mock = backend(scenario)
+    signed_in(mock)
+    with pytest.raises(CodexImageError) as info:
+        generate("a fox", output=tmp_path / "a.png", codex=shim, allow_relay=True, timeout=90,
+                 retries=0)  # fmt: skip
+    error = info.value
+    assert (error.kind, error.reason) == (kind, reason), error.message
+    assert error.thread_id and error.codex_version
+    if reason == "usage_limit":
+        assert error.retry_at and error.retry_after_s and error.retry_after_s > 0
+    assert not (tmp_path / "a.png").exists()
+
+
+def test_hang_times_out_and_leaves_no_process(
+    shim: Path, backend: Start, signed_in: SignIn, tmp_path: Path
+) -> None:
+    mock = backend("hang")
+    signed_in(mock)
+    started = time.monotonic()
+    with pytest.raises(CodexImageError) as info:
+        generate("a fox", output=tmp_path / "a.png", codex=shim, allow_relay=True, timeout=6)
+    assert info.value.reason == "timeout" and time.monotonic() - started < 15
+    # the autouse fixture proves no codex process is left
+
+
+def test_free_plan_is_refused_before_codex_runs(
+    shim: Path, backend: Start, signed_in: SignIn, tmp_path: Path
+) -> None:
+    mock = backend("image")
+    signed_in(mock, plan="free")
+    with pytest.raises(CodexImageError) as info:
+        generate("a fox", output=tmp_path / "a.png", codex=shim, allow_relay=True, timeout=60)
+    assert (info.value.kind, info.value.reason) == ("auth", "free_plan")
+    assert mock.requests == []  # not a single request reached the backend
+
+
+def test_base_url_override_needs_allow_relay(
+    shim: Path, backend: Start, signed_in: SignIn, tmp_path: Path
+) -> None:
+    mock = backend("image")
+    signed_in(mock)
+    with pytest.raises(CodexImageError) as info:
+        generate("a fox", output=tmp_path / "a.png", codex=shim, timeout=60)
+    assert info.value.reason == "relay_provider" and mock.requests == []

@@ -1,0 +1,40 @@
+"""Runs tests/e2e (the real Codex CLI against the mock backend) in a private network namespace.
+
+The namespace has only loopback: nothing a real codex does can reach another address. Making one
+needs root and unshare(1); without them the end-to-end tests are skipped here, and fail in CI.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import IN_CI, NPM_CACHE, REPO
+
+pytestmark = [pytest.mark.real_codex, pytest.mark.timeout(1800)]
+
+
+def test_end_to_end_suite_in_a_private_network_namespace(real_codex_shim: object) -> None:
+    unshare, ip = shutil.which("unshare"), shutil.which("ip") or "/usr/sbin/ip"
+    if not (
+        sys.platform.startswith("linux") and unshare and os.geteuid() == 0 and os.path.exists(ip)
+    ):
+        reason = "a private network namespace needs Linux, root, unshare and ip"
+        if IN_CI:
+            pytest.fail(reason + " (CI must run the end-to-end tests)")
+        pytest.skip(reason)
+    env = {**os.environ, "CODEX_IMAGE_E2E_NETNS": "1", "CODEX_IMAGE_NPM_CACHE": str(NPM_CACHE)}
+    command = [unshare, "-n", "--", "sh", "-c", f'{ip} link set lo up && exec "$@"', "sh",
+               sys.executable, "-m", "pytest", "tests/e2e", "-q", "-p", "no:cacheprovider",
+               ]  # fmt: skip
+    result = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=1700
+    )
+    print(result.stdout[-20000:])
+    print(result.stderr[-5000:], file=sys.stderr)
+    assert result.returncode == 0, "end-to-end tests failed (output above)"
+    assert " passed" in result.stdout.splitlines()[-1]
