@@ -1,11 +1,8 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import subprocess
-import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -13,11 +10,7 @@ import pytest
 
 from codex_cli_image.testing import realcodex
 
-REPO = Path(__file__).resolve().parent.parent
-FIXTURES = REPO / "fixtures"
-# Resolved before any test points HOME elsewhere.
-NPM_CACHE = realcodex.cache_root()
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from helpers import IN_CI, NPM_CACHE
 
 _CALLER_ENV = (
     "CODEX_BIN",
@@ -86,11 +79,3 @@ def real_codex_shim() -> Path:
         if IN_CI:
             pytest.fail(f"{reason} (CI must run the real-codex tests)")
         pytest.skip(reason)
-
-
-def offline(argv: Sequence[str]) -> list[str]:
-    """Prefix ``argv`` with a private network namespace when we can make one (root + unshare)."""
-    unshare = shutil.which("unshare")
-    if sys.platform.startswith("linux") and unshare and os.geteuid() == 0:
-        return [unshare, "-n", *argv]
-    return list(argv)

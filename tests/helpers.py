@@ -1,8 +1,21 @@
-"""Small independent checks for tests (deliberately not the package's own code)."""
+"""Shared test helpers: paths, an independent PNG check, a private network namespace prefix."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+from codex_cli_image.testing import realcodex
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "fixtures"
+# Resolved before any test points HOME elsewhere.
+NPM_CACHE = realcodex.cache_root()
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def png_ok(data: bytes) -> bool:
@@ -22,3 +35,11 @@ def png_ok(data: bytes) -> bool:
         kinds.append(kind)
         pos += 12 + length
     return bool(kinds) and kinds[0] == b"IHDR" and kinds[-1] == b"IEND"
+
+
+def offline(argv: Sequence[str]) -> list[str]:
+    """Prefix ``argv`` with a private network namespace when we can make one (root + unshare)."""
+    unshare = shutil.which("unshare")
+    if sys.platform.startswith("linux") and unshare and os.geteuid() == 0:
+        return [unshare, "-n", *argv]
+    return list(argv)

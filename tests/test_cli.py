@@ -13,7 +13,7 @@ import codex_cli_image
 from codex_cli_image.cli import EXIT_CODES, main
 from codex_cli_image.testing import FakeCodex
 
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

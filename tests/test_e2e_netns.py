@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from conftest import IN_CI, NPM_CACHE, REPO
+from helpers import IN_CI, NPM_CACHE, REPO
 
 pytestmark = [pytest.mark.real_codex, pytest.mark.timeout(1800)]
 

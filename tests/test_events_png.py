@@ -22,7 +22,7 @@ from codex_cli_image.events import (
 from codex_cli_image.png import PngError, inspect_png
 from codex_cli_image.testing import make_png
 
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 TRANSCRIPT = (FIXTURES / "transcripts" / "success-0.169.jsonl").read_bytes()
 

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES
-from helpers import png_ok
+from helpers import FIXTURES, png_ok
 
 if sys.version_info >= (3, 11):
     import tomllib

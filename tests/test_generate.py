@@ -25,8 +25,7 @@ from codex_cli_image.failures import SENTINEL
 from codex_cli_image.runner import Progress
 from codex_cli_image.testing import FakeCodex
 
-from conftest import FIXTURES
-from helpers import png_ok
+from helpers import FIXTURES, png_ok
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -15,7 +15,7 @@ from codex_cli_image.output import Target, deliver, plan_output, slug
 from codex_cli_image.rollout import find_rollout, parse_image_records, read_image_records
 from codex_cli_image.testing import make_png
 
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 NOW = dt.datetime(2026, 11, 21, 9, 30, 5)
 PNG = make_png(4, 4, "x")

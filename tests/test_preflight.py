@@ -13,7 +13,7 @@ import pytest
 from codex_cli_image import AuthError
 from codex_cli_image.preflight import Verdict, assess, check_login, parse_login_status
 
-from conftest import FIXTURES
+from helpers import FIXTURES
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -15,7 +15,7 @@ from codex_cli_image.doctor import parse_features
 from codex_cli_image.preflight import check_login
 from codex_cli_image.testing import FakeCodex, chatgpt_auth, realcodex
 
-from conftest import FIXTURES, offline
+from helpers import FIXTURES, offline
 
 pytestmark = pytest.mark.real_codex
 
