@@ -16,8 +16,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-# The Codex CLI versions the real-CLI tests run against; adding one is one line.
-VERSIONS: tuple[str, ...] = ("0.169.0",)
+# The Codex CLI versions the real-CLI tests run against; adding one is one line. The first is
+# the newest; 0.149 is the first with the client-side image tool, 0.142 the first with the new
+# npm layout (hosted tool), 0.125 has the old layout and the hosted tool.
+VERSIONS: tuple[str, ...] = ("0.169.0", "0.149.0", "0.142.0", "0.125.0")
 
 _STAMP = ".codex-cli-image-complete"
 

@@ -23,11 +23,25 @@ if not IN_NETNS:
 
 
 @pytest.fixture(params=realcodex.VERSIONS, ids=lambda v: f"codex-{v}")
-def shim(request: pytest.FixtureRequest) -> Path:
-    found = realcodex.installed(request.param)
+def version(request: pytest.FixtureRequest) -> tuple[int, int, int]:
+    major, minor, patch = (int(part) for part in str(request.param).split("."))
+    return major, minor, patch
+
+
+@pytest.fixture
+def shim(version: tuple[int, int, int]) -> Path:
+    name = ".".join(map(str, version))
+    found = realcodex.installed(name)
     if found is None:
-        pytest.fail(f"codex {request.param} is not installed: run scripts/test.sh (it installs it)")
+        pytest.fail(f"codex {name} is not installed: run scripts/test.sh (it installs it)")
     return found
+
+
+@pytest.fixture
+def image_scenario(version: tuple[int, int, int]) -> str:
+    """How the mock makes codex produce an image: a direct image_gen call from 0.149 on, the
+    hosted image tool before (earlier versions answer image_gen calls with "unsupported call")."""
+    return "image" if version >= (0, 149, 0) else "image_hosted"
 
 
 @pytest.fixture

@@ -33,9 +33,9 @@ def cli(*args: str, path: str = "/usr/bin:/bin") -> subprocess.CompletedProcess[
 
 
 def test_cli_delivers_the_served_png(
-    shim: Path, backend: Start, signed_in: SignIn, tmp_path: Path
+    shim: Path, image_scenario: str, backend: Start, signed_in: SignIn, tmp_path: Path
 ) -> None:
-    mock = backend("image")
+    mock = backend(image_scenario)
     home = signed_in(mock)
     out = tmp_path / "fox.png"
     # PATH=/nonexistent: the npm shim is resolved to the native binary, no node needed.
@@ -48,13 +48,14 @@ def test_cli_delivers_the_served_png(
     assert (document["width"], document["height"]) == (96, 64)
     assert document["codex_version"] == shim.parent.parent.parent.name
     assert not list((home / "generated_images").rglob("*.png"))  # codex's copy was removed
-    assert "/backend-api/codex/images/generations" in mock.paths("POST")
+    if image_scenario == "image":
+        assert "/backend-api/codex/images/generations" in mock.paths("POST")
 
 
 def test_library_sync_and_async(
-    shim: Path, backend: Start, signed_in: SignIn, tmp_path: Path
+    shim: Path, image_scenario: str, backend: Start, signed_in: SignIn, tmp_path: Path
 ) -> None:
-    mock = backend("image")
+    mock = backend(image_scenario)
     signed_in(mock)
     sync = generate("a fox", output=tmp_path / "s.png", codex=shim, allow_relay=True, timeout=90)
     assert sync.path.read_bytes() == mock.image
@@ -68,9 +69,9 @@ def test_library_sync_and_async(
 
 
 def test_early_stop_with_a_slow_closing_answer(
-    shim: Path, backend: Start, signed_in: SignIn, tmp_path: Path
+    shim: Path, image_scenario: str, backend: Start, signed_in: SignIn, tmp_path: Path
 ) -> None:
-    mock = backend("image", final_delay_s=5.0)
+    mock = backend(image_scenario, final_delay_s=5.0)
     signed_in(mock)
     result = generate("a fox", output=tmp_path / "a.png", codex=shim, allow_relay=True, timeout=90)
     ended = time.time()
@@ -85,6 +86,7 @@ def test_early_stop_with_a_slow_closing_answer(
     ("scenario", "kind", "reason"),
     [
         ("images_403", "auth", "image_generation_refused"),
+        ("image_hosted_failed", "transient", "no_image"),
         ("responses_429", "quota", "rate_limited"),
         ("usage_limit", "quota", "usage_limit"),
         ("unauthorized", "auth", "refresh_failed"),
@@ -93,6 +95,7 @@ def test_early_stop_with_a_slow_closing_answer(
 )
 def test_failures_map_to_kind_and_reason(
     shim: Path,
+    version: tuple[int, int, int],
     backend: Start,
     signed_in: SignIn,
     tmp_path: Path,
@@ -100,6 +103,11 @@ def test_failures_map_to_kind_and_reason(
     kind: str,
     reason: str,
 ) -> None:
+    client_side = version >= (0, 149, 0)
+    if scenario == "images_403" and not client_side:
+        pytest.skip("before 0.149 the image is made by the backend's hosted tool: no images call")
+    if scenario == "image_hosted_failed" and client_side:
+        pytest.skip("0.149+ accept a hosted image item but never write it to a file")
     mock = backend(scenario)
     signed_in(mock)
     with pytest.raises(CodexImageError) as info:
@@ -144,3 +152,15 @@ def test_base_url_override_needs_allow_relay(
     with pytest.raises(CodexImageError) as info:
         generate("a fox", output=tmp_path / "a.png", codex=shim, timeout=60)
     assert info.value.reason == "relay_provider" and mock.requests == []
+
+
+def test_hosted_image_without_a_file_comes_from_the_rollout(
+    shim: Path, version: tuple[int, int, int], backend: Start, signed_in: SignIn, tmp_path: Path
+) -> None:
+    """0.149+ accept a hosted image item but save no file: the rollout keeps the base64."""
+    if version < (0, 149, 0):
+        pytest.skip("before 0.149 a hosted image is saved as ig_*.png")
+    mock = backend("image_hosted")
+    signed_in(mock)
+    result = generate("a fox", output=tmp_path / "a.png", codex=shim, allow_relay=True, timeout=90)
+    assert result.image_source == "rollout" and result.path.read_bytes() == mock.image
