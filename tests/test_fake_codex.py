@@ -130,8 +130,10 @@ def test_success_writes_png_and_rollout(fake: FakeCodex, style: str, pattern: st
 def test_usage_matches_the_version(fake: FakeCodex) -> None:
     new = run_fake(fake).events[-1]["usage"]
     assert "cache_write_input_tokens" in new and "reasoning_output_tokens" in new
-    old = run_fake(fake, version="0.142.0").events[-1]["usage"]
-    assert set(old) == {"input_tokens", "cached_input_tokens", "output_tokens"}
+    old = run_fake(fake, version="0.142.0").events[-1]["usage"]  # as recorded from 0.142
+    assert set(old) == {
+        "input_tokens", "cached_input_tokens", "output_tokens", "reasoning_output_tokens",
+    }  # fmt: skip
 
 
 def test_each_prompt_gets_its_own_pixels_and_provenance(fake: FakeCodex) -> None:
@@ -179,7 +181,7 @@ def test_image_refused_records_failure_in_rollout(fake: FakeCodex) -> None:
         for r in rollout_records(fake)
         if r["payload"].get("type") == "item_completed"
     )
-    assert item["status"] == "failed" and item["savedPath"] is None and item["failure"] is None
+    assert item["status"] == "failed" and "savedPath" not in item and item["failure"] is None
     output = next(
         r["payload"]
         for r in rollout_records(fake)
@@ -194,6 +196,18 @@ def test_hosted_image_only_in_rollout(fake: FakeCodex) -> None:
     call = next(r["payload"] for r in rollout_records(fake) if r["type"] == "response_item")
     assert call["type"] == "image_generation_call" and call["status"] == "completed"
     assert png_ok(base64.b64decode(call["result"]))
+
+
+@pytest.mark.parametrize(("version", "empty_file"), [("0.125.0", True), ("0.142.0", False)])
+def test_hosted_failed(fake: FakeCodex, version: str, empty_file: bool) -> None:
+    run = run_fake(fake, "hosted_failed", version=version, name_style="ig")
+    assert run.returncode == 0
+    files = fake.generated_images()
+    assert [p.stat().st_size for p in files] == ([0] if empty_file else [])
+    end = next(r["payload"] for r in rollout_records(fake) if r["type"] == "event_msg"
+               and r["payload"]["type"] == "image_generation_end")  # fmt: skip
+    assert end["status"] == "failed" and end["result"] == ""
+    assert ("saved_path" in end) is empty_file
 
 
 @pytest.mark.parametrize("scenario", ["invalid_png", "truncated_png", "jpeg"])

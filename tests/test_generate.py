@@ -262,6 +262,13 @@ def test_cli_json_and_exit_code_for_the_other_reasons(
     assert survivors(fake_codex) == []
 
 
+def test_empty_file_of_a_failed_hosted_call_is_no_image(fake_codex: FakeCodex, out: Path) -> None:
+    """0.125 leaves a 0-byte ig_*.png for a failed call: the failure is reported, not the file."""
+    old_cli = {"version": "0.125.0", "name_style": "ig"}
+    error = fails(fake_codex, out, "hosted_failed", options=old_cli, retries=0)
+    assert error.reason == "no_image" and "image call failed" in error.message
+
+
 def test_sentinel_means_no_image_tool(fake_codex: FakeCodex, out: Path) -> None:
     error = fails(fake_codex, out, "no_image", options={"message": SENTINEL}, retries=0)
     assert (error.kind, error.reason) == ("auth", "image_tool_unavailable")

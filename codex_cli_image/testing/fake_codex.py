@@ -102,6 +102,7 @@ SCENARIOS = (
     "no_image",
     "image_refused",
     "hosted",
+    "hosted_failed",
     "invalid_png",
     "truncated_png",
     "jpeg",
@@ -618,9 +619,13 @@ class Turn:
         if float(self.opts["final_delay"]) > 0:
             time.sleep(float(self.opts["final_delay"]))
         self._agent_message(self.opts["message"] or closing)
-        usage = {"input_tokens": 24763, "cached_input_tokens": 24448, "output_tokens": 122}
+        usage = {
+            "input_tokens": 24763,
+            "cached_input_tokens": 24448,
+            "output_tokens": 122,
+            "reasoning_output_tokens": 64,
+        }
         if self.version >= (0, 149, 0):
-            usage["reasoning_output_tokens"] = 64
             usage["cache_write_input_tokens"] = 0
         emit({"type": "turn.completed", "usage": usage})
         return 0
@@ -639,6 +644,7 @@ class Turn:
                 "response_item",
                 {
                     "type": "function_call_output",
+                    "id": f"fco_{uuid.uuid4()}",
                     "call_id": call_id,
                     "output": "image generation failed: http 403 Forbidden: "
                     f"Some({json.dumps(body)})",
@@ -651,6 +657,16 @@ class Turn:
             self.ex.prompt,
             {"thread_id": self.thread_id, "prompt_sha256": _sha256(self.ex.prompt)},
         )
+        if scenario == "hosted_failed":
+            # A failed hosted call: 0.125 and 0.131 leave an empty ig_*.png, 0.142 nothing.
+            saved = None
+            if self.version < (0, 142, 0):
+                folder = self.ex.home / "generated_images" / self.thread_id
+                folder.mkdir(parents=True, exist_ok=True)
+                saved = folder / f"{call_id}.png"
+                saved.write_bytes(b"")
+            self._image_record(call_id, "failed", None, saved, None)
+            return "Here is the image."
         if scenario == "hosted":
             # Accepted by 0.149+ but written to no file: only the rollout keeps the base64.
             self._rollout_line(
@@ -695,21 +711,22 @@ class Turn:
         saved: Path | None,
         failure: dict[str, str] | None,
     ) -> None:
-        result = base64.b64encode(data).decode("ascii") if data is not None else None
+        """The rollout lines codex writes for an image call, in the shapes recorded from the
+        real CLI (fixtures/codex-<version>/): keys appear exactly when the real ones do."""
+        result = base64.b64encode(data).decode("ascii") if data is not None else ""
         revised = _requested(self.ex.prompt)
         if self.opts["name_style"] == "ig" or self.version < (0, 149, 0):
-            # 0.125-0.142: an event_msg plus the hosted tool's response item.
-            self._rollout_line(
-                "event_msg",
-                {
-                    "type": "image_generation_end",
-                    "call_id": call_id,
-                    "status": status,
-                    "revised_prompt": revised,
-                    "result": result or "",
-                    "saved_path": str(saved) if saved else None,
-                },
-            )
+            # The hosted tool (0.125-0.142): an event_msg plus the response item.
+            end: dict[str, Any] = {
+                "type": "image_generation_end",
+                "call_id": call_id,
+                "status": status,
+                "revised_prompt": revised,
+                "result": result,
+            }
+            if saved is not None:
+                end["saved_path"] = str(saved)
+            self._rollout_line("event_msg", end)
             self._rollout_line(
                 "response_item",
                 {
@@ -717,10 +734,23 @@ class Turn:
                     "id": call_id,
                     "status": status,
                     "revised_prompt": revised,
-                    "result": result or "",
+                    "result": result,
                 },
             )
             return
+        if self.opts["name_style"] == "call":
+            # A direct call: the model's function_call is logged first.
+            self._rollout_line(
+                "response_item",
+                {
+                    "type": "function_call",
+                    "id": f"fc_{uuid.uuid4().hex[:12]}",
+                    "name": "imagegen",
+                    "namespace": "image_gen",
+                    "arguments": json.dumps({"prompt": revised}),
+                    "call_id": call_id,
+                },
+            )
         item: dict[str, Any] = {
             "type": "Extension",
             "kind": "image_gen.generation",
@@ -728,14 +758,24 @@ class Turn:
             "status": status,
             "revisedPrompt": revised,
             "result": result,
+            "transparentBackground": None,
             "failure": failure,
-            "savedPath": str(saved) if saved else None,
         }
+        if saved is not None:
+            item["savedPath"] = str(saved)
         if self.version >= (0, 169, 0):
-            item["generationId"] = f"gen_{uuid.uuid4().hex[:16]}"
+            item["generationId"] = None
+        now_ms = int(time.time() * 1000)
         self._rollout_line(
             "event_msg",
-            {"type": "item_completed", "thread_id": self.thread_id, "turn_id": "0", "item": item},
+            {
+                "type": "item_completed",
+                "thread_id": self.thread_id,
+                "turn_id": "0",
+                "item": item,
+                "started_at_ms": now_ms,
+                "completed_at_ms": now_ms,
+            },
         )
 
     def _fail(self) -> int:

@@ -1,0 +1,67 @@
+"""What the real CLI prints and writes, per version, against the recordings in fixtures/.
+
+A format change in a new CLI version shows up here as a diff. To record anew (after checking
+the change is understood): CODEX_IMAGE_RECORD=1 scripts/test.sh -k transcript
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from codex_cli_image.launcher import locate
+from codex_cli_image.testing.backend import MockBackend, codex_home_for
+from codex_cli_image.testing.transcripts import record
+
+from helpers import FIXTURES
+
+NAMES = ("success", "refused", "usage_limit", "rate_limited", "refresh_failed", "text_only")
+
+
+def scenario_for(name: str, version: tuple[int, int, int]) -> str:
+    client_side = version >= (0, 149, 0)
+    return {
+        "success": "image" if client_side else "image_hosted",
+        "refused": "images_403" if client_side else "image_hosted_failed",
+        "usage_limit": "usage_limit",
+        "rate_limited": "responses_429",
+        "refresh_failed": "unauthorized",
+        "text_only": "text_only",
+    }[name]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", NAMES)
+def test_transcript_matches_the_recording(
+    shim: Path,
+    version: tuple[int, int, int],
+    backend: Callable[..., MockBackend],
+    tmp_path: Path,
+    name: str,
+) -> None:
+    mock = backend(scenario_for(name, version))
+    home = tmp_path / "h"
+    env = codex_home_for(mock, home)
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    codex = locate(shim)
+    proc = subprocess.run(
+        codex.command("exec", "--json", "--skip-git-repo-check", "--sandbox", "read-only",
+                      "--cd", str(workspace), "--config", "analytics.enabled=false", "-"),
+        input=b"draw a fox",
+        capture_output=True,
+        env={**codex.env, **env},
+        timeout=90,
+    )  # fmt: skip
+    got = {"exit_code": proc.returncode, **record(proc.stdout, home)}
+    path = FIXTURES / f"codex-{'.'.join(map(str, version))}" / f"{name}.json"
+    if os.environ.get("CODEX_IMAGE_RECORD") == "1":
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(got, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert path.exists(), f"no recording at {path}: record with CODEX_IMAGE_RECORD=1"
+    assert got == json.loads(path.read_text(encoding="utf-8"))
