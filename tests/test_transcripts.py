@@ -23,6 +23,7 @@ def fake_for(name: str, version: tuple[int, ...]) -> tuple[str, dict[str, Any]]:
     style = {"name_style": "call" if client_side else "ig"}
     return {
         "success": ("success", style),
+        "success_code_mode": ("success", {"name_style": "exec"}),
         "refused": ("image_refused", style) if client_side else ("hosted_failed", style),
         "usage_limit": ("usage_limit", {}),
         "rate_limited": ("rate_limited", {}),

@@ -29,6 +29,7 @@ __all__ = ["SCENARIOS", "MockBackend", "Request", "codex_home_for"]
 
 Scenario = Literal[
     "image",  # a direct image_gen.imagegen call (0.149+), then a closing message
+    "image_code_mode",  # the model's JavaScript in codex's code-mode exec tool calls imagegen
     "image_hosted",  # a hosted image_generation_call item (0.125-0.142)
     "image_hosted_failed",  # a hosted call that failed (0.125/0.131 leave a 0-byte file)
     "text_only",  # the model answers without calling the tool
@@ -39,7 +40,7 @@ Scenario = Literal[
     "hang",  # responses never answer
 ]
 SCENARIOS: tuple[str, ...] = (
-    "image", "image_hosted", "image_hosted_failed", "text_only", "images_403",
+    "image", "image_code_mode", "image_hosted", "image_hosted_failed", "text_only", "images_403",
     "responses_429", "usage_limit", "unauthorized", "hang",
 )  # fmt: skip
 ACCOUNT_ID = "acc-0f3c2b7e-fake"
@@ -263,6 +264,20 @@ class _Handler(BaseHTTPRequestHandler):
             call = {"type": "function_call", "id": f"fc_{uuid.uuid4().hex[:12]}",
                     "call_id": f"call_{uuid.uuid4().hex[:24]}", "namespace": "image_gen",
                     "name": "imagegen", "arguments": json.dumps({"prompt": "a fox"})}  # fmt: skip
+            return self._stream(response_id, [call])
+        if scenario == "image_code_mode":
+            code = (
+                '// @exec: {"yield_time_ms": 120000}\n'
+                'const result = await tools.image_gen__imagegen({prompt: "a fox"});\n'
+                "generatedImage(result);\n"
+            )
+            call = {
+                "type": "custom_tool_call",
+                "id": f"ctc_{uuid.uuid4().hex[:12]}",
+                "call_id": f"call_{uuid.uuid4().hex[:24]}",
+                "name": "exec",
+                "input": code,
+            }
             return self._stream(response_id, [call])
         if scenario in ("image_hosted", "image_hosted_failed"):
             failed = scenario == "image_hosted_failed"

@@ -738,6 +738,19 @@ class Turn:
                 },
             )
             return
+        if self.opts["name_style"] == "exec":
+            # Code mode: the model's JavaScript for the exec tool is logged first.
+            self._rollout_line(
+                "response_item",
+                {
+                    "type": "custom_tool_call",
+                    "id": f"ctc_{uuid.uuid4().hex[:12]}",
+                    "call_id": f"call_{uuid.uuid4().hex[:24]}",
+                    "name": "exec",
+                    "input": "const result = await tools.image_gen__imagegen("
+                    f"{json.dumps({'prompt': revised})});\ngeneratedImage(result);\n",
+                },
+            )
         if self.opts["name_style"] == "call":
             # A direct call: the model's function_call is logged first.
             self._rollout_line(

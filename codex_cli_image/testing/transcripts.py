@@ -16,7 +16,7 @@ from typing import Any
 __all__ = ["record", "shape"]
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_CALL = re.compile(r"\b(call|ig|fc|msg|gen|exec|fco|at|resp)[_-][0-9A-Za-z-]{6,}")
+_CALL = re.compile(r"\b(call|ig|fc|ctc|msg|gen|exec|fco|at|resp)[_-][0-9A-Za-z-]{6,}")
 _CLOCK = re.compile(r"(?:[A-Z][a-z]{2} \d{1,2}(?:st|nd|rd|th)?, \d{4} )?\d{1,2}:\d{2} [AP]M")
 _ROLLOUT_KEYS = ("image_gen", "image_generation", "image generation")
 

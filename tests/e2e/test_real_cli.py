@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from codex_cli_image import CodexImageError, agenerate, generate
+from codex_cli_image import CodexImageError, Progress, agenerate, generate
 from codex_cli_image.testing.backend import MockBackend
 
 pytestmark = pytest.mark.timeout(180)
@@ -164,3 +164,23 @@ def test_hosted_image_without_a_file_comes_from_the_rollout(
     signed_in(mock)
     result = generate("a fox", output=tmp_path / "a.png", codex=shim, allow_relay=True, timeout=90)
     assert result.image_source == "rollout" and result.path.read_bytes() == mock.image
+
+
+def test_image_made_through_code_mode(
+    shim: Path, version: tuple[int, int, int], backend: Start, signed_in: SignIn, tmp_path: Path
+) -> None:
+    """How gpt-6.1-sol really does it: JavaScript in codex's exec tool calls imagegen."""
+    if version < (0, 149, 0):
+        pytest.skip("code mode arrived with the client-side image tool in 0.149")
+    mock = backend("image_code_mode")
+    signed_in(mock)
+    saved: list[str] = []
+
+    def note(progress: Progress) -> None:
+        if progress.phase == "image_saved":
+            saved.append(progress.message or "")
+
+    result = generate("a fox", output=tmp_path / "a.png", codex=shim, allow_relay=True, timeout=90,
+                      on_progress=note)  # fmt: skip
+    assert result.path.read_bytes() == mock.image
+    assert Path(saved[0]).name.startswith("exec-")

@@ -20,13 +20,17 @@ from codex_cli_image.testing.transcripts import record
 
 from helpers import FIXTURES
 
-NAMES = ("success", "refused", "usage_limit", "rate_limited", "refresh_failed", "text_only")
+NAMES = (
+    "success", "success_code_mode", "refused", "usage_limit", "rate_limited", "refresh_failed",
+    "text_only",
+)  # fmt: skip
 
 
 def scenario_for(name: str, version: tuple[int, int, int]) -> str:
     client_side = version >= (0, 149, 0)
     return {
         "success": "image" if client_side else "image_hosted",
+        "success_code_mode": "image_code_mode",
         "refused": "images_403" if client_side else "image_hosted_failed",
         "usage_limit": "usage_limit",
         "rate_limited": "responses_429",
@@ -44,6 +48,8 @@ def test_transcript_matches_the_recording(
     tmp_path: Path,
     name: str,
 ) -> None:
+    if name == "success_code_mode" and version < (0, 149, 0):
+        pytest.skip("code mode (the exec tool) arrived with the client-side image tool in 0.149")
     mock = backend(scenario_for(name, version))
     home = tmp_path / "h"
     env = codex_home_for(mock, home)
