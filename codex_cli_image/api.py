@@ -16,7 +16,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -29,6 +29,14 @@ from .launcher import locate, probe_version
 from .output import deliver, plan_output
 from .preflight import check_login, codex_home_path
 from .prompt import build_instruction, check_prompt
+from .request import (
+    Geometry,
+    Reference,
+    check_references,
+    compare_geometry,
+    parse_aspect,
+    parse_size,
+)
 from .runner import (
     Attempt,
     Phase,
@@ -70,6 +78,10 @@ class ImageResult:
     warnings: tuple[str, ...]
     image_source: str
     """``file`` (codex saved it) or ``rollout`` (decoded from the session log)."""
+    has_alpha: bool = False
+    requested: Geometry = Geometry()
+    geometry_mismatch: bool = False
+    """The delivered aspect is off the requested one (backends may ignore sizes)."""
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -88,6 +100,9 @@ class ImageResult:
             "attempts": self.attempts,
             "warnings": list(self.warnings),
             "image_source": self.image_source,
+            "has_alpha": self.has_alpha,
+            "requested": self.requested.to_dict(),
+            "geometry_mismatch": self.geometry_mismatch,
         }
 
 
@@ -107,6 +122,10 @@ async def agenerate(
     on_progress: ProgressCallback | None = None,
     wait_for_turn: bool = False,
     keep_codex_copy: bool = False,
+    references: Sequence[str | os.PathLike[str]] = (),
+    aspect: str | None = None,
+    size: str | None = None,
+    transparent: bool = False,
     env: Mapping[str, str] | None = None,
 ) -> ImageResult:
     """Make one image with the signed-in Codex CLI and deliver it as a verified PNG.
@@ -119,7 +138,9 @@ async def agenerate(
     provider that receives the ChatGPT login. on_progress: called with each :class:`Progress`.
     wait_for_turn: let codex finish its closing message (to get ``usage``) instead of stopping
     it once the image is safe. keep_codex_copy: leave codex's own copy in
-    ``$CODEX_HOME/generated_images``.
+    ``$CODEX_HOME/generated_images``. references: up to 5 PNG, JPEG, GIF or WebP images to
+    start from. aspect (``square``, ``landscape``, ``portrait`` or ``W:H``), size (``WxH``) and
+    transparent are asked of the model; the result reports what was delivered.
 
     Raises :class:`~codex_cli_image.CodexImageError` (input, launch, auth, quota, transient).
     """
@@ -136,6 +157,12 @@ async def agenerate(
         raise InputError(
             "retries cannot be negative.", reason="invalid_retries", hint="Pass 0 or more."
         )
+    geometry = Geometry(
+        aspect=parse_aspect(aspect) if aspect else None,
+        size=parse_size(size) if size else None,
+        transparent=transparent,
+    )
+    checked = await anyio.to_thread.run_sync(check_references, list(references))
     target = plan_output(output, prompt, overwrite=overwrite)
     base_env = dict(os.environ if env is None else env)
 
@@ -183,7 +210,9 @@ async def agenerate(
         attempt = Attempt(
             codex=found,
             codex_home=home,
-            instruction=build_instruction(prompt),
+            instruction=build_instruction(
+                prompt, geometry, [f"ref-{n}{r.extension}" for n, r in enumerate(checked, 1)]
+            ),
             deadline=deadline,
             timeout_s=timeout,
             number=attempt_no,
@@ -191,9 +220,12 @@ async def agenerate(
             wait_for_turn=wait_for_turn,
             codex_version=str(version),
             emit=_numbered(emit, attempt_no),
+            references=tuple(checked),
         )
         try:
-            produced = await run_attempt(attempt)
+            candidate = await run_attempt(attempt)
+            _refuse_copied_reference(candidate, checked, str(version))
+            produced = candidate
         except TransientError as error:
             pause = _BACKOFF_S * 2 ** (attempt_no - 1) + random.uniform(0, 1)
             if (
@@ -218,6 +250,7 @@ async def agenerate(
         ) from exc
     if produced.codex_file is not None and not keep_codex_copy:
         remove_codex_copy(produced.codex_file)
+    mismatch, geometry_warnings = compare_geometry(geometry, produced.info)
     result = ImageResult(
         path=path,
         bytes=len(produced.data),
@@ -231,11 +264,28 @@ async def agenerate(
         usage=produced.usage,
         revised_prompt=produced.revised_prompt,
         attempts=attempt_no,
-        warnings=tuple(warnings + delivered_warnings),
+        warnings=tuple(warnings + geometry_warnings + delivered_warnings),
         image_source=produced.source,
+        has_alpha=produced.info.has_alpha,
+        requested=geometry,
+        geometry_mismatch=mismatch,
     )
     emit("finished", str(path), produced.thread_id, attempt_no)
     return result
+
+
+def _refuse_copied_reference(produced: Produced, references: list[Reference], version: str) -> None:
+    """An "edit" that returns a reference unchanged is no new image."""
+    digest = hashlib.sha256(produced.data).hexdigest()
+    for reference in references:
+        if reference.sha256 == digest:
+            raise TransientError(
+                f"codex returned the reference {reference.source.name} unchanged, not a new image.",
+                reason="no_image",
+                hint="Retry; describe the change you want more explicitly.",
+                thread_id=produced.thread_id,
+                codex_version=version,
+            )
 
 
 def _numbered(
@@ -261,6 +311,10 @@ def generate(
     on_progress: ProgressCallback | None = None,
     wait_for_turn: bool = False,
     keep_codex_copy: bool = False,
+    references: Sequence[str | os.PathLike[str]] = (),
+    aspect: str | None = None,
+    size: str | None = None,
+    transparent: bool = False,
     env: Mapping[str, str] | None = None,
 ) -> ImageResult:
     """The blocking twin of :func:`agenerate`: same arguments, same result, same errors.
@@ -283,6 +337,10 @@ def generate(
         on_progress=on_progress,
         wait_for_turn=wait_for_turn,
         keep_codex_copy=keep_codex_copy,
+        references=references,
+        aspect=aspect,
+        size=size,
+        transparent=transparent,
         env=env,
     )
     finished = threading.Event()

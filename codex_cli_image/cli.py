@@ -106,6 +106,15 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="leave codex's own copy in $CODEX_HOME/generated_images",
     )
+    gen.add_argument(
+        "-i", "--ref", action="append", default=[], metavar="PATH",
+        help="a reference image (PNG, JPEG, GIF, WebP); repeat for up to 5",
+    )  # fmt: skip
+    gen.add_argument(
+        "--aspect", metavar="A", help="square, landscape, portrait or W:H (asked of the model)"
+    )
+    gen.add_argument("--size", metavar="WxH", help="pixel size to ask for, e.g. 1024x1536")
+    gen.add_argument("--transparent", action="store_true", help="ask for a transparent background")
     gen.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     gen.add_argument("--events", action="store_true", help="print progress as JSON lines on stderr")
     gen.add_argument("-q", "--quiet", action="store_true", help="no status line, no warnings")
@@ -165,6 +174,10 @@ def _generate(args: argparse.Namespace) -> int:
             on_progress=on_progress,
             wait_for_turn=args.wait_for_turn,
             keep_codex_copy=args.keep_codex_copy,
+            references=args.ref,
+            aspect=args.aspect,
+            size=args.size,
+            transparent=args.transparent,
         )
     except CodexImageError as error:
         status.clear()

@@ -41,6 +41,7 @@ from .events import (
 from .failures import RunOutcome, classify
 from .launcher import Codex
 from .png import PngError, PngInfo, inspect_png
+from .request import Reference
 from .rollout import ImageRecord, find_rollout, read_image_records
 
 __all__ = ["Attempt", "Produced", "Progress", "ProgressCallback", "run_attempt"]
@@ -104,6 +105,7 @@ class Attempt:
     model: str | None = None
     wait_for_turn: bool = False
     codex_version: str | None = None
+    references: tuple[Reference, ...] = ()
     emit: Callable[[Phase, str | None, str | None], None] = lambda *_: None
 
 
@@ -153,6 +155,13 @@ async def run_attempt(attempt: Attempt) -> Produced:
 
 async def _run(attempt: Attempt, workspace: Path) -> Produced:
     state = _State(started_wall=time.time())
+    # Snapshots give codex stable bytes under plain names; relative names (codex runs in the
+    # workspace) keep commas in a temp path from splitting the value.
+    images = []
+    for number, reference in enumerate(attempt.references, 1):
+        name = f"ref-{number}{reference.extension}"
+        await anyio.to_thread.run_sync(shutil.copyfile, reference.source, workspace / name)
+        images.append(f"--image={name}")
     argv = attempt.codex.command(
         "exec",
         "--json",
@@ -165,6 +174,8 @@ async def _run(attempt: Attempt, workspace: Path) -> Produced:
         "analytics.enabled=false",
         # One argument, so a model name can never be read as an option.
         *([f"--model={attempt.model}"] if attempt.model else []),
+        # -i takes several values: "--" ends the list before "-" (stdin), or "-" is a file.
+        *([*images, "--"] if images else []),
         "-",
     )
     env = {**attempt.codex.env, "CODEX_HOME": str(attempt.codex_home)}

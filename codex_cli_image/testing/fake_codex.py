@@ -45,6 +45,8 @@ DEFAULTS: dict[str, Any] = {
     "final_delay": 0.0,  # seconds between the saved image and the closing message
     "width": 64,
     "height": 64,
+    "alpha": False,  # an RGBA image (as for a transparent background)
+    "copy_reference": False,  # "edit" by returning the first -i image unchanged
     "message": None,  # the closing agent message; None: a default per scenario
     "error_message": None,  # for scenario "turn_failed"
     # login status answer: chatgpt | apikey | agent | pat | none | error; None: from auth.json
@@ -498,6 +500,7 @@ class Exec:
         self.prompt = prompt
         self.fake.record["stdin_prompt"] = prompt
         self.fake.record["images"] = self.images
+        self.fake.record["images_exist"] = [(self.cwd / image).is_file() for image in self.images]
         self.fake.save()
         return Turn(self).run()
 
@@ -656,7 +659,10 @@ class Turn:
             int(self.opts["height"]),
             self.ex.prompt,
             {"thread_id": self.thread_id, "prompt_sha256": _sha256(self.ex.prompt)},
+            alpha=bool(self.opts["alpha"]),
         )
+        if self.opts["copy_reference"] and self.ex.images:
+            png = (self.ex.cwd / self.ex.images[0]).read_bytes()
         if scenario == "hosted_failed":
             # A failed hosted call: 0.125 and 0.131 leave an empty ig_*.png, 0.142 nothing.
             saved = None
@@ -917,11 +923,14 @@ def _chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
-def make_png(width: int, height: int, seed: str, text: dict[str, str] | None = None) -> bytes:
-    """A valid RGB PNG whose colour comes from ``seed``, with optional tEXt chunks."""
+def make_png(
+    width: int, height: int, seed: str, text: dict[str, str] | None = None, *, alpha: bool = False
+) -> bytes:
+    """A valid RGB (or RGBA) PNG whose colour comes from ``seed``, with optional tEXt chunks."""
     digest = hashlib.sha256(seed.encode("utf-8")).digest()
-    row = b"\x00" + digest[:3] * width
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    pixel = digest[:3] + (b"\x80" if alpha else b"")
+    row = b"\x00" + pixel * width
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 6 if alpha else 2, 0, 0, 0)
     chunks = [_chunk(b"IHDR", ihdr)]
     for key, value in (text or {}).items():
         chunks.append(_chunk(b"tEXt", key.encode("latin-1") + b"\x00" + value.encode("latin-1")))

@@ -73,14 +73,20 @@ def signed_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., 
 
 
 @pytest.fixture(autouse=True)
-def no_codex_left() -> Iterator[None]:
-    """Fail a test that leaves a real codex process running (then end them)."""
+def no_codex_left(tmp_path: Path) -> Iterator[None]:
+    """Fail a test that leaves a real codex process running (then end them).
+
+    Only this test's processes count (their CODEX_HOME lies under its tmp_path): another test
+    session on the machine may be running codex right now.
+    """
     yield
-    vendor = str(realcodex.cache_root())
+    vendor, mine = str(realcodex.cache_root()), str(tmp_path)
     left = []
     for proc in psutil.process_iter(["exe", "status"]):
         with contextlib.suppress(psutil.Error):
-            if (proc.info["exe"] or "").startswith(vendor) and proc.info["status"] != "zombie":
+            if not (proc.info["exe"] or "").startswith(vendor) or proc.info["status"] == "zombie":
+                continue
+            if proc.environ().get("CODEX_HOME", "").startswith(mine):
                 left.append(proc)
     for proc in left:
         with contextlib.suppress(psutil.Error):

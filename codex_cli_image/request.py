@@ -1,0 +1,208 @@
+"""What was asked for beyond the prompt: geometry, transparency, reference images (pure checks).
+
+Codex's image tool takes no size parameter (0.169), so geometry is asked for in words and the
+delivered pixels are always measured and compared: backends are known to ignore sizes.
+References are checked locally by their bytes, because the backend refuses unsupported types
+with an opaque error after time has been spent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError
+from .png import PngInfo
+
+__all__ = [
+    "MAX_REFERENCES",
+    "MAX_REFERENCE_BYTES",
+    "Geometry",
+    "Reference",
+    "check_references",
+    "compare_geometry",
+    "parse_aspect",
+    "parse_size",
+    "sniff",
+]
+
+MAX_REFERENCES = 5  # the Codex image tool's limit
+MAX_REFERENCE_BYTES = 25 * 1024 * 1024
+ASPECT_TOLERANCE = 0.03
+_NAMED_ASPECTS = {"square": (1, 1), "landscape": (3, 2), "portrait": (2, 3)}
+_ACCEPTED = ("png", "jpeg", "gif", "webp")
+_EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "gif": ".gif", "webp": ".webp"}
+
+
+@dataclass(frozen=True, slots=True)
+class Geometry:
+    aspect: tuple[int, int] | None = None
+    size: tuple[int, int] | None = None
+    transparent: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return self.aspect is None and self.size is None and not self.transparent
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "aspect": f"{self.aspect[0]}:{self.aspect[1]}" if self.aspect else None,
+            "size": f"{self.size[0]}x{self.size[1]}" if self.size else None,
+            "transparent": self.transparent,
+        }
+
+
+def parse_aspect(text: str) -> tuple[int, int]:
+    """``square``, ``landscape``, ``portrait`` or ``W:H`` -> a reduced ratio."""
+    named = _NAMED_ASPECTS.get(text.strip().lower())
+    if named:
+        return named
+    match = re.fullmatch(r"\s*(\d{1,5})\s*:\s*(\d{1,5})\s*", text)
+    if not match or int(match[1]) == 0 or int(match[2]) == 0:
+        raise InputError(
+            f"The aspect {text!r} is not understood.",
+            reason="invalid_aspect",
+            hint="Use square, landscape, portrait or W:H such as 16:9.",
+        )
+    width, height = int(match[1]), int(match[2])
+    divisor = math.gcd(width, height)
+    return width // divisor, height // divisor
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``WxH`` (each 16 to 8192) -> (width, height)."""
+    match = re.fullmatch(r"\s*(\d{1,5})\s*[xX×]\s*(\d{1,5})\s*", text)
+    if not match or not all(16 <= int(v) <= 8192 for v in match.groups()):
+        raise InputError(
+            f"The size {text!r} is not understood.",
+            reason="invalid_size",
+            hint="Use WxH in pixels, each between 16 and 8192, such as 1024x1536.",
+        )
+    return int(match[1]), int(match[2])
+
+
+def compare_geometry(requested: Geometry, info: PngInfo) -> tuple[bool, list[str]]:
+    """Whether the delivered aspect is off the requested one (beyond a small tolerance), and
+    warnings for what differs: exact size, missing transparency."""
+    warnings: list[str] = []
+    target = requested.size or requested.aspect
+    mismatch = False
+    if target is not None:
+        wanted, got = target[0] / target[1], info.width / info.height
+        mismatch = abs(got / wanted - 1) > ASPECT_TOLERANCE
+        if mismatch:
+            asked = (
+                f"size {target[0]}x{target[1]}"
+                if requested.size
+                else f"aspect {target[0]}:{target[1]}"
+            )
+            warnings.append(
+                f"The image is {info.width}x{info.height}, not the requested {asked} "
+                "(the backend chose the geometry)."
+            )
+        elif requested.size and (info.width, info.height) != requested.size:
+            warnings.append(
+                f"The image is {info.width}x{info.height}; the requested aspect holds but not "
+                f"the exact size {requested.size[0]}x{requested.size[1]}."
+            )
+    if requested.transparent and not info.has_alpha:
+        warnings.append("A transparent background was asked for, but the image has no alpha.")
+    return mismatch, warnings
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """A checked reference image."""
+
+    source: Path
+    kind: str
+    size: int
+    sha256: str
+
+    @property
+    def extension(self) -> str:
+        return _EXTENSIONS[self.kind]
+
+
+def sniff(head: bytes) -> str:
+    """The image type by magic bytes, for the first 32 bytes of a file."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head.startswith((b"II*\x00", b"MM\x00*")):
+        return "tiff"
+    if head.startswith(b"\x00\x00\x01\x00"):
+        return "ico"
+    if head[4:8] == b"ftyp" and head[8:12] in (
+        b"heic",
+        b"heix",
+        b"mif1",
+        b"msf1",
+        b"heim",
+        b"hevc",
+    ):
+        return "heic"
+    if head[4:8] == b"ftyp" and head[8:12] in (b"avif", b"avis"):
+        return "avif"
+    if head.startswith(b"BM"):
+        return "bmp"
+    if head.startswith(b"%PDF"):
+        return "pdf"
+    if head.lstrip().lower().startswith((b"<svg", b"<?xml")):
+        return "svg"
+    return "unknown"
+
+
+def check_references(paths: list[str | os.PathLike[str]]) -> list[Reference]:
+    """Check every reference before any work is done. Raises :class:`InputError`."""
+    if len(paths) > MAX_REFERENCES:
+        raise InputError(
+            f"{len(paths)} reference images were given; at most {MAX_REFERENCES} are allowed.",
+            reason="too_many_references",
+            hint=f"Pass at most {MAX_REFERENCES} references (the Codex image tool's limit).",
+        )
+    return [_check_one(Path(p)) for p in paths]
+
+
+def _refuse(
+    path: Path, problem: str, hint: str = "Pass PNG, JPEG, GIF or WebP images."
+) -> InputError:
+    return InputError(f"The reference {path} {problem}.", reason="invalid_reference", hint=hint)
+
+
+def _check_one(path: Path) -> Reference:
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        raise _refuse(path, "does not exist", "Check the path of the reference image.") from None
+    except OSError as exc:
+        raise _refuse(path, f"cannot be read ({exc.strerror})", "Check its permissions.") from exc
+    if stat.S_ISLNK(info.st_mode):
+        raise _refuse(path, "is a symbolic link", "Pass the image file itself.")
+    if not stat.S_ISREG(info.st_mode):
+        raise _refuse(path, "is not a regular file", "Pass an image file.")
+    if info.st_size > MAX_REFERENCE_BYTES:
+        raise _refuse(
+            path,
+            f"has {info.st_size} bytes, more than the {MAX_REFERENCE_BYTES} allowed",
+            "Pass a smaller image (at most 25 MB).",
+        )
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise _refuse(path, f"cannot be read ({exc.strerror})", "Check its permissions.") from exc
+    kind = sniff(data[:32])
+    if kind not in _ACCEPTED:
+        shown = "an unknown type" if kind == "unknown" else kind.upper()
+        raise _refuse(path, f"is {shown}, which the image tool does not take")
+    return Reference(path, kind, len(data), hashlib.sha256(data).hexdigest())
