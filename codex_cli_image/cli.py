@@ -88,14 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--retries", type=int, default=1, metavar="N", help="extra attempts after transient errors"
     )
-    gen.add_argument("--codex", metavar="PATH", help="the codex executable to use")
-    gen.add_argument("--codex-home", metavar="DIR", help="codex's state directory")
+    _add_codex_options(gen)
     gen.add_argument("--model", metavar="M", help="the model codex should use")
-    gen.add_argument(
-        "--allow-relay",
-        action="store_true",
-        help="accept a custom provider or base URL that receives the ChatGPT login",
-    )
     gen.add_argument(
         "--wait-for-turn",
         action="store_true",
@@ -126,19 +120,24 @@ def _parser() -> argparse.ArgumentParser:
         description="Find codex and report what stands in the way of making images.",
     )
     doctor.add_argument("--json", action="store_true", help="print one JSON object")
-    doctor.add_argument("--codex", metavar="PATH", help="the codex executable to use")
-    doctor.add_argument(
+    _add_codex_options(doctor)
+    doctor.set_defaults(run=_doctor)
+    return parser
+
+
+def _add_codex_options(parser: argparse.ArgumentParser) -> None:
+    """Where codex and its state are, and which logins to accept: the same for every command."""
+    parser.add_argument("--codex", metavar="PATH", help="the codex executable to use")
+    parser.add_argument(
         "--codex-home",
         metavar="DIR",
         help="codex's state directory (default: $CODEX_HOME or ~/.codex)",
     )
-    doctor.add_argument(
+    parser.add_argument(
         "--allow-relay",
         action="store_true",
         help="accept a custom provider or base URL that receives the ChatGPT login",
     )
-    doctor.set_defaults(run=_doctor)
-    return parser
 
 
 def _generate(args: argparse.Namespace) -> int:

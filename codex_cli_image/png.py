@@ -6,7 +6,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-__all__ = ["MAX_IMAGE_BYTES", "PngError", "PngInfo", "inspect_png"]
+__all__ = ["MAX_IMAGE_BYTES", "PngError", "PngInfo", "inspect_png", "sniff"]
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
@@ -37,8 +37,10 @@ def inspect_png(data: bytes | memoryview, *, max_bytes: int = MAX_IMAGE_BYTES) -
     if size > max_bytes:
         raise PngError(f"the file has {size} bytes, more than the {max_bytes} allowed")
     if bytes(view[:8]) != SIGNATURE:
-        kind = _sniff(bytes(view[:12]))
-        raise PngError(f"not a PNG ({kind})" if kind else "no PNG signature")
+        kind = sniff(bytes(view[:32]))
+        raise PngError(
+            "no PNG signature" if kind == "unknown" else f"not a PNG ({kind.upper()} bytes)"
+        )
     pos = 8
     first = True
     info: PngInfo | None = None
@@ -72,14 +74,35 @@ def inspect_png(data: bytes | memoryview, *, max_bytes: int = MAX_IMAGE_BYTES) -
     return info
 
 
-def _sniff(head: bytes) -> str | None:
-    """Name common image formats, for a clearer message."""
+def sniff(head: bytes) -> str:
+    """The image type by magic bytes, from the first 32 bytes of a file ("unknown" if none)."""
+    if head.startswith(SIGNATURE):
+        return "png"
     if head.startswith(b"\xff\xd8\xff"):
-        return "JPEG bytes"
+        return "jpeg"
     if head.startswith((b"GIF87a", b"GIF89a")):
-        return "GIF bytes"
+        return "gif"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WebP bytes"
-    if head.lstrip().startswith((b"<svg", b"<?xml")):
-        return "SVG text"
-    return None
+        return "webp"
+    if head.startswith((b"II*\x00", b"MM\x00*")):
+        return "tiff"
+    if head.startswith(b"\x00\x00\x01\x00"):
+        return "ico"
+    if head[4:8] == b"ftyp" and head[8:12] in (
+        b"heic",
+        b"heix",
+        b"mif1",
+        b"msf1",
+        b"heim",
+        b"hevc",
+    ):
+        return "heic"
+    if head[4:8] == b"ftyp" and head[8:12] in (b"avif", b"avis"):
+        return "avif"
+    if head.startswith(b"BM"):
+        return "bmp"
+    if head.startswith(b"%PDF"):
+        return "pdf"
+    if head.lstrip().lower().startswith((b"<svg", b"<?xml")):
+        return "svg"
+    return "unknown"

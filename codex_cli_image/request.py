@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError
-from .png import PngInfo
+from .png import PngInfo, sniff
 
 __all__ = [
     "MAX_REFERENCES",
@@ -127,40 +127,6 @@ class Reference:
     @property
     def extension(self) -> str:
         return _EXTENSIONS[self.kind]
-
-
-def sniff(head: bytes) -> str:
-    """The image type by magic bytes, for the first 32 bytes of a file."""
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return "gif"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    if head.startswith((b"II*\x00", b"MM\x00*")):
-        return "tiff"
-    if head.startswith(b"\x00\x00\x01\x00"):
-        return "ico"
-    if head[4:8] == b"ftyp" and head[8:12] in (
-        b"heic",
-        b"heix",
-        b"mif1",
-        b"msf1",
-        b"heim",
-        b"hevc",
-    ):
-        return "heic"
-    if head[4:8] == b"ftyp" and head[8:12] in (b"avif", b"avis"):
-        return "avif"
-    if head.startswith(b"BM"):
-        return "bmp"
-    if head.startswith(b"%PDF"):
-        return "pdf"
-    if head.lstrip().lower().startswith((b"<svg", b"<?xml")):
-        return "svg"
-    return "unknown"
 
 
 def check_references(paths: list[str | os.PathLike[str]]) -> list[Reference]:

@@ -350,11 +350,8 @@ def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str
     )
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signal_to_the_cli_cleans_up_and_exits_130(
-    fake_codex: FakeCodex, out: Path, private_tmp: Path, sig: signal.Signals
-) -> None:
-    fake_codex.configure("grandchild")
+def start_cli_with_helper(fake: FakeCodex, out: Path) -> subprocess.Popen[str]:
+    """`codex-image generate` with codex running and its helper started (ready for a signal)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "codex_cli_image", "generate", "a fox", "-o", str(out / "a.png")],
         stdout=subprocess.PIPE,
@@ -363,9 +360,18 @@ def test_signal_to_the_cli_cleans_up_and_exits_130(
         env=dict(os.environ),
     )
     deadline = time.monotonic() + 20
-    while not (fake_codex.exec_calls and fake_codex.exec_calls[-1].helper_pid):
+    while not (fake.exec_calls and fake.exec_calls[-1].helper_pid):
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.05)
+    return proc
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_to_the_cli_cleans_up_and_exits_130(
+    fake_codex: FakeCodex, out: Path, private_tmp: Path, sig: signal.Signals
+) -> None:
+    fake_codex.configure("grandchild")
+    proc = start_cli_with_helper(fake_codex, out)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, err
@@ -524,17 +530,7 @@ def test_repeated_interrupts_still_end_the_tree(
 ) -> None:
     """Regression guard: a second Ctrl-C cut the clean-up short and leaked codex."""
     fake_codex.configure("hang_ignore_sigterm", helper=True)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "codex_cli_image", "generate", "a fox", "-o", str(out / "a.png")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ),
-    )
-    deadline = time.monotonic() + 20
-    while not (fake_codex.exec_calls and fake_codex.exec_calls[-1].helper_pid):
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.05)
+    proc = start_cli_with_helper(fake_codex, out)
     for _ in range(3):
         proc.send_signal(signal.SIGINT)
         time.sleep(0.3)
@@ -546,16 +542,7 @@ def test_repeated_interrupts_still_end_the_tree(
 def test_sighup_cleans_up(fake_codex: FakeCodex, out: Path, private_tmp: Path) -> None:
     """Regression guard: closing the terminal (SIGHUP) left codex running."""
     fake_codex.configure("grandchild")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "codex_cli_image", "generate", "a fox", "-o", str(out / "a.png")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=dict(os.environ),
-    )
-    deadline = time.monotonic() + 20
-    while not (fake_codex.exec_calls and fake_codex.exec_calls[-1].helper_pid):
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.05)
+    proc = start_cli_with_helper(fake_codex, out)
     proc.send_signal(signal.SIGHUP)
     proc.communicate(timeout=30)
     assert proc.returncode == 130

@@ -12,7 +12,7 @@ import pytest
 
 from codex_cli_image import CodexImageError, InputError, generate
 from codex_cli_image import api as api_module
-from codex_cli_image.png import PngInfo
+from codex_cli_image.png import PngInfo, sniff
 from codex_cli_image.request import (
     MAX_REFERENCE_BYTES,
     Geometry,
@@ -20,7 +20,6 @@ from codex_cli_image.request import (
     compare_geometry,
     parse_aspect,
     parse_size,
-    sniff,
 )
 from codex_cli_image.testing import FakeCodex, make_png
 
