@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -27,14 +28,20 @@ def test_end_to_end_suite_in_a_private_network_namespace(real_codex_shim: object
         if IN_CI:
             pytest.fail(reason + " (CI must run the end-to-end tests)")
         pytest.skip(reason)
-    env = {**os.environ, "CODEX_IMAGE_E2E_NETNS": "1", "CODEX_IMAGE_NPM_CACHE": str(NPM_CACHE)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}  # no -k leaks in
+    env |= {"CODEX_IMAGE_E2E_NETNS": "1", "CODEX_IMAGE_NPM_CACHE": str(NPM_CACHE)}
     command = [unshare, "-n", "--", "sh", "-c", f'{ip} link set lo up && exec "$@"', "sh",
                sys.executable, "-m", "pytest", "tests/e2e", "-q", "-p", "no:cacheprovider",
                ]  # fmt: skip
-    result = subprocess.run(
-        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=1700
-    )
-    print(result.stdout[-20000:])
-    print(result.stderr[-5000:], file=sys.stderr)
-    assert result.returncode == 0, "end-to-end tests failed (output above)"
-    assert " passed" in result.stdout.splitlines()[-1]
+    inner = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    try:
+        out, err = inner.communicate(timeout=1700)
+    except subprocess.TimeoutExpired:
+        os.killpg(inner.pid, signal.SIGKILL)  # pytest and every codex it started
+        out, err = inner.communicate()
+    print(out[-20000:])
+    print(err[-5000:], file=sys.stderr)
+    assert inner.returncode == 0, "end-to-end tests failed (output above)"
+    summary = out.strip().splitlines()[-1] if out.strip() else ""
+    assert " passed" in summary and "deselected" not in summary, summary

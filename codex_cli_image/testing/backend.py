@@ -13,7 +13,9 @@ Needs the ``test`` extra (trustme, zstandard). Bind is 127.0.0.1 only.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import socket
 import ssl
 import threading
 import time
@@ -44,6 +46,7 @@ SCENARIOS: tuple[str, ...] = (
     "responses_429", "usage_limit", "unauthorized", "hang",
 )  # fmt: skip
 ACCOUNT_ID = "acc-0f3c2b7e-fake"
+_IO_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +80,8 @@ class MockBackend:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._dir = directory
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _TLSServer | None = None
+        self._tempdir: Any = None
         self._thread: threading.Thread | None = None
         self.ca_path: Path | None = None
 
@@ -97,8 +101,12 @@ class MockBackend:
 
         ca = trustme.CA()
         leaf = ca.issue_cert("127.0.0.1", "localhost")
-        folder = self._dir or Path(tempfile.mkdtemp(prefix="mock-backend-"))
-        folder.mkdir(parents=True, exist_ok=True)
+        if self._dir is None:
+            self._tempdir = tempfile.TemporaryDirectory(prefix="mock-backend-")
+            folder = Path(self._tempdir.name)
+        else:
+            folder = self._dir
+            folder.mkdir(parents=True, exist_ok=True)
         self.ca_path = folder / "ca.pem"
         ca.cert_pem.write_to_path(str(self.ca_path))
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -108,9 +116,7 @@ class MockBackend:
         class Handler(_Handler):
             mock = backend
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        server.socket = context.wrap_socket(server.socket, server_side=True)
+        server = _TLSServer(("127.0.0.1", 0), Handler, context)
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, name="mock-backend", daemon=True
@@ -121,7 +127,12 @@ class MockBackend:
         self._stop.set()
         if self._server is not None:
             self._server.shutdown()
+            self._server.close_connections()
             self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._tempdir is not None:
+            self._tempdir.cleanup()
 
     @property
     def port(self) -> int:
@@ -166,9 +177,56 @@ def codex_home_for(mock: MockBackend, home: Path, *, plan: str = "plus") -> dict
     }
 
 
+class _TLSServer(ThreadingHTTPServer):
+    """TLS per connection, in the connection's own thread and with a timeout: one stalled
+    handshake must not hold up the accept loop (or stop())."""
+
+    daemon_threads = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        context: ssl.SSLContext,
+    ) -> None:
+        super().__init__(address, handler)
+        self.context = context
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(_IO_TIMEOUT_S)
+        try:
+            # The wrapper takes over the socket: from here on it is the one to close.
+            tls = self.context.wrap_socket(request, server_side=True)
+        except (OSError, ssl.SSLError):
+            return
+        with self._open_lock:
+            self._open.add(tls)
+        try:
+            self.RequestHandlerClass(tls, client_address, self)  # type: ignore[arg-type]
+        finally:
+            with self._open_lock:
+                self._open.discard(tls)
+            with contextlib.suppress(OSError):
+                tls.close()
+
+    def close_connections(self) -> None:
+        with self._open_lock:
+            for sock in list(self._open):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                    sock.close()
+            self._open.clear()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that went away (codex stopped early) is not an error here
+
+
 class _Handler(BaseHTTPRequestHandler):
     mock: MockBackend
     protocol_version = "HTTP/1.1"
+    timeout = _IO_TIMEOUT_S
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -237,6 +295,7 @@ class _Handler(BaseHTTPRequestHandler):
         scenario = mock.scenario
         if scenario == "hang":
             mock.sleep(3600)
+            self.close_connection = True
             return
         if scenario == "responses_429":
             return self._json(
@@ -296,6 +355,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _stream(
         self, response_id: str, items: list[dict[str, Any]], final_delay: bool = False
+    ) -> None:
+        try:
+            self._stream_events(response_id, items, final_delay)
+        except OSError:
+            self.close_connection = True  # codex went away (stopped early): nothing to tell
+
+    def _stream_events(
+        self, response_id: str, items: list[dict[str, Any]], final_delay: bool
     ) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")

@@ -40,7 +40,9 @@ def record(stdout: bytes, codex_home: Path) -> dict[str, Any]:
                     continue  # the tool list: long, and not an image record
                 records.append(_scrub({"type": entry.get("type"), "payload": payload}, home))
     files = sorted(
-        _text(p.name, home) for p in (codex_home / "generated_images").rglob("*") if p.is_file()
+        _text(p.name, home) + (" (empty)" if p.stat().st_size == 0 else "")
+        for p in (codex_home / "generated_images").rglob("*")
+        if p.is_file()
     )
     return {"events": events, "image_records": records, "files": files}
 
@@ -62,7 +64,8 @@ def shape(transcript: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# Keys whose presence depends on the run, not the format (timing, ordering metadata).
+# Keys left out of the structure comparison: timing, ordering and routing metadata that the
+# fake does not reproduce (the recordings keep them).
 _FREE_KEYS = frozenset({"timestamp", "ordinal", "metadata", "started_at_ms", "completed_at_ms",
                         "internal_chat_message_metadata_passthrough", "turn_id"})  # fmt: skip
 

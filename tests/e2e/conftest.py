@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,6 +21,22 @@ from codex_cli_image.testing.backend import MockBackend, codex_home_for
 IN_NETNS = os.environ.get("CODEX_IMAGE_E2E_NETNS") == "1"
 if not IN_NETNS:
     collect_ignore_glob = ["test_*.py"]
+
+
+def _private_network() -> bool:
+    """Only loopback here: checked on the namespace itself, not trusted from the environment."""
+    try:
+        return [name for _, name in socket.if_nameindex()] == ["lo"]
+    except OSError:
+        return False
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_network_only() -> None:
+    """A real codex must never run with a route out (tests named on the command line bypass
+    collect_ignore, and the variable alone proves nothing)."""
+    if not _private_network():
+        pytest.skip("run through tests/test_e2e_netns.py: not in a private network namespace")
 
 
 @pytest.fixture(params=realcodex.VERSIONS, ids=lambda v: f"codex-{v}")

@@ -118,6 +118,8 @@ def test_failures_map_to_kind_and_reason(
     assert error.thread_id and error.codex_version
     if reason == "usage_limit":
         assert error.retry_at and error.retry_after_s and error.retry_after_s > 0
+    if scenario == "unauthorized":
+        assert "/oauth/token" in mock.paths("POST")  # codex did try to refresh
     assert not (tmp_path / "a.png").exists()
 
 
@@ -130,6 +132,7 @@ def test_hang_times_out_and_leaves_no_process(
     with pytest.raises(CodexImageError) as info:
         generate("a fox", output=tmp_path / "a.png", codex=shim, allow_relay=True, timeout=6)
     assert info.value.reason == "timeout" and time.monotonic() - started < 15
+    assert "/backend-api/codex/responses" in mock.paths("POST")  # it hung on a real request
     # the autouse fixture proves no codex process is left
 
 
