@@ -51,10 +51,12 @@ def build_instruction(
     extra = []
     if references:
         listed = ", ".join(references)
+        # Seen on 0.169: num_last_images_to_include makes codex send the attached images to the
+        # edits endpoint; referenced_image_paths fails unless the paths are absolute.
         extra.append(
-            f"- The {len(references)} attached image(s) ({listed}) are references: pass them to "
-            f"the tool (num_last_images_to_include: {len(references)}, or referenced_image_paths "
-            "with those files) and make a new image from them; never return a reference as is."
+            f"- The {len(references)} attached image(s) ({listed}) are references: call the tool "
+            f"with num_last_images_to_include: {len(references)} so it receives them, and make a "
+            "new image from them; never return a reference as is."
         )
     if geometry is not None and geometry.size:
         width, height = geometry.size

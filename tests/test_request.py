@@ -174,6 +174,7 @@ def test_references_reach_codex_as_snapshots(fake_codex: FakeCodex, tmp_path: Pa
     ]
     assert call.argv[-4:] == ["--image=ref-1.png", "--image=ref-2.png", "--", "-"]
     assert "num_last_images_to_include: 2" in (call.stdin or "")
+    assert "referenced_image_paths" not in (call.stdin or "")  # relative paths fail in 0.169
     assert result.path.read_bytes() != refs[0].read_bytes()
 
 

@@ -55,6 +55,10 @@ class Request:
     method: str
     path: str
     body: dict[str, Any] | None = field(repr=False, default=None)
+    content_type: str = ""
+    size: int = 0
+    """Bytes of the (decompressed) body; multipart bodies are kept only as ``raw``."""
+    raw: bytes = field(repr=False, default=b"")
 
 
 class MockBackend:
@@ -68,6 +72,7 @@ class MockBackend:
         image_delay_s: float = 0.0,
         final_delay_s: float = 0.0,
         directory: Path | None = None,
+        call_arguments: dict[str, Any] | None = None,
     ) -> None:
         if scenario not in SCENARIOS:
             raise ValueError(f"unknown backend scenario {scenario!r}; one of {SCENARIOS}")
@@ -75,6 +80,9 @@ class MockBackend:
         self.image = image or make_png(96, 64, f"mock-{uuid.uuid4()}", {"source": "mock backend"})
         self.image_delay_s = image_delay_s
         self.final_delay_s = final_delay_s
+        # What the scripted model passes to image_gen.imagegen (prompt, referenced_image_paths,
+        # num_last_images_to_include, transparent_background ...).
+        self.call_arguments = call_arguments or {"prompt": "a fox"}
         self.requests: list[Request] = []
         self.image_served_at: float | None = None
         self._lock = threading.Lock()
@@ -237,7 +245,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._handle("POST")
 
-    def _body(self) -> dict[str, Any] | None:
+    def _body(self) -> tuple[dict[str, Any] | None, bytes]:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         if self.headers.get("Content-Encoding") == "zstd" and raw:
@@ -247,14 +255,17 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             data = json.loads(raw) if raw else None
         except ValueError:
-            return None
-        return data if isinstance(data, dict) else None
+            return None, raw
+        return (data if isinstance(data, dict) else None), raw
 
     def _handle(self, method: str) -> None:
         mock = self.mock
-        body = self._body()
+        body, raw = self._body()
         path = self.path.split("?", 1)[0]
-        mock.record(Request(time.time(), method, path, body))
+        kind = self.headers.get("Content-Type", "")
+        mock.record(
+            Request(time.time(), method, path, body, kind, len(raw), raw if body is None else b"")
+        )
         if self.headers.get("Upgrade"):
             return self._send(426, b"")  # no WebSocket: codex falls back to HTTPS at once
         if path.endswith("/wham/accounts/check"):
@@ -322,7 +333,7 @@ class _Handler(BaseHTTPRequestHandler):
         if scenario in ("image", "images_403"):
             call = {"type": "function_call", "id": f"fc_{uuid.uuid4().hex[:12]}",
                     "call_id": f"call_{uuid.uuid4().hex[:24]}", "namespace": "image_gen",
-                    "name": "imagegen", "arguments": json.dumps({"prompt": "a fox"})}  # fmt: skip
+                    "name": "imagegen", "arguments": json.dumps(mock.call_arguments)}  # fmt: skip
             return self._stream(response_id, [call])
         if scenario == "image_code_mode":
             code = (

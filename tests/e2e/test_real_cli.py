@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ import anyio
 import pytest
 
 from codex_cli_image import CodexImageError, Progress, agenerate, generate
+from codex_cli_image.testing import make_png
 from codex_cli_image.testing.backend import MockBackend
 
 pytestmark = pytest.mark.timeout(180)
@@ -187,3 +189,27 @@ def test_image_made_through_code_mode(
                       on_progress=note)  # fmt: skip
     assert result.path.read_bytes() == mock.image
     assert Path(saved[0]).name.startswith("exec-")
+
+
+def test_references_reach_the_image_tool(
+    shim: Path, version: tuple[int, int, int], backend: Start, signed_in: SignIn, tmp_path: Path
+) -> None:
+    """The reference goes to the model with the prompt, and on 0.149+ codex sends it to the
+    images edits endpoint when the model asks for num_last_images_to_include, as we instruct."""
+    reference = tmp_path / "ref.png"
+    reference.write_bytes(make_png(32, 32, "a reference"))
+    if version >= (0, 149, 0):
+        arguments = {"prompt": "make it blue", "num_last_images_to_include": 1}
+        mock = backend("image", call_arguments=arguments)
+    else:
+        mock = backend("image_hosted")
+    signed_in(mock)
+    result = generate("make it blue", output=tmp_path / "a.png", references=[reference],
+                      codex=shim, allow_relay=True, timeout=90)  # fmt: skip
+    assert result.path.read_bytes() == mock.image
+    encoded = base64.b64encode(reference.read_bytes()).decode()
+    turns = [r.body for r in mock.requests if r.path.endswith("/responses") and r.body]
+    assert any(encoded in json.dumps(body) for body in turns)  # attached for the model
+    if version >= (0, 149, 0):
+        (edit,) = [r.body for r in mock.requests if r.path.endswith("/images/edits")]
+        assert edit is not None and edit["images"][0]["image_url"].endswith(encoded)
