@@ -36,6 +36,7 @@ from .request import (
     compare_geometry,
     parse_aspect,
     parse_size,
+    reference_names,
 )
 from .runner import (
     Attempt,
@@ -196,6 +197,7 @@ async def agenerate(
     verdict.raise_for_problem()
     warnings = [notice.message for notice in verdict.warnings]
 
+    instruction = build_instruction(prompt, geometry, reference_names(checked))
     attempt_no = 0
     produced: Produced | None = None
     while produced is None:
@@ -210,12 +212,9 @@ async def agenerate(
         attempt = Attempt(
             codex=found,
             codex_home=home,
-            instruction=build_instruction(
-                prompt, geometry, [f"ref-{n}{r.extension}" for n, r in enumerate(checked, 1)]
-            ),
+            instruction=instruction,
             deadline=deadline,
             timeout_s=timeout,
-            number=attempt_no,
             model=model,
             wait_for_turn=wait_for_turn,
             codex_version=str(version),

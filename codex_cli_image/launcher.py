@@ -227,8 +227,9 @@ def locate(
     plat = _current_platform()
     base = dict(os.environ if env is None else env)
     try:
-        home = _home(_lookup(base, plat), plat)
-        found, source = _find(codex, _lookup(base, plat), home, plat)
+        lookup = _lookup(base, plat)
+        home = _home(lookup, plat)
+        found, source = _find(codex, lookup, home, plat)
         return _resolve(found, source, base, home, plat)
     except (OSError, RuntimeError) as exc:
         # The one boundary for surprises from the file system (permissions, odd paths).

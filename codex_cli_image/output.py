@@ -17,6 +17,7 @@ import re
 import secrets
 import sys
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,8 +153,10 @@ def deliver(data: bytes, target: Target) -> tuple[Path, list[str]]:
             staging.unlink()
 
 
-def _candidates(path: Path) -> list[Path]:
-    return [path, *(path.with_name(f"{path.stem}-{n}{path.suffix}") for n in range(1, 1000))]
+def _candidates(path: Path) -> Iterator[Path]:
+    yield path
+    for n in range(1, 1000):
+        yield path.with_name(f"{path.stem}-{n}{path.suffix}")
 
 
 def _place_new(staging: Path, destination: Path) -> None:

@@ -13,6 +13,7 @@ import math
 import os
 import re
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,6 +128,11 @@ class Reference:
     @property
     def extension(self) -> str:
         return _EXTENSIONS[self.kind]
+
+
+def reference_names(references: Sequence[Reference]) -> list[str]:
+    """The plain names references get in codex's workspace (and in the instruction)."""
+    return [f"ref-{n}{r.extension}" for n, r in enumerate(references, 1)]
 
 
 def check_references(paths: list[str | os.PathLike[str]]) -> list[Reference]:

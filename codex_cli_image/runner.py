@@ -41,7 +41,7 @@ from .events import (
 from .failures import RunOutcome, classify
 from .launcher import Codex
 from .png import PngError, PngInfo, inspect_png
-from .request import Reference
+from .request import Reference, reference_names
 from .rollout import ImageRecord, find_rollout, read_image_records
 
 __all__ = ["Attempt", "Produced", "Progress", "ProgressCallback", "run_attempt"]
@@ -101,7 +101,6 @@ class Attempt:
     deadline: float
     """``time.monotonic()`` by which the image must be there."""
     timeout_s: float
-    number: int = 1
     model: str | None = None
     wait_for_turn: bool = False
     codex_version: str | None = None
@@ -158,8 +157,9 @@ async def _run(attempt: Attempt, workspace: Path) -> Produced:
     # Snapshots give codex stable bytes under plain names; relative names (codex runs in the
     # workspace) keep commas in a temp path from splitting the value.
     images = []
-    for number, reference in enumerate(attempt.references, 1):
-        name = f"ref-{number}{reference.extension}"
+    for reference, name in zip(
+        attempt.references, reference_names(attempt.references), strict=True
+    ):
         await anyio.to_thread.run_sync(shutil.copyfile, reference.source, workspace / name)
         images.append(f"--image={name}")
     argv = attempt.codex.command(
@@ -344,19 +344,20 @@ def _look_for_image(state: _State, codex_home: Path, settled: bool = False) -> N
         return
 
 
+def _rollout_records(attempt: Attempt, state: _State) -> list[ImageRecord]:
+    """The image records of this thread's rollout (none when it is missing or unreadable)."""
+    path = find_rollout(attempt.codex_home, state.thread_id) if state.thread_id else None
+    try:
+        return read_image_records(path) if path else []
+    except OSError:
+        return []
+
+
 def _rollout_image(
     attempt: Attempt, state: _State
 ) -> tuple[tuple[bytes, PngInfo] | None, ImageRecord] | None:
     """The image kept in the rollout (hosted tools, lost files), or the failed record."""
-    if state.thread_id is None:
-        return None
-    path = find_rollout(attempt.codex_home, state.thread_id)
-    if path is None:
-        return None
-    try:
-        records = read_image_records(path)
-    except OSError:
-        return None
+    records = _rollout_records(attempt, state)
     for record in records:
         if record.status == "completed" and record.result:
             try:
@@ -370,14 +371,7 @@ def _rollout_image(
 
 def _revised_prompt(attempt: Attempt, state: _State, image: Path) -> str | None:
     """Best effort: the rollout may not be written yet when codex is stopped early."""
-    if state.thread_id is None:
-        return None
-    path = find_rollout(attempt.codex_home, state.thread_id)
-    try:
-        records = read_image_records(path) if path else []
-    except OSError:
-        return None
-    for record in records:
+    for record in _rollout_records(attempt, state):
         if record.revised_prompt and (record.id == image.stem or record.saved_path == str(image)):
             return record.revised_prompt
     return None
