@@ -25,6 +25,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .api import ImageResult, agenerate, generate
+    from .batch import BatchOutcome, BatchRequest, agenerate_many, generate_many
     from .doctor import CodexInfo, DoctorReport, Problem, doctor
     from .launcher import Codex, CodexVersion, locate, probe_version
     from .preflight import Notice, Verdict, check_login
@@ -36,6 +37,10 @@ _LAZY = {
     "ImageResult": "api",
     "agenerate": "api",
     "generate": "api",
+    "BatchOutcome": "batch",
+    "BatchRequest": "batch",
+    "agenerate_many": "batch",
+    "generate_many": "batch",
     "CodexInfo": "doctor",
     "DoctorReport": "doctor",
     "Problem": "doctor",
@@ -52,6 +57,8 @@ _LAZY = {
 
 __all__ = [
     "AuthError",
+    "BatchOutcome",
+    "BatchRequest",
     "Codex",
     "CodexImageError",
     "CodexInfo",
@@ -69,9 +76,11 @@ __all__ = [
     "Verdict",
     "__version__",
     "agenerate",
+    "agenerate_many",
     "check_login",
     "doctor",
     "generate",
+    "generate_many",
     "locate",
     "probe_version",
 ]

@@ -16,10 +16,11 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 from anyio.from_thread import start_blocking_portal
@@ -51,6 +52,7 @@ from .runner import (
 __all__ = ["ImageResult", "agenerate", "generate"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_TIMEOUT_S = 600.0
 # Retrying these could not help (or could pay twice): everything else transient is retried.
@@ -342,9 +344,15 @@ def generate(
         transparent=transparent,
         env=env,
     )
+    return run_blocking(call)
+
+
+def run_blocking(call: Callable[[], Awaitable[T]]) -> T:
+    """Run ``call`` on its own event loop in a worker thread; Ctrl-C cancels it and waits for
+    its clean-up (codex's process trees ended, temporary files removed) before propagating."""
     finished = threading.Event()
 
-    async def tracked() -> ImageResult:
+    async def tracked() -> T:
         try:
             return await call()
         finally:

@@ -12,14 +12,17 @@ import json
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
 
 if TYPE_CHECKING:
+    from .batch import BatchOutcome
     from .doctor import DoctorReport
-    from .errors import Kind
+    from .errors import CodexImageError, Kind
     from .runner import Progress
 
 EXIT_OK = 0
@@ -81,25 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "-o", "--output", metavar="PATH", help="a .png file or an existing folder (default: .)"
     )
-    gen.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    gen.add_argument(
-        "--timeout", type=float, default=600.0, metavar="S", help="seconds for the whole call"
-    )
-    gen.add_argument(
-        "--retries", type=int, default=1, metavar="N", help="extra attempts after transient errors"
-    )
-    _add_codex_options(gen)
-    gen.add_argument("--model", metavar="M", help="the model codex should use")
-    gen.add_argument(
-        "--wait-for-turn",
-        action="store_true",
-        help="let codex finish its closing message (reports token usage; slower)",
-    )
-    gen.add_argument(
-        "--keep-codex-copy",
-        action="store_true",
-        help="leave codex's own copy in $CODEX_HOME/generated_images",
-    )
+    _add_run_options(gen)
     gen.add_argument(
         "-i", "--ref", action="append", default=[], metavar="PATH",
         help="a reference image (PNG, JPEG, GIF, WebP); repeat for up to 5",
@@ -114,6 +99,28 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("-q", "--quiet", action="store_true", help="no status line, no warnings")
     gen.set_defaults(run=_generate)
 
+    batch = commands.add_parser(
+        "batch",
+        help="make many images from a file of requests",
+        description="Make one image per request in FILE, a few at a time. FILE holds JSON Lines "
+        "(one object per line: prompt, and optionally output, references, aspect, size, "
+        "transparent) or one prompt per line.",
+    )
+    batch.add_argument("file", metavar="FILE", help="the requests; - reads them from stdin")
+    batch.add_argument(
+        "--out-dir",
+        metavar="DIR",
+        help="folder for the images and base of relative outputs (created if missing; default: .)",
+    )
+    batch.add_argument(
+        "-j", "--jobs", type=int, default=2, metavar="N",
+        help="jobs at once (default 2: the backend rate-limits more parallel image streams)",
+    )  # fmt: skip
+    _add_run_options(batch, per="per job")
+    batch.add_argument("--json", action="store_true", help="a JSON line per job, then a summary")
+    batch.add_argument("-q", "--quiet", action="store_true", help="no warnings, no summary")
+    batch.set_defaults(run=_batch)
+
     doctor = commands.add_parser(
         "doctor",
         help="check that codex can be launched, without spending quota",
@@ -123,6 +130,27 @@ def _parser() -> argparse.ArgumentParser:
     _add_codex_options(doctor)
     doctor.set_defaults(run=_doctor)
     return parser
+
+
+def _add_run_options(parser: argparse.ArgumentParser, per: str = "for the whole call") -> None:
+    """How each image is made and kept: the same for ``generate`` and ``batch``."""
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    parser.add_argument("--timeout", type=float, default=600.0, metavar="S", help=f"seconds {per}")
+    parser.add_argument(
+        "--retries", type=int, default=1, metavar="N", help="extra attempts after transient errors"
+    )
+    _add_codex_options(parser)
+    parser.add_argument("--model", metavar="M", help="the model codex should use")
+    parser.add_argument(
+        "--wait-for-turn",
+        action="store_true",
+        help="let codex finish its closing message (reports token usage; slower)",
+    )
+    parser.add_argument(
+        "--keep-codex-copy",
+        action="store_true",
+        help="leave codex's own copy in $CODEX_HOME/generated_images",
+    )
 
 
 def _add_codex_options(parser: argparse.ArgumentParser) -> None:
@@ -180,23 +208,14 @@ def _generate(args: argparse.Namespace) -> int:
         )
     except CodexImageError as error:
         status.clear()
-        if args.json:
-            print(json.dumps({"ok": False, "error": error.to_dict()}))
-        else:
-            print(f"error: {error.message}", file=sys.stderr)
-            print(f"hint: {error.hint}", file=sys.stderr)
-        return EXIT_CODES[error.kind]
+        return _fail(error, as_json=args.json)
     except UnicodeDecodeError:
         bad = InputError(
             "The prompt on stdin is not UTF-8 text.",
             reason="invalid_prompt",
             hint="Pass the prompt as UTF-8 text.",
         )
-        if args.json:
-            print(json.dumps({"ok": False, "error": bad.to_dict()}))
-        else:
-            print(f"error: {bad.message}\nhint: {bad.hint}", file=sys.stderr)
-        return EXIT_CODES["input"]
+        return _fail(bad, as_json=args.json)
     status.clear()
     if args.json:
         print(json.dumps(result.to_dict()))
@@ -206,6 +225,106 @@ def _generate(args: argparse.Namespace) -> int:
                 print(f"warning: {warning}", file=sys.stderr)
         print(result.path)
     return EXIT_OK
+
+
+def _fail(error: CodexImageError, *, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps({"ok": False, "error": error.to_dict()}))
+    else:
+        print(f"error: {error.message}", file=sys.stderr)
+        print(f"hint: {error.hint}", file=sys.stderr)
+    return EXIT_CODES[error.kind]
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from .batch import generate_many, parse_batch
+    from .errors import CodexImageError
+
+    started = time.monotonic()
+
+    def report(outcome: BatchOutcome) -> None:
+        if args.json:
+            print(json.dumps(outcome.to_dict()), flush=True)
+        elif outcome.result is not None:
+            if not args.quiet:
+                for warning in outcome.result.warnings:
+                    print(f"warning: request {outcome.index}: {warning}", file=sys.stderr)
+            print(outcome.result.path, flush=True)
+        elif outcome.error is not None:
+            what = "not started" if outcome.status == "not_started" else "error"
+            print(f"{what}: request {outcome.index}: {outcome.error.message}", file=sys.stderr)
+            if outcome.status == "failed":
+                print(f"hint: {outcome.error.hint}", file=sys.stderr)
+
+    try:
+        requests = parse_batch(_read_batch(args.file))
+        outcomes = generate_many(
+            requests,
+            concurrency=args.jobs,
+            out_dir=args.out_dir,
+            overwrite=args.overwrite,
+            timeout=args.timeout,
+            retries=args.retries,
+            codex=args.codex,
+            codex_home=args.codex_home,
+            model=args.model,
+            allow_relay=args.allow_relay,
+            wait_for_turn=args.wait_for_turn,
+            keep_codex_copy=args.keep_codex_copy,
+            on_outcome=report,
+        )
+    except CodexImageError as error:
+        return _fail(error, as_json=args.json)
+    summary = _summary(outcomes, time.monotonic() - started)
+    if args.json:
+        print(json.dumps({"summary": summary}))
+    elif not args.quiet:
+        line = f"batch: {summary['ok']} ok, {summary['failed']} failed"
+        line += f", {summary['not_started']} not started in {summary['elapsed_s']:.1f} s"
+        if summary["retry_at"]:
+            line += f"; the limit resets at {summary['retry_at']}"
+        print(line, file=sys.stderr)
+    failed = [outcome.error for outcome in outcomes if outcome.error is not None]
+    return EXIT_CODES[failed[0].kind] if failed else EXIT_OK
+
+
+def _read_batch(name: str) -> str:
+    from .errors import InputError
+
+    where = "stdin" if name == "-" else name
+    try:
+        data = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
+        return data.decode("utf-8-sig")
+    except OSError as exc:
+        raise InputError(
+            f"Could not read the batch file {where}: {exc.strerror or exc}.",
+            reason="batch_unreadable",
+            hint="Name a readable file of requests, or - for stdin.",
+        ) from exc
+    except UnicodeDecodeError:
+        raise InputError(
+            f"The batch file {where} is not UTF-8 text.",
+            reason="invalid_batch",
+            hint="Save the requests as UTF-8 text.",
+        ) from None
+
+
+def _summary(outcomes: list[BatchOutcome], elapsed_s: float) -> dict[str, Any]:
+    counts = {status: 0 for status in ("ok", "failed", "not_started")}
+    by_kind: dict[str, int] = {}
+    retry_at = None
+    for outcome in outcomes:
+        counts[outcome.status] += 1
+        if outcome.error is not None:
+            by_kind[outcome.error.kind] = by_kind.get(outcome.error.kind, 0) + 1
+            retry_at = retry_at or outcome.error.retry_at
+    return {
+        "jobs": len(outcomes),
+        **counts,
+        "by_kind": by_kind,
+        "retry_at": retry_at,
+        "elapsed_s": round(elapsed_s, 3),
+    }
 
 
 class _Status:

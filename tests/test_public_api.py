@@ -7,6 +7,8 @@ def test_public_surface_is_pinned() -> None:
     """Guards the public API: a change here is a change for every user."""
     assert codex_cli_image.__all__ == [
         "AuthError",
+        "BatchOutcome",
+        "BatchRequest",
         "Codex",
         "CodexImageError",
         "CodexInfo",
@@ -24,9 +26,11 @@ def test_public_surface_is_pinned() -> None:
         "Verdict",
         "__version__",
         "agenerate",
+        "agenerate_many",
         "check_login",
         "doctor",
         "generate",
+        "generate_many",
         "locate",
         "probe_version",
     ]

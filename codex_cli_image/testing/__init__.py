@@ -123,11 +123,12 @@ class FakeCodex:
         """Set the scenario and options for the following runs; unnamed options are defaults."""
         if scenario is not None:
             options["scenario"] = scenario
-        unknown = set(options) - set(DEFAULTS)
-        if unknown:
-            raise ValueError(f"unknown fake codex option(s): {', '.join(sorted(unknown))}")
-        if options.get("scenario", "success") not in SCENARIOS:
-            raise ValueError(f"unknown scenario {options['scenario']!r}; one of {SCENARIOS}")
+        for checked in (options, *dict(options.get("by_prompt") or {}).values()):
+            unknown = set(checked) - set(DEFAULTS)
+            if unknown:
+                raise ValueError(f"unknown fake codex option(s): {', '.join(sorted(unknown))}")
+            if checked.get("scenario", "success") not in SCENARIOS:
+                raise ValueError(f"unknown scenario {checked['scenario']!r}; one of {SCENARIOS}")
         self._options = dict(options)
         self._write_control()
 

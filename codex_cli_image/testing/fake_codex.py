@@ -52,6 +52,9 @@ DEFAULTS: dict[str, Any] = {
     # login status answer: chatgpt | apikey | agent | pat | none | error; None: from auth.json
     "login": None,
     "image_generation": True,  # what `features list` reports
+    # {"needle": {"scenario": ..., "delay": ...}}: the options of the first needle found in the
+    # prompt override these for the turn (a batch of prompts with mixed outcomes, one fake)
+    "by_prompt": {},
     "stdin_delay": 0.0,  # seconds before codex starts reading its stdin
     "version_delay": 0.0,  # seconds before --version answers
     "stdin_timeout": 10.0,  # the real codex waits forever for stdin EOF; we give up after this
@@ -560,8 +563,15 @@ class Turn:
 
     def __init__(self, ex: Exec) -> None:
         self.ex = ex
-        self.opts = ex.opts
-        self.scenario: str = ex.opts["scenario"]
+        self.opts = dict(ex.opts)
+        for needle, override in dict(ex.opts["by_prompt"]).items():
+            if needle in ex.prompt:
+                self.opts.update(override)
+                break
+        self.scenario: str = self.opts["scenario"]
+        if self.scenario not in SCENARIOS:
+            raise SystemExit(f"fake codex: unknown scenario {self.scenario!r}")
+        ex.fake.record["scenario"] = self.scenario
         self.thread_id = _uuid7()
         self.now = dt.datetime.now().astimezone()
         self.items = 0
