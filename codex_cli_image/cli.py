@@ -121,6 +121,30 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("-q", "--quiet", action="store_true", help="no warnings, no summary")
     batch.set_defaults(run=_batch)
 
+    mcp = commands.add_parser(
+        "mcp",
+        help="serve generate_image and doctor to chat agents (MCP over stdio)",
+        description="A Model Context Protocol server on stdin/stdout with the tools "
+        "generate_image and doctor. Needs the mcp extra: pip install 'codex-cli-image[mcp]'.",
+    )
+    mcp.add_argument(
+        "--out-dir",
+        metavar="DIR",
+        help="folder for images and base of relative output_dir (default: the current folder)",
+    )
+    mcp.add_argument("--timeout", type=float, default=600.0, metavar="S", help="seconds per image")
+    mcp.add_argument(
+        "-j", "--jobs", type=int, default=2, metavar="N",
+        help="images made at once; more calls wait (default 2: the backend rate-limits more)",
+    )  # fmt: skip
+    mcp.add_argument(
+        "--inline-max-bytes", type=int, default=2 * 1024 * 1024, metavar="N",
+        help="return the image itself too when its PNG is at most N bytes (0: never)",
+    )  # fmt: skip
+    _add_codex_options(mcp)
+    mcp.add_argument("--model", metavar="M", help="the model codex should use")
+    mcp.set_defaults(run=_mcp)
+
     doctor = commands.add_parser(
         "doctor",
         help="check that codex can be launched, without spending quota",
@@ -286,6 +310,40 @@ def _batch(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
     failed = [outcome.error for outcome in outcomes if outcome.error is not None]
     return EXIT_CODES[failed[0].kind] if failed else EXIT_OK
+
+
+def _mcp(args: argparse.Namespace) -> int:
+    from .errors import InputError
+
+    try:
+        from .mcp_server import ServerOptions, serve
+    except ImportError as exc:
+        missing = InputError(
+            f"The MCP server needs the mcp package ({exc.name or exc} is missing).",
+            reason="mcp_not_installed",
+            hint="Install the extra: python3 -m pip install 'codex-cli-image[mcp]'.",
+        )
+        return _fail(missing, as_json=False)
+    if not 1 <= args.jobs <= 16 or args.timeout <= 0 or args.inline_max_bytes < 0:
+        bad = InputError(
+            "--jobs must be 1 to 16, --timeout positive and --inline-max-bytes 0 or more.",
+            reason="invalid_option",
+            hint="Fix the option and start the server again.",
+        )
+        return _fail(bad, as_json=False)
+    serve(
+        ServerOptions(
+            out_dir=Path(args.out_dir or ".").expanduser().absolute(),
+            codex=args.codex,
+            codex_home=args.codex_home,
+            allow_relay=args.allow_relay,
+            model=args.model,
+            timeout=args.timeout,
+            jobs=args.jobs,
+            inline_max_bytes=args.inline_max_bytes,
+        )
+    )
+    return EXIT_OK
 
 
 def _read_batch(name: str) -> str:

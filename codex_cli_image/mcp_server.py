@@ -1,0 +1,174 @@
+"""``codex-image mcp``: a stdio MCP server with ``generate_image`` and ``doctor`` tools.
+
+Built on the official ``mcp`` SDK (the ``mcp`` extra). Any chat agent that speaks MCP can then make
+images with the user's signed-in Codex CLI. Every failure comes back as a tool error carrying the
+kind, reason and hint (the agent can tell the user to re-login, wait or retry); the server itself
+never crashes on a bad call. Cancelling a call ends codex's process tree like Ctrl-C does.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+from mcp.server.mcpserver import MCPServer
+from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
+from pydantic import Field
+
+from . import __version__
+from .api import DEFAULT_TIMEOUT_S, agenerate
+from .doctor import doctor
+from .errors import CodexImageError, InputError
+
+__all__ = ["ServerOptions", "build_server", "serve"]
+
+DEFAULT_INLINE_MAX_BYTES = 2 * 1024 * 1024  # base64 stays under common 5 MB image limits
+_INSTRUCTIONS = (
+    "Makes images with the user's signed-in Codex CLI (ChatGPT subscription, no API key). "
+    "Call generate_image with a full description; it saves a verified PNG and returns its path. "
+    "On an error, follow its hint: auth means the user must sign in again (codex login), quota "
+    "means wait until retry_at, transient means a retry may work. Call doctor to check the setup "
+    "without spending quota."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    """What every call of the server shares (set from ``codex-image mcp``'s options)."""
+
+    out_dir: Path
+    codex: str | None = None
+    codex_home: str | None = None
+    allow_relay: bool = False
+    model: str | None = None
+    timeout: float = DEFAULT_TIMEOUT_S
+    jobs: int = 2
+    inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES
+
+
+def build_server(options: ServerOptions) -> MCPServer:
+    server = MCPServer(
+        "codex-image", instructions=_INSTRUCTIONS, version=__version__, log_level="WARNING"
+    )
+    # The backend answers 429 when more than 2-3 image streams run at once, whoever calls.
+    limiter = anyio.CapacityLimiter(options.jobs)
+
+    @server.tool(
+        annotations=ToolAnnotations(
+            title="Generate an image",
+            read_only_hint=False,
+            destructive_hint=False,
+            idempotent_hint=False,
+            open_world_hint=True,
+        ),
+    )
+    async def generate_image(
+        prompt: Annotated[str, Field(description="What to draw: subject, style, composition.")],
+        output_dir: Annotated[
+            str | None,
+            Field(description="Folder for the PNG (created if missing); default: the server's."),
+        ] = None,
+        references: Annotated[
+            list[str] | None,
+            Field(description="Up to 5 paths of PNG, JPEG, GIF or WebP images to start from."),
+        ] = None,
+        aspect: Annotated[
+            str | None, Field(description="square, landscape, portrait or W:H such as 16:9.")
+        ] = None,
+        size: Annotated[str | None, Field(description="Pixel size WxH, e.g. 1024x1536.")] = None,
+        transparent: Annotated[bool, Field(description="Ask for a transparent background")] = False,
+    ) -> CallToolResult:
+        """Make one image with the signed-in Codex CLI (gpt-image) and save it as a verified
+        PNG. Returns the file's path, size and metadata, and the image itself when small.
+        Takes 20-120 s."""
+        try:
+            folder = await anyio.to_thread.run_sync(_folder, options.out_dir, output_dir)
+            async with limiter:
+                result = await agenerate(
+                    prompt,
+                    output=folder,
+                    references=references or (),
+                    aspect=aspect,
+                    size=size,
+                    transparent=transparent,
+                    timeout=options.timeout,
+                    codex=options.codex,
+                    codex_home=options.codex_home,
+                    model=options.model,
+                    allow_relay=options.allow_relay,
+                )
+        except CodexImageError as error:
+            return _tool_error(error)
+        data = result.to_dict()
+        summary = f"Saved a {result.width}x{result.height} PNG to {result.path}"
+        content: list[TextContent | ImageContent] = [
+            TextContent(type="text", text=f"{summary}.\n{json.dumps(data)}")
+        ]
+        if result.bytes <= options.inline_max_bytes:
+            png = await anyio.to_thread.run_sync(result.path.read_bytes)
+            encoded = base64.b64encode(png).decode("ascii")
+            content.append(ImageContent(type="image", data=encoded, mime_type="image/png"))
+        return CallToolResult(content=list(content), structured_content=data)
+
+    @server.tool(
+        name="doctor",
+        annotations=ToolAnnotations(title="Check the Codex setup", read_only_hint=True),
+    )
+    async def doctor_tool() -> CallToolResult:
+        """Check, without spending quota, whether images can be made: the codex executable and
+        version, the login (ChatGPT plan; API-key logins cannot be used), the image tool."""
+        report = await anyio.to_thread.run_sync(
+            partial(
+                doctor,
+                codex=options.codex,
+                codex_home=options.codex_home,
+                allow_relay=options.allow_relay,
+            )
+        )
+        data = report.to_dict()
+        if report.ok:
+            text = "Ready: images can be made."
+        else:
+            text = "Not ready: " + " ".join(f"{p.message} {p.hint}" for p in report.problems)
+        return CallToolResult(
+            content=[TextContent(type="text", text=f"{text}\n{json.dumps(data)}")],
+            structured_content=data,
+        )
+
+    return server
+
+
+def _folder(default: Path, requested: str | None) -> Path:
+    """The output folder of a call: relative paths under the server's folder, created."""
+    folder = default if not requested else default / Path(requested).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"Could not create the output folder {folder}: {exc.strerror or exc}.",
+            reason="output_dir_unusable",
+            hint="Pass an output_dir you can write to.",
+        ) from exc
+    return folder
+
+
+def _tool_error(error: CodexImageError) -> CallToolResult:
+    data: dict[str, Any] = {"ok": False, "error": error.to_dict()}
+    text = f"{error.kind} error ({error.reason}): {error.message}\nWhat to do: {error.hint}"
+    if error.retry_at:
+        text += f"\nThe limit resets at {error.retry_at}."
+    return CallToolResult(
+        content=[TextContent(type="text", text=f"{text}\n{json.dumps(data)}")],
+        structured_content=data,
+        is_error=True,
+    )
+
+
+def serve(options: ServerOptions) -> None:
+    """Run the server on stdin/stdout until the client disconnects."""
+    build_server(options).run("stdio")

@@ -1,0 +1,173 @@
+"""`codex-image mcp` driven by the official SDK's own client over stdio, against the fake codex."""
+
+from __future__ import annotations
+
+import base64
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import psutil
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.types import CallToolResult, ImageContent, TextContent
+
+from codex_cli_image import cli
+from codex_cli_image.testing import FakeCodex
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture(autouse=True)
+def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    return scratch
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    return tmp_path / "images"
+
+
+def server(out: Path, *extra: str) -> StdioServerParameters:
+    return StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "codex_cli_image", "mcp", "--out-dir", str(out), *extra],
+        env=dict(os.environ),
+    )
+
+
+def call(out: Path, tool: str, arguments: dict[str, Any], *extra: str) -> CallToolResult:
+    async def main() -> CallToolResult:
+        async with Client(server(out, *extra)) as client:
+            return await client.call_tool(tool, arguments)
+
+    return anyio.run(main)
+
+
+def survivors(fake: FakeCodex) -> list[int]:
+    pids = [c.pid for c in fake.calls] + [c.helper_pid for c in fake.calls if c.helper_pid]
+    alive = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def test_tools_are_listed_with_their_parameters(fake_codex: FakeCodex, out: Path) -> None:
+    async def main() -> dict[str, Any]:
+        async with Client(server(out)) as client:
+            return {tool.name: tool for tool in (await client.list_tools()).tools}
+
+    tools = anyio.run(main)
+    assert set(tools) == {"generate_image", "doctor"}
+    schema = tools["generate_image"].input_schema
+    assert schema["required"] == ["prompt"]
+    assert set(schema["properties"]) == {
+        "prompt", "output_dir", "references", "aspect", "size", "transparent",
+    }  # fmt: skip
+    assert tools["doctor"].annotations is not None and tools["doctor"].annotations.read_only_hint
+    assert fake_codex.exec_calls == []
+
+
+def test_generate_image_round_trip(fake_codex: FakeCodex, out: Path, private_tmp: Path) -> None:
+    fake_codex.configure("success", width=48, height=32)
+    result = call(out, "generate_image", {"prompt": "a red fox", "output_dir": "foxes"})
+    assert not result.is_error
+    data = result.structured_content
+    assert data is not None and data["ok"] is True
+    path = Path(data["path"])
+    assert path.parent == out / "foxes" and (data["width"], data["height"]) == (48, 32)
+    text, image = result.content
+    assert isinstance(text, TextContent) and str(path) in text.text
+    assert isinstance(image, ImageContent) and image.mime_type == "image/png"
+    assert base64.b64decode(image.data) == path.read_bytes()
+    stdin = fake_codex.exec_calls[0].stdin
+    assert stdin is not None and "a red fox" in stdin
+    assert list(private_tmp.iterdir()) == [] and survivors(fake_codex) == []
+
+
+def test_large_images_are_returned_by_path_only(fake_codex: FakeCodex, out: Path) -> None:
+    fake_codex.configure("success")
+    result = call(out, "generate_image", {"prompt": "a hen"}, "--inline-max-bytes", "10")
+    assert not result.is_error and [c.type for c in result.content] == ["text"]
+    assert result.structured_content is not None
+    assert Path(result.structured_content["path"]).parent == out
+
+
+def test_failures_are_tool_errors_and_the_server_lives_on(fake_codex: FakeCodex, out: Path) -> None:
+    fake_codex.configure("usage_limit")
+
+    async def main() -> tuple[CallToolResult, CallToolResult, CallToolResult]:
+        async with Client(server(out)) as client:
+            quota = await client.call_tool("generate_image", {"prompt": "a fox"})
+            bad = await client.call_tool("generate_image", {"prompt": "a", "aspect": "round"})
+            fake_codex.configure("success")
+            good = await client.call_tool("generate_image", {"prompt": "a fox"})
+            return quota, bad, good
+
+    quota, bad, good = anyio.run(main)
+    assert quota.is_error and quota.structured_content is not None
+    error = quota.structured_content["error"]
+    assert (error["kind"], error["reason"]) == ("quota", "usage_limit") and error["retry_at"]
+    text = quota.content[0]
+    assert isinstance(text, TextContent)
+    assert text.text.startswith("quota error (usage_limit): ") and "What to do: " in text.text
+    assert bad.is_error and bad.structured_content is not None
+    assert bad.structured_content["error"]["reason"] == "invalid_aspect"
+    assert not good.is_error
+
+
+def test_doctor_tool(fake_codex: FakeCodex, out: Path) -> None:
+    result = call(out, "doctor", {})
+    assert not result.is_error and result.structured_content is not None
+    assert result.structured_content["ok"] is True
+    text = result.content[0]
+    assert isinstance(text, TextContent) and text.text.startswith("Ready")
+
+
+def test_disconnecting_mid_call_ends_codex(
+    fake_codex: FakeCodex, out: Path, private_tmp: Path
+) -> None:
+    """A client that goes away (agent closed) must not leave codex running."""
+    fake_codex.configure("grandchild")
+
+    async def main() -> None:
+        async with Client(server(out)) as client, anyio.create_task_group() as tg:
+            tg.start_soon(client.call_tool, "generate_image", {"prompt": "a fox"})
+            with anyio.fail_after(30):
+                # Polling on purpose: the helper's pid appears in a file the fake writes.
+                while not (fake_codex.exec_calls and fake_codex.exec_calls[0].helper_pid):  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
+            tg.cancel_scope.cancel()
+
+    anyio.run(main)
+    deadline = time.monotonic() + 20
+    while survivors(fake_codex) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert survivors(fake_codex) == []
+    deadline = time.monotonic() + 10
+    while list(private_tmp.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_missing_extra_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in [n for n in sys.modules if n == "mcp" or n.startswith("mcp.")] + ["mcp"]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.delitem(sys.modules, "codex_cli_image.mcp_server", raising=False)
+    assert cli.main(["mcp"]) == 2
+    err = capsys.readouterr().err
+    assert "needs the mcp package" in err and "codex-cli-image[mcp]" in err
