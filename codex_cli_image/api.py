@@ -26,8 +26,10 @@ import anyio
 from anyio.from_thread import start_blocking_portal
 
 from .errors import InputError, TransientError
+from .fit import fit_png, require_pillow
 from .launcher import locate, probe_version
-from .output import deliver, plan_output
+from .output import Target, deliver, plan_output
+from .png import inspect_png
 from .preflight import check_login, codex_home_path
 from .prompt import build_instruction, check_prompt
 from .request import (
@@ -49,7 +51,7 @@ from .runner import (
     run_attempt,
 )
 
-__all__ = ["ImageResult", "agenerate", "generate"]
+__all__ = ["FittedImage", "ImageResult", "agenerate", "generate"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -60,6 +62,26 @@ _NO_RETRY = frozenset({"timeout", "invalid_image", "network_blocked"})
 _BACKOFF_S = 2.0
 _WAKE_S = 0.25
 _CLEANUP_WAIT_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class FittedImage:
+    """The exact-size copy made by ``fit`` (the original is kept)."""
+
+    path: Path
+    width: int
+    height: int
+    bytes: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "path": str(self.path),
+            "width": self.width,
+            "height": self.height,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +107,8 @@ class ImageResult:
     requested: Geometry = Geometry()
     geometry_mismatch: bool = False
     """The delivered aspect is off the requested one (backends may ignore sizes)."""
+    fitted: FittedImage | None = None
+    """The exact-size copy asked for with ``fit`` (beside the original)."""
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -106,6 +130,7 @@ class ImageResult:
             "has_alpha": self.has_alpha,
             "requested": self.requested.to_dict(),
             "geometry_mismatch": self.geometry_mismatch,
+            "fitted": self.fitted.to_dict() if self.fitted else None,
         }
 
 
@@ -129,6 +154,7 @@ async def agenerate(
     aspect: str | None = None,
     size: str | None = None,
     transparent: bool = False,
+    fit: str | None = None,
     env: Mapping[str, str] | None = None,
 ) -> ImageResult:
     """Make one image with the signed-in Codex CLI and deliver it as a verified PNG.
@@ -143,7 +169,10 @@ async def agenerate(
     it once the image is safe. keep_codex_copy: leave codex's own copy in
     ``$CODEX_HOME/generated_images``. references: up to 5 PNG, JPEG, GIF or WebP images to
     start from. aspect (``square``, ``landscape``, ``portrait`` or ``W:H``), size (``WxH``) and
-    transparent are asked of the model; the result reports what was delivered.
+    transparent are asked of the model; the result reports what was delivered. fit (``WxH``,
+    needs Pillow: the ``fit`` extra) also writes an exact-size copy beside the image
+    (cover-crop, then resize; ``result.fitted``), and asks for that aspect when neither aspect
+    nor size is given.
 
     Raises :class:`~codex_cli_image.CodexImageError` (input, launch, auth, quota, transient).
     """
@@ -160,6 +189,11 @@ async def agenerate(
         raise InputError(
             "retries cannot be negative.", reason="invalid_retries", hint="Pass 0 or more."
         )
+    fit_size = parse_size(fit) if fit else None
+    if fit_size is not None:
+        await anyio.to_thread.run_sync(require_pillow)
+        if not (aspect or size):
+            aspect = f"{fit_size[0]}:{fit_size[1]}"
     geometry = Geometry(
         aspect=parse_aspect(aspect) if aspect else None,
         size=parse_size(size) if size else None,
@@ -251,6 +285,9 @@ async def agenerate(
         ) from exc
     if produced.codex_file is not None and not keep_codex_copy:
         remove_codex_copy(produced.codex_file)
+    fitted = None
+    if fit_size is not None:
+        fitted = await anyio.to_thread.run_sync(_fit_beside, produced.data, path, fit_size)
     mismatch, geometry_warnings = compare_geometry(geometry, produced.info)
     result = ImageResult(
         path=path,
@@ -270,9 +307,29 @@ async def agenerate(
         has_alpha=produced.info.has_alpha,
         requested=geometry,
         geometry_mismatch=mismatch,
+        fitted=fitted,
     )
     emit("finished", str(path), produced.thread_id, attempt_no)
     return result
+
+
+def _fit_beside(data: bytes, original: Path, size: tuple[int, int]) -> FittedImage:
+    """Write the exact-size copy next to ``original`` (never over a file)."""
+    fitted = fit_png(data, size)
+    target = Target(original.with_name(f"{original.stem}-{size[0]}x{size[1]}.png"),
+                    overwrite=False, named_by_us=True)  # fmt: skip
+    try:
+        path, _ = deliver(fitted, target)
+    except OSError as exc:
+        raise InputError(
+            f"The image was saved to {original}, but its {size[0]}x{size[1]} copy could not be "
+            f"written: {exc.strerror or exc}.",
+            reason="output_write_failed",
+            hint="Free some space or choose another output folder; the original is kept.",
+        ) from exc
+    info = inspect_png(fitted)
+    return FittedImage(path, info.width, info.height, len(fitted),
+                       hashlib.sha256(fitted).hexdigest())  # fmt: skip
 
 
 def _refuse_copied_reference(produced: Produced, references: list[Reference], version: str) -> None:
@@ -316,6 +373,7 @@ def generate(
     aspect: str | None = None,
     size: str | None = None,
     transparent: bool = False,
+    fit: str | None = None,
     env: Mapping[str, str] | None = None,
 ) -> ImageResult:
     """The blocking twin of :func:`agenerate`: same arguments, same result, same errors.
@@ -342,6 +400,7 @@ def generate(
         aspect=aspect,
         size=size,
         transparent=transparent,
+        fit=fit,
         env=env,
     )
     return run_blocking(call)

@@ -94,6 +94,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--size", metavar="WxH", help="pixel size to ask for, e.g. 1024x1536")
     gen.add_argument("--transparent", action="store_true", help="ask for a transparent background")
+    gen.add_argument(
+        "--fit", metavar="WxH",
+        help="also save an exact-size copy (crop, then resize; needs the fit extra: Pillow)",
+    )  # fmt: skip
     gen.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     gen.add_argument("--events", action="store_true", help="print progress as JSON lines on stderr")
     gen.add_argument("-q", "--quiet", action="store_true", help="no status line, no warnings")
@@ -229,6 +233,7 @@ def _generate(args: argparse.Namespace) -> int:
             aspect=args.aspect,
             size=args.size,
             transparent=args.transparent,
+            fit=args.fit,
         )
     except CodexImageError as error:
         status.clear()
@@ -248,6 +253,8 @@ def _generate(args: argparse.Namespace) -> int:
             for warning in result.warnings:
                 print(f"warning: {warning}", file=sys.stderr)
         print(result.path)
+        if result.fitted is not None:
+            print(result.fitted.path)
     return EXIT_OK
 
 

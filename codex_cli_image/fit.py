@@ -1,0 +1,56 @@
+"""``--fit WxH``: an exact-size copy of the image (cover-crop, then resize), with Pillow.
+
+Backends ignore requested sizes, so a caller who needs exactly 1200x630 asks for a fitted copy.
+It is an optional extra (``codex-cli-image[fit]``), never a default, and the original is kept:
+the copy is written beside it. The crop is centred and removes only what the aspect change
+requires; resizing uses Lanczos; an alpha channel is kept.
+"""
+
+from __future__ import annotations
+
+import io
+
+from .errors import InputError
+
+__all__ = ["fit_png", "require_pillow"]
+
+_HINT = "Install the extra: python3 -m pip install 'codex-cli-image[fit]' (Pillow)."
+
+
+def require_pillow() -> None:
+    """Raise :class:`InputError` before any work when Pillow is missing."""
+    try:
+        import PIL.Image  # noqa: F401
+    except ImportError:
+        raise InputError(
+            "Fitting the image to a size needs Pillow, which is not installed.",
+            reason="fit_needs_pillow",
+            hint=_HINT,
+        ) from None
+
+
+def crop_box(width: int, height: int, target: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The centred box of ``width`` x ``height`` with the target's aspect (pure)."""
+    want_w, want_h = target
+    if width * want_h > height * want_w:  # too wide: trim the sides
+        new_w = max(1, round(height * want_w / want_h))
+        left = (width - new_w) // 2
+        return left, 0, left + new_w, height
+    new_h = max(1, round(width * want_h / want_w))
+    top = (height - new_h) // 2
+    return 0, top, width, top + new_h
+
+
+def fit_png(data: bytes, target: tuple[int, int]) -> bytes:
+    """``data`` (a verified PNG) cover-cropped and resized to exactly ``target``, as PNG."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        keep_alpha = image.mode in ("RGBA", "LA") or "transparency" in image.info
+        converted = image.convert("RGBA" if keep_alpha else "RGB")
+    box = crop_box(converted.width, converted.height, target)
+    fitted = converted.resize(target, Image.Resampling.LANCZOS, box=box)
+    out = io.BytesIO()
+    fitted.save(out, format="PNG")
+    return out.getvalue()
