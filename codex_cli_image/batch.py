@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 DEFAULT_CONCURRENCY = 2
 MAX_CONCURRENCY = 16
 Status = Literal["ok", "failed", "not_started"]
-_FIELDS = ("prompt", "output", "references", "aspect", "size", "transparent")
+_FIELDS = ("prompt", "output", "references", "aspect", "size", "transparent", "fit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +60,7 @@ class BatchRequest:
     aspect: str | None = None
     size: str | None = None
     transparent: bool = False
+    fit: str | None = None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, object], where: str = "request") -> BatchRequest:
@@ -90,6 +91,7 @@ class BatchRequest:
             aspect=_optional_str(data, "aspect", where),
             size=_optional_str(data, "size", where),
             transparent=transparent,
+            fit=_optional_str(data, "fit", where),
         )
         request.check(where)
         return request
@@ -100,8 +102,9 @@ class BatchRequest:
             check_prompt(self.prompt)
             if self.aspect is not None:
                 parse_aspect(self.aspect)
-            if self.size is not None:
-                parse_size(self.size)
+            for size in (self.size, self.fit):
+                if size is not None:
+                    parse_size(size)
         except InputError as error:
             raise InputError(
                 f"{where}: {error.message}", reason=error.reason, hint=error.hint
@@ -122,6 +125,7 @@ class BatchRequest:
             "aspect": self.aspect,
             "size": self.size,
             "transparent": self.transparent,
+            "fit": self.fit,
         }
 
 
@@ -339,6 +343,7 @@ async def agenerate_many(
                         aspect=request.aspect,
                         size=request.size,
                         transparent=request.transparent,
+                        fit=request.fit,
                         on_progress=progress,
                         **common,  # type: ignore[arg-type]
                     )

@@ -92,10 +92,13 @@ def test_json_lines_with_every_field() -> None:
         "aspect": "16:9",
         "size": "1024x576",
         "transparent": True,
+        "fit": "512x288",
     }
     text = json.dumps(line) + "\n\n" + json.dumps({"prompt": "a hen"})
     first, second = parse_batch(text)
-    assert first == BatchRequest("a fox", "fox.png", ("a.png", "b.jpg"), "16:9", "1024x576", True)
+    assert first == BatchRequest(
+        "a fox", "fox.png", ("a.png", "b.jpg"), "16:9", "1024x576", True, "512x288"
+    )
     assert first.to_dict() == line
     assert second == BatchRequest("a hen")
 
@@ -118,6 +121,7 @@ def test_json_lines_with_every_field() -> None:
         ('\n{"prompt": "a"}\n{"prompt": " "}', "empty_prompt", "line 3: The prompt is empty"),
         ('{"prompt": "a", "aspect": "wide"}', "invalid_aspect", "line 1: The aspect 'wide'"),
         ('{"prompt": "a", "size": "9x9"}', "invalid_size", "line 1: The size '9x9'"),
+        ('{"prompt": "a", "fit": "9x9"}', "invalid_size", "line 1: The size '9x9'"),
         ("a fox\nb\x00c", "invalid_prompt", "line 2: "),
         (json.dumps({"prompt": "a", "references": ["r.png"] * 6}), "too_many_references",
          "line 1: 6 references"),
