@@ -179,16 +179,7 @@ async def agenerate(
     started = time.monotonic()
     deadline = started + timeout
     check_prompt(prompt)
-    if not timeout > 0:
-        raise InputError(
-            "The timeout must be a positive number of seconds.",
-            reason="invalid_timeout",
-            hint="Pass a timeout in seconds, e.g. 600.",
-        )
-    if retries < 0:
-        raise InputError(
-            "retries cannot be negative.", reason="invalid_retries", hint="Pass 0 or more."
-        )
+    check_options(timeout=timeout, retries=retries, model=model)
     fit_size = parse_size(fit) if fit else None
     if fit_size is not None:
         await anyio.to_thread.run_sync(require_pillow)
@@ -210,13 +201,6 @@ async def agenerate(
             on_progress(Progress(phase, time.monotonic() - started, attempt, message, thread_id))
         except Exception:  # a broken callback must not break the run or its clean-up
             log.exception("on_progress callback failed")
-
-    if model is not None and (not model.strip() or "\x00" in model or len(model) > 200):
-        raise InputError(
-            f"The model name {model[:40]!r} is not usable.",
-            reason="invalid_model",
-            hint="Pass a model name such as the one in your config.toml, or leave it out.",
-        )
 
     def left() -> float:
         """Time left for a preflight step: its own limit, cut to the call's deadline."""
@@ -311,6 +295,28 @@ async def agenerate(
     )
     emit("finished", str(path), produced.thread_id, attempt_no)
     return result
+
+
+def check_options(*, timeout: float, retries: int, model: str | None) -> None:
+    """The per-call options every image shares; :class:`InputError` naming a bad one."""
+    if not (isinstance(timeout, (int, float)) and timeout > 0):
+        raise InputError(
+            "The timeout must be a positive number of seconds.",
+            reason="invalid_timeout",
+            hint="Pass a timeout in seconds, e.g. 600.",
+        )
+    if not isinstance(retries, int) or retries < 0:
+        raise InputError(
+            "retries must be a whole number, 0 or more.",
+            reason="invalid_retries",
+            hint="Pass 0 or more.",
+        )
+    if model is not None and (not model.strip() or "\x00" in model or len(model) > 200):
+        raise InputError(
+            f"The model name {model[:40]!r} is not usable.",
+            reason="invalid_model",
+            hint="Pass a model name such as the one in your config.toml, or leave it out.",
+        )
 
 
 def _fit_beside(data: bytes, original: Path, size: tuple[int, int]) -> FittedImage:

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -28,10 +29,11 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
-from .api import DEFAULT_TIMEOUT_S, ImageResult, agenerate, run_blocking
-from .errors import CodexImageError, InputError, QuotaError
+from .api import DEFAULT_TIMEOUT_S, ImageResult, agenerate, check_options, run_blocking
+from .errors import CodexImageError, InputError, QuotaError, TransientError
+from .output import plan_output
 from .prompt import check_prompt
-from .request import MAX_REFERENCES, parse_aspect, parse_size
+from .request import MAX_REFERENCES, check_references, parse_aspect, parse_size
 from .runner import Progress
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "BatchRequest",
     "agenerate_many",
     "generate_many",
+    "numbered_requests",
     "parse_batch",
 ]
 
@@ -46,6 +49,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 2
 MAX_CONCURRENCY = 16
+RATE_LIMIT_PAUSE_S = 10.0  # when a 429 says nothing of when to come back
+_MAX_PAUSE_S = 120.0
 Status = Literal["ok", "failed", "not_started"]
 _FIELDS = ("prompt", "output", "references", "aspect", "size", "transparent", "fit")
 
@@ -55,8 +60,8 @@ class BatchRequest:
     """One job of a batch: the per-image arguments of :func:`~codex_cli_image.generate`."""
 
     prompt: str
-    output: str | None = None
-    references: tuple[str, ...] = ()
+    output: str | os.PathLike[str] | None = None
+    references: tuple[str | os.PathLike[str], ...] = ()
     aspect: str | None = None
     size: str | None = None
     transparent: bool = False
@@ -109,6 +114,9 @@ class BatchRequest:
             raise InputError(
                 f"{where}: {error.message}", reason=error.reason, hint=error.hint
             ) from None
+        for path in (self.output, *self.references):
+            if path is not None and "\x00" in os.fspath(path):
+                raise _invalid(where, "a path contains a NUL character", "Remove the NUL (\\0).")
         if len(self.references) > MAX_REFERENCES:
             raise InputError(
                 f"{where}: {len(self.references)} references, more than the image tool's "
@@ -120,8 +128,8 @@ class BatchRequest:
     def to_dict(self) -> dict[str, object]:
         return {
             "prompt": self.prompt,
-            "output": self.output,
-            "references": list(self.references),
+            "output": None if self.output is None else os.fspath(self.output),
+            "references": [os.fspath(reference) for reference in self.references],
             "aspect": self.aspect,
             "size": self.size,
             "transparent": self.transparent,
@@ -138,6 +146,8 @@ class BatchOutcome:
     status: Status
     result: ImageResult | None = None
     error: CodexImageError | None = field(default=None)
+    line: int | None = None
+    """The request's line in its batch file (``codex-image batch``)."""
 
     @property
     def ok(self) -> bool:
@@ -146,6 +156,7 @@ class BatchOutcome:
     def to_dict(self) -> dict[str, object]:
         data: dict[str, object] = {
             "index": self.index,
+            "line": self.line,
             "ok": self.ok,
             "status": self.status,
             "request": self.request.to_dict(),
@@ -163,21 +174,29 @@ def parse_batch(text: str) -> list[BatchRequest]:
 
     Raises :class:`InputError` (reason ``invalid_batch``) naming the line, or ``empty_batch``.
     """
-    lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    return [request for _, request in numbered_requests(text)]
+
+
+def numbered_requests(text: str) -> list[tuple[int, BatchRequest]]:
+    """:func:`parse_batch` with each request's line number."""
+    # Only \n ends a line: str.splitlines() would also split a JSON string at U+2028.
+    raw = text.removeprefix("\ufeff").split("\n")
+    lines = [(n, line.strip()) for n, line in enumerate(raw, 1) if line.strip()]
     if not lines:
         raise InputError(
             "The batch has no requests.",
             reason="empty_batch",
             hint="Write one prompt per line, or one JSON object per line with a prompt.",
         )
-    if not lines[0][1].startswith("{"):
-        requests = [BatchRequest(prompt=line) for _, line in lines]
-        for (number, _), request in zip(lines, requests, strict=True):
-            request.check(f"line {number}")
-        return requests
-    parsed: list[BatchRequest] = []
+    numbered: list[tuple[int, BatchRequest]] = []
+    json_lines = lines[0][1].startswith("{")
     for number, line in lines:
         where = f"line {number}"
+        if not json_lines:
+            request = BatchRequest(prompt=line)
+            request.check(where)
+            numbered.append((number, request))
+            continue
         try:
             data = json.loads(line)
         except ValueError as exc:
@@ -185,8 +204,8 @@ def parse_batch(text: str) -> list[BatchRequest]:
             raise _invalid(where, problem, "Write one JSON object per line.") from None
         if not isinstance(data, dict):
             raise _invalid(where, "not a JSON object", 'Write e.g. {"prompt": "a red fox"}.')
-        parsed.append(BatchRequest.from_mapping(data, where))
-    return parsed
+        numbered.append((number, BatchRequest.from_mapping(data, where)))
+    return numbered
 
 
 def _optional_str(data: Mapping[str, object], key: str, where: str) -> str | None:
@@ -204,6 +223,12 @@ def coerce_requests(
     requests: Iterable[BatchRequest | str | Mapping[str, object]],
 ) -> list[BatchRequest]:
     """Strings and mappings become :class:`BatchRequest`; everything is checked up front."""
+    if isinstance(requests, (str, bytes, Mapping)):
+        raise InputError(
+            f"The requests are one {type(requests).__name__}, not a list of requests.",
+            reason="invalid_batch",
+            hint='Pass a list, e.g. ["a red fox"] or [{"prompt": "a red fox"}].',
+        )
     checked: list[BatchRequest] = []
     for index, item in enumerate(requests):
         where = f"request {index}"
@@ -229,42 +254,65 @@ def coerce_requests(
     return checked
 
 
-def _outputs(
-    requests: Sequence[BatchRequest], out_dir: str | os.PathLike[str] | None
-) -> list[str | os.PathLike[str] | None]:
-    """Each job's output: relative paths under ``out_dir`` (created if missing); two jobs naming
-    one file are refused."""
-    if out_dir is not None:
-        out_dir = Path(out_dir).expanduser().absolute()
+def _prepare(
+    requests: Sequence[BatchRequest],
+    out_dir: str | os.PathLike[str] | None,
+    overwrite: bool,
+    where: Sequence[str],
+) -> list[Path | None]:
+    """Each job's output, checked as the job itself would check it (and its references), so
+    that no job starts while a later one cannot run. Relative outputs go under ``out_dir``
+    (created if missing); two jobs naming one file are refused. Runs in a worker thread."""
+    folder = None if out_dir is None else _expand(out_dir, "the output folder").absolute()
+    if folder is not None:
         try:
-            out_dir.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise InputError(
-                f"Could not create the output folder {out_dir}: {exc.strerror or exc}.",
+                f"Could not create the output folder {folder}: {exc.strerror or exc}.",
                 reason="output_dir_unusable",
                 hint="Choose a folder you can write to.",
             ) from exc
-    outputs: list[str | os.PathLike[str] | None] = []
-    claimed: dict[Path, int] = {}
+    outputs: list[Path | None] = []
+    claimed: dict[str, int] = {}
     for index, request in enumerate(requests):
-        if request.output is None:
-            outputs.append(out_dir)
-            continue
-        path = Path(request.output).expanduser()
-        if out_dir is not None and not path.is_absolute():
-            path = out_dir / path
+        path = folder
+        if request.output is not None:
+            path = _expand(request.output, f"{where[index]}: the output")
+            if folder is not None and not path.is_absolute():
+                path = folder / path
         outputs.append(path)
-        if path.is_dir() or request.output.endswith(("/", os.sep)):
+        try:
+            target = plan_output(path, request.prompt, overwrite=overwrite)
+            check_references(list(request.references))
+        except InputError as error:
+            raise InputError(
+                f"{where[index]}: {error.message}", reason=error.reason, hint=error.hint
+            ) from None
+        if target.named_by_us:
             continue
-        key = Path(os.path.normcase(path.absolute()))
+        key = os.path.realpath(target.path)
+        if sys.platform in ("darwin", "win32"):  # case-insensitive file systems by default
+            key = key.casefold()
         if key in claimed:
             raise InputError(
-                f"Requests {claimed[key]} and {index} both write to {path}.",
+                f"{where[claimed[key]]} and {where[index]} both write to {target.path}.",
                 reason="duplicate_output",
                 hint="Give each request its own output file, or name a folder.",
             )
         claimed[key] = index
     return outputs
+
+
+def _expand(path: str | os.PathLike[str], what: str) -> Path:
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:  # ~user that does not exist
+        raise InputError(
+            f"{what} {os.fspath(path)!r} names an unknown home folder.",
+            reason="invalid_output",
+            hint="Write the path in full.",
+        ) from None
 
 
 OutcomeCallback = Callable[[BatchOutcome], None]
@@ -288,6 +336,7 @@ async def agenerate_many(
     keep_codex_copy: bool = False,
     on_progress: BatchProgressCallback | None = None,
     env: Mapping[str, str] | None = None,
+    lines: Sequence[int] | None = None,
 ) -> AsyncIterator[AsyncIterator[BatchOutcome]]:
     """Run a batch; yields an iterator of :class:`BatchOutcome` in the order jobs finish.
 
@@ -301,42 +350,66 @@ async def agenerate_many(
     early, or cancelling, stops every running job and ends its codex process tree. requests:
     prompts, mappings (the JSON Lines fields) or :class:`BatchRequest`. out_dir: where images
     without an output go, and what relative outputs are relative to (created if missing).
-    on_progress: called with the job's index and its :class:`Progress`. The other arguments
-    apply to every job, as for :func:`~codex_cli_image.agenerate` (timeout is per job).
+    on_progress: called with the job's index and its :class:`Progress`. lines: the requests'
+    line numbers in a batch file, for messages and outcomes. The other arguments apply to
+    every job, as for :func:`~codex_cli_image.agenerate` (timeout is per job).
 
-    Raises :class:`InputError` before any job starts when a request or argument is invalid.
+    A usage limit, exhausted credits or a plan without Codex stops new jobs (the rest are
+    ``not_started``, with the error's ``retry_at``); a rate limit (429) pauses new starts for
+    its ``retry_after_s`` (10 s when unknown, at most 2 min).
+
+    Raises :class:`InputError` before any job starts when a request, one of its files or an
+    argument is invalid.
     """
     jobs = coerce_requests(requests)
-    if not 1 <= concurrency <= MAX_CONCURRENCY:
+    if lines is not None and len(lines) != len(jobs):
         raise InputError(
-            f"The concurrency {concurrency} is out of range.",
+            "lines must give one line number per request.",
+            reason="invalid_batch",
+            hint="Pass as many line numbers as requests, or none.",
+        )
+    where = [f"line {n}" for n in lines] if lines else [f"request {i}" for i in range(len(jobs))]
+    if (
+        isinstance(concurrency, bool)
+        or not isinstance(concurrency, int)
+        or not (1 <= concurrency <= MAX_CONCURRENCY)
+    ):
+        raise InputError(
+            f"The concurrency {concurrency!r} is out of range.",
             reason="invalid_concurrency",
             hint=f"Run 1 to {MAX_CONCURRENCY} jobs at once (2 avoids the backend's rate limit).",
         )
-    outputs = await anyio.to_thread.run_sync(_outputs, jobs, out_dir)
-    common = {
-        "overwrite": overwrite,
-        "timeout": timeout,
-        "retries": retries,
-        "codex": codex,
-        "codex_home": codex_home,
-        "model": model,
-        "allow_relay": allow_relay,
-        "wait_for_turn": wait_for_turn,
-        "keep_codex_copy": keep_codex_copy,
-        "env": env,
-    }
+    check_options(timeout=timeout, retries=retries, model=model)
+    outputs = await anyio.to_thread.run_sync(_prepare, jobs, out_dir, overwrite, where)
+    generate_one = partial(
+        agenerate,
+        overwrite=overwrite,
+        timeout=timeout,
+        retries=retries,
+        codex=codex,
+        codex_home=codex_home,
+        model=model,
+        allow_relay=allow_relay,
+        wait_for_turn=wait_for_turn,
+        keep_codex_copy=keep_codex_copy,
+        env=env,
+    )
     send, receive = anyio.create_memory_object_stream[BatchOutcome](math.inf)
     limiter = anyio.CapacityLimiter(concurrency)
     stopped: list[QuotaError] = []
+    paused_until = 0.0
+
+    def line_of(index: int) -> int | None:
+        return lines[index] if lines else None
 
     async def run_job(index: int, token: object, out: MemoryObjectSendStream[BatchOutcome]) -> None:
+        nonlocal paused_until
         request = jobs[index]
         progress = None if on_progress is None else partial(_forward, on_progress, index)
         async with out:
             try:
                 try:
-                    result = await agenerate(
+                    result = await generate_one(
                         request.prompt,
                         output=outputs[index],
                         references=request.references,
@@ -345,13 +418,20 @@ async def agenerate_many(
                         transparent=request.transparent,
                         fit=request.fit,
                         on_progress=progress,
-                        **common,  # type: ignore[arg-type]
                     )
-                    outcome = BatchOutcome(index, request, "ok", result=result)
-                except CodexImageError as error:
+                    outcome = BatchOutcome(index, request, "ok", result, line=line_of(index))
+                except Exception as exc:
+                    error = exc if isinstance(exc, CodexImageError) else _internal(exc)
                     if isinstance(error, QuotaError):
-                        stopped.append(error)  # before the slot is freed: nothing new starts
-                    outcome = BatchOutcome(index, request, "failed", error=error)
+                        # Recorded before the slot is freed, so nothing new starts meanwhile.
+                        if error.reason == "rate_limited":
+                            asked = error.retry_after_s or RATE_LIMIT_PAUSE_S
+                            wait = min(max(asked, 0.0), _MAX_PAUSE_S)
+                            paused_until = max(paused_until, time.monotonic() + wait)
+                        else:
+                            stopped.append(error)
+                    outcome = BatchOutcome(index, request, "failed", error=error,
+                                           line=line_of(index))  # fmt: skip
                 out.send_nowait(outcome)
             finally:
                 limiter.release_on_behalf_of(token)
@@ -361,28 +441,49 @@ async def agenerate_many(
             for index in range(len(jobs)):
                 token = object()
                 await limiter.acquire_on_behalf_of(token)
+                # A deadline that later 429s may push back, not an event to wait for.
+                while (wait := paused_until - time.monotonic()) > 0 and not stopped:  # noqa: ASYNC110
+                    await anyio.sleep(wait)
                 if stopped:
                     limiter.release_on_behalf_of(token)
                     for rest in range(index, len(jobs)):
-                        send.send_nowait(_not_started(rest, jobs[rest], stopped[0]))
+                        outcome = _not_started(rest, jobs[rest], stopped[0], line_of(rest))
+                        send.send_nowait(outcome)
                     return
                 tg.start_soon(run_job, index, token, send.clone())
 
+    failure: Exception | None = None
     with receive:
         async with anyio.create_task_group() as tg:
             tg.start_soon(dispatch, tg)
             try:
                 yield receive
+            except Exception as exc:  # the caller's own error: re-raised as is, not grouped
+                failure = exc
             finally:
                 # Normally all has finished; after an early exit this ends the running jobs.
                 tg.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
 
 
 def _forward(callback: BatchProgressCallback, index: int, progress: Progress) -> None:
     callback(index, progress)
 
 
-def _not_started(index: int, request: BatchRequest, cause: QuotaError) -> BatchOutcome:
+def _internal(exc: Exception) -> TransientError:
+    """A bug of ours in one job is that job's failure, not the end of the batch."""
+    log.error("unexpected error in a batch job", exc_info=exc)
+    return TransientError(
+        f"Unexpected error: {type(exc).__name__}: {exc}",
+        reason="internal_error",
+        hint="Retry; if it happens again, report it with the log of the codex_cli_image logger.",
+    )
+
+
+def _not_started(
+    index: int, request: BatchRequest, cause: QuotaError, line: int | None
+) -> BatchOutcome:
     error = QuotaError(
         f"Not started: an earlier job hit a limit ({cause.message})",
         reason=cause.reason,
@@ -391,7 +492,7 @@ def _not_started(index: int, request: BatchRequest, cause: QuotaError) -> BatchO
         retry_at=cause.retry_at,
         codex_version=cause.codex_version,
     )
-    return BatchOutcome(index, request, "not_started", error=error)
+    return BatchOutcome(index, request, "not_started", error=error, line=line)
 
 
 def generate_many(
@@ -411,13 +512,15 @@ def generate_many(
     on_progress: BatchProgressCallback | None = None,
     on_outcome: OutcomeCallback | None = None,
     env: Mapping[str, str] | None = None,
+    lines: Sequence[int] | None = None,
 ) -> list[BatchOutcome]:
     """The blocking twin of :func:`agenerate_many`: every outcome, in request order.
 
-    ``on_outcome`` is called (from a worker thread) as each job finishes. Ctrl-C stops every job
-    and ends every codex process tree before ``KeyboardInterrupt`` propagates.
+    ``on_outcome`` is called as each job finishes, on the batch's event loop thread (keep it
+    quick); an exception from it stops the batch, ends every running job and propagates.
+    Ctrl-C stops every job and ends every codex process tree before ``KeyboardInterrupt``
+    propagates.
     """
-    started = time.monotonic()
     # Checked here too, so bad input raises before a worker thread and event loop start.
     jobs = coerce_requests(requests)
 
@@ -438,16 +541,12 @@ def generate_many(
             keep_codex_copy=keep_codex_copy,
             on_progress=on_progress,
             env=env,
+            lines=lines,
         ) as outcomes:
             async for outcome in outcomes:
                 collected.append(outcome)
                 if on_outcome is not None:
-                    try:
-                        on_outcome(outcome)
-                    except Exception:  # a broken callback must not abandon running jobs
-                        log.exception("on_outcome callback failed")
+                    on_outcome(outcome)
         return sorted(collected, key=lambda outcome: outcome.index)
 
-    outcomes = run_blocking(collect)
-    log.debug("batch of %d finished in %.1f s", len(jobs), time.monotonic() - started)
-    return outcomes
+    return run_blocking(collect)

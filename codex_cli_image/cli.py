@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import signal
 import sys
 import threading
@@ -268,29 +269,35 @@ def _fail(error: CodexImageError, *, as_json: bool) -> int:
 
 
 def _batch(args: argparse.Namespace) -> int:
-    from .batch import generate_many, parse_batch
+    from .batch import generate_many, numbered_requests
     from .errors import CodexImageError
 
     started = time.monotonic()
+    finished: list[BatchOutcome] = []
 
     def report(outcome: BatchOutcome) -> None:
+        finished.append(outcome)
+        where = f"line {outcome.line}" if outcome.line else f"request {outcome.index}"
         if args.json:
             print(json.dumps(outcome.to_dict()), flush=True)
         elif outcome.result is not None:
             if not args.quiet:
                 for warning in outcome.result.warnings:
-                    print(f"warning: request {outcome.index}: {warning}", file=sys.stderr)
+                    print(f"warning: {where}: {warning}", file=sys.stderr)
             print(outcome.result.path, flush=True)
+            if outcome.result.fitted is not None:
+                print(outcome.result.fitted.path, flush=True)
         elif outcome.error is not None:
             what = "not started" if outcome.status == "not_started" else "error"
-            print(f"{what}: request {outcome.index}: {outcome.error.message}", file=sys.stderr)
+            print(f"{what}: {where}: {outcome.error.message}", file=sys.stderr)
             if outcome.status == "failed":
                 print(f"hint: {outcome.error.hint}", file=sys.stderr)
 
     try:
-        requests = parse_batch(_read_batch(args.file))
+        numbered = numbered_requests(_read_batch(args.file))
         outcomes = generate_many(
-            requests,
+            [request for _, request in numbered],
+            lines=[line for line, _ in numbered],
             concurrency=args.jobs,
             out_dir=args.out_dir,
             overwrite=args.overwrite,
@@ -306,6 +313,15 @@ def _batch(args: argparse.Namespace) -> int:
         )
     except CodexImageError as error:
         return _fail(error, as_json=args.json)
+    except BrokenPipeError:
+        # Whoever read our output is gone: the batch was stopped (no more images paid for).
+        _silence_stdout()
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        if args.json:  # a consumer can tell an interrupted run from a truncated one
+            summary = _summary(finished, time.monotonic() - started, interrupted=True)
+            print(json.dumps({"summary": summary}), flush=True)
+        raise
     summary = _summary(outcomes, time.monotonic() - started)
     if args.json:
         print(json.dumps({"summary": summary}))
@@ -315,8 +331,20 @@ def _batch(args: argparse.Namespace) -> int:
         if summary["retry_at"]:
             line += f"; the limit resets at {summary['retry_at']}"
         print(line, file=sys.stderr)
+    if any(outcome.status == "not_started" for outcome in outcomes):
+        return EXIT_CODES["quota"]  # cut short by a limit, whatever else failed first
     failed = [outcome.error for outcome in outcomes if outcome.error is not None]
     return EXIT_CODES[failed[0].kind] if failed else EXIT_OK
+
+
+def _silence_stdout() -> None:
+    """Point stdout at devnull so the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def _mcp(args: argparse.Namespace) -> int:
@@ -374,7 +402,9 @@ def _read_batch(name: str) -> str:
         ) from None
 
 
-def _summary(outcomes: list[BatchOutcome], elapsed_s: float) -> dict[str, Any]:
+def _summary(
+    outcomes: list[BatchOutcome], elapsed_s: float, *, interrupted: bool = False
+) -> dict[str, Any]:
     counts = {status: 0 for status in ("ok", "failed", "not_started")}
     by_kind: dict[str, int] = {}
     retry_at = None
@@ -389,6 +419,7 @@ def _summary(outcomes: list[BatchOutcome], elapsed_s: float) -> dict[str, Any]:
         "by_kind": by_kind,
         "retry_at": retry_at,
         "elapsed_s": round(elapsed_s, 3),
+        "interrupted": interrupted,
     }
 
 

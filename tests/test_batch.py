@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from codex_cli_image import api as api_module
+from codex_cli_image import batch as batch_module
 from codex_cli_image.batch import (
     BatchOutcome,
     BatchRequest,
@@ -160,7 +161,8 @@ def test_bad_requests_fail_before_any_job(fake_codex: FakeCodex, out: Path) -> N
     with pytest.raises(InputError) as info:
         generate_many([{"prompt": "a", "output": "x.png"}, {"prompt": "b", "output": "x.png"}],
                       out_dir=out)  # fmt: skip
-    assert info.value.reason == "duplicate_output" and "0 and 1" in info.value.message
+    assert info.value.reason == "duplicate_output"
+    assert info.value.message.startswith("request 0 and request 1 both write to ")
     for jobs in (0, 17):
         with pytest.raises(InputError) as info:
             generate_many(["a fox"], concurrency=jobs, out_dir=out)
@@ -206,7 +208,7 @@ def test_mixed_outcomes_do_not_stop_each_other(
 def test_quota_stops_new_jobs(fake_codex: FakeCodex, out: Path, concurrency: int) -> None:
     """After a usage limit no job starts; the rest are reported with the limit's retry_at."""
     fake_codex.configure(
-        "success", by_prompt={"LIMIT": {"scenario": "usage_limit"}, "slow": {"delay": 1.0}}
+        "success", by_prompt={"LIMIT": {"scenario": "usage_limit"}, "slow": {"delay": 3.0}}
     )
     prompts = ["a slow fox", "a LIMIT hen", "a cat", "an owl", "a toad"]
     outcomes = generate_many(prompts, concurrency=concurrency, out_dir=out, timeout=30)
@@ -224,7 +226,7 @@ def test_every_job_gets_its_own_image_under_concurrency_4(
     fake_codex: FakeCodex, out: Path, private_tmp: Path
 ) -> None:
     """Eight jobs, four at a time, one CODEX_HOME: each image comes from its own thread."""
-    fake_codex.configure("success", delay=1.0)
+    fake_codex.configure("success", delay=2.0)
     prompts = [f"picture number {n}" for n in range(8)]
     running: set[int] = set()
     peak = 0
@@ -301,6 +303,88 @@ def test_cancelling_a_batch_ends_every_tree(
     assert list(out.iterdir()) == []
 
 
+def test_every_file_is_checked_before_any_job(
+    fake_codex: FakeCodex, out: Path, tmp_path: Path
+) -> None:
+    """A problem with request 3's files must not surface after requests 0-2 were paid for."""
+    (out / "sub").mkdir(parents=True)
+    (out / "taken.png").write_bytes(b"mine")
+    cases = [
+        ({"output": "hen.jpg"}, "output_not_png"),
+        ({"references": [str(tmp_path / "missing.png")]}, "invalid_reference"),
+        ({"output": "taken.png"}, "output_exists"),
+        ({"output": "nodir/t.png"}, "output_dir_missing"),
+        ({"output": "sub/../first.png"}, "duplicate_output"),
+        ({"output": "~no-such-user-here/x.png"}, "invalid_output"),
+    ]
+    for extra, reason in cases:
+        requests = [{"prompt": "a fox", "output": "first.png"}, "a hen", {"prompt": "x", **extra}]
+        with pytest.raises(InputError) as info:
+            generate_many(requests, out_dir=out)
+        assert info.value.reason == reason, extra
+        assert info.value.message.startswith(("request 2: ", "request 0 and request 2"))
+    for bad in ({"timeout": 0}, {"retries": -1}, {"model": " "}, {"concurrency": 2.5}):
+        with pytest.raises(InputError):
+            generate_many(["a fox"], out_dir=out, **bad)
+    with pytest.raises(InputError, match="not a list of requests"):
+        generate_many("owl", out_dir=out)
+    assert fake_codex.calls == [] and (out / "taken.png").read_bytes() == b"mine"
+
+
+def test_a_bug_in_one_job_fails_only_that_job(
+    fake_codex: FakeCodex, out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = batch_module.agenerate
+
+    async def flaky(prompt: str, **kwargs: Any) -> Any:
+        if "bug" in prompt:
+            raise ValueError("boom")
+        return await real(prompt, **kwargs)
+
+    monkeypatch.setattr(batch_module, "agenerate", flaky)
+    outcomes = generate_many(["a fox", "a bug", "a hen"], out_dir=out)
+    assert [o.status for o in outcomes] == ["ok", "failed", "ok"]
+    error = outcomes[1].error
+    assert error is not None and (error.kind, error.reason) == ("transient", "internal_error")
+    assert "ValueError: boom" in error.message
+
+
+def test_the_callers_own_error_is_not_grouped(fake_codex: FakeCodex, out: Path) -> None:
+    async def main() -> None:
+        async with agenerate_many(["a fox", "a hen"], out_dir=out) as outcomes:
+            async for _ in outcomes:
+                raise KeyError("mine")
+
+    with pytest.raises(KeyError, match="mine"):
+        anyio.run(main)
+    assert survivors(fake_codex) == []
+
+
+def test_a_rate_limit_pauses_new_jobs_but_does_not_stop_them(
+    fake_codex: FakeCodex, out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batch_module, "RATE_LIMIT_PAUSE_S", 1.5)
+    fake_codex.configure("success", by_prompt={"429": {"scenario": "rate_limited"}})
+    started = time.monotonic()
+    outcomes = generate_many(["a 429 fox", "a hen", "a cat"], concurrency=1, out_dir=out,
+                             retries=0)  # fmt: skip
+    assert [o.status for o in outcomes] == ["failed", "ok", "ok"]
+    assert outcomes[0].error is not None and outcomes[0].error.reason == "rate_limited"
+    assert time.monotonic() - started >= 1.5
+
+
+def test_request_paths_may_be_path_objects(fake_codex: FakeCodex, out: Path) -> None:
+    (outcome,) = generate_many([BatchRequest("a fox", output=Path("fox.png"))], out_dir=out)
+    assert outcome.result is not None and outcome.result.path == out / "fox.png"
+    assert outcome.to_dict()["request"]["output"] == "fox.png"  # type: ignore[index]
+
+
+def test_lines_split_only_at_newlines() -> None:
+    line = json.dumps({"prompt": "a fox\u2028on a hill"}, ensure_ascii=False)
+    assert parse_batch("\ufeff" + line)[0].prompt == "a fox\u2028on a hill"
+    assert [r.prompt for r in parse_batch("a fox\x0con snow\r\nb")] == ["a fox\x0con snow", "b"]
+
+
 # --- the command line ------------------------------------------------------------------------
 
 
@@ -330,17 +414,19 @@ def test_cli_json_lines_and_summary(fake_codex: FakeCodex, out: Path, tmp_path: 
     summary = last["summary"]
     counts = [summary[key] for key in ("jobs", "ok", "failed", "not_started")]
     assert counts == [3, 1, 1, 1]
+    assert [j["line"] for j in jobs] == [1, 2, 3]
     assert summary["by_kind"] == {"quota": 2} and summary["retry_at"]
+    assert summary["interrupted"] is False
     assert summary["elapsed_s"] > 0
 
 
 def test_cli_plain_prompts_from_stdin(fake_codex: FakeCodex, out: Path) -> None:
     fake_codex.configure("success", by_prompt={"BROKEN": {"scenario": "invalid_png"}})
-    result = cli("-", "--out-dir", str(out), "--retries", "0", stdin="a fox\na BROKEN hen\n")
+    result = cli("-", "--out-dir", str(out), "--retries", "0", stdin="a fox\n\na BROKEN hen\n")
     assert result.returncode == 5
     paths = result.stdout.splitlines()
     assert len(paths) == 1 and Path(paths[0]).parent == out and Path(paths[0]).exists()
-    assert "error: request 1: " in result.stderr and "hint: " in result.stderr
+    assert "error: line 3: " in result.stderr and "hint: " in result.stderr
     assert "batch: 1 ok, 1 failed, 0 not started in " in result.stderr
 
 
@@ -367,7 +453,16 @@ def test_cli_interrupt_stops_every_job(
     batch = tmp_path / "prompts.txt"
     batch.write_text("a fox\na hen\na cat\n", "utf-8")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "codex_cli_image", "batch", str(batch), "--out-dir", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "codex_cli_image",
+            "batch",
+            str(batch),
+            "--out-dir",
+            str(out),
+            "--json",
+        ],  # fmt: skip
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -378,9 +473,10 @@ def test_cli_interrupt_stops_every_job(
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    stdout, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
+    assert json.loads(stdout)["summary"]["interrupted"] is True
     assert len(fake_codex.exec_calls) == 2
     assert survivors(fake_codex) == [] and list(private_tmp.iterdir()) == []
     assert list(out.iterdir()) == []
@@ -391,3 +487,26 @@ def test_outcome_errors_are_codex_image_errors(fake_codex: FakeCodex, out: Path)
     (outcome,) = generate_many(["a fox"], out_dir=out, retries=0)
     assert outcome.status == "failed" and isinstance(outcome.error, CodexImageError)
     assert outcome.error.kind == "auth" and outcome.to_dict()["ok"] is False
+
+
+def test_cli_stops_when_its_reader_goes_away(
+    fake_codex: FakeCodex, out: Path, tmp_path: Path, private_tmp: Path
+) -> None:
+    """`codex-image batch ... --json | head -1` must not go on paying for images."""
+    fake_codex.configure("success", delay=0.5)
+    batch = tmp_path / "prompts.txt"
+    batch.write_text("".join(f"picture {n}\n" for n in range(6)), "utf-8")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "codex_cli_image", "batch", str(batch), "--out-dir", str(out),
+         "--json", "-j", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ),
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=30) == 130
+    assert json.loads(first)["ok"] is True and "Traceback" not in err
+    assert len(fake_codex.exec_calls) <= 3
+    assert survivors(fake_codex) == [] and list(private_tmp.iterdir()) == []
