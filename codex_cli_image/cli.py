@@ -366,7 +366,7 @@ def _mcp(args: argparse.Namespace) -> int:
             hint="Fix the option and start the server again.",
         )
         return _fail(bad, as_json=False)
-    serve(
+    return serve(
         ServerOptions(
             out_dir=Path(args.out_dir or ".").expanduser().absolute(),
             codex=args.codex,
@@ -378,7 +378,6 @@ def _mcp(args: argparse.Namespace) -> int:
             inline_max_bytes=args.inline_max_bytes,
         )
     )
-    return EXIT_OK
 
 
 def _read_batch(name: str) -> str:

@@ -9,7 +9,13 @@ never crashes on a bad call. Cancelling a call ends codex's process tree like Ct
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -23,10 +29,12 @@ from pydantic import Field
 from . import __version__
 from .api import DEFAULT_TIMEOUT_S, agenerate
 from .doctor import doctor
-from .errors import CodexImageError, InputError
+from .errors import CodexImageError, InputError, TransientError
+from .prompt import check_prompt
 
 __all__ = ["ServerOptions", "build_server", "serve"]
 
+log = logging.getLogger(__name__)
 DEFAULT_INLINE_MAX_BYTES = 2 * 1024 * 1024  # base64 stays under common 5 MB image limits
 _INSTRUCTIONS = (
     "Makes images with the user's signed-in Codex CLI (ChatGPT subscription, no API key). "
@@ -51,7 +59,33 @@ class ServerOptions:
     inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES
 
 
-def build_server(options: ServerOptions) -> MCPServer:
+class _Calls:
+    """The image calls in flight, so a stopping server can end them without the SDK: its stdin
+    reader sits in a thread that only EOF wakes, and its task group waits for that thread."""
+
+    def __init__(self) -> None:
+        self._scopes: set[anyio.CancelScope] = set()
+
+    @contextlib.contextmanager
+    def track(self) -> Iterator[anyio.CancelScope]:
+        with anyio.CancelScope() as scope:
+            self._scopes.add(scope)
+            try:
+                yield scope
+            finally:
+                self._scopes.discard(scope)
+
+    async def cancel_all(self, wait_s: float = 30.0) -> None:
+        """Cancel every call and wait (bounded) until each has ended its codex tree."""
+        for scope in list(self._scopes):
+            scope.cancel()
+        with anyio.move_on_after(wait_s):
+            while self._scopes:  # noqa: ASYNC110 (scopes leave as their clean-up finishes)
+                await anyio.sleep(0.05)
+
+
+def build_server(options: ServerOptions, calls: _Calls | None = None) -> MCPServer:
+    calls = calls or _Calls()
     server = MCPServer(
         "codex-image", instructions=_INSTRUCTIONS, version=__version__, log_level="WARNING"
     )
@@ -87,23 +121,34 @@ def build_server(options: ServerOptions) -> MCPServer:
         PNG. Returns the file's path, size and metadata, and the image itself when small.
         Takes 20-120 s."""
         try:
+            check_prompt(prompt)
             folder = await anyio.to_thread.run_sync(_folder, options.out_dir, output_dir)
-            async with limiter:
-                result = await agenerate(
-                    prompt,
-                    output=folder,
-                    references=references or (),
-                    aspect=aspect,
-                    size=size,
-                    transparent=transparent,
-                    timeout=options.timeout,
-                    codex=options.codex,
-                    codex_home=options.codex_home,
-                    model=options.model,
-                    allow_relay=options.allow_relay,
+            result = None
+            with calls.track():
+                async with limiter:
+                    result = await agenerate(
+                        prompt,
+                        output=folder,
+                        references=references or (),
+                        aspect=aspect,
+                        size=size,
+                        transparent=transparent,
+                        timeout=options.timeout,
+                        codex=options.codex,
+                        codex_home=options.codex_home,
+                        model=options.model,
+                        allow_relay=options.allow_relay,
+                    )
+            if result is None:
+                raise TransientError(
+                    "The server is stopping; the image was not made.",
+                    reason="cancelled",
+                    hint="Retry once the server runs again.",
                 )
         except CodexImageError as error:
             return _tool_error(error)
+        except Exception as exc:  # a bug of ours must not cost the agent its whole server
+            return _tool_error(_internal(exc))
         data = result.to_dict()
         summary = f"Saved a {result.width}x{result.height} PNG to {result.path}"
         content: list[TextContent | ImageContent] = [
@@ -144,17 +189,41 @@ def build_server(options: ServerOptions) -> MCPServer:
 
 
 def _folder(default: Path, requested: str | None) -> Path:
-    """The output folder of a call: relative paths under the server's folder, created."""
-    folder = default if not requested else default / Path(requested).expanduser()
+    """The output folder of a call, created: ``--out-dir`` or a folder inside it. The agent
+    (or text it read) chooses ``output_dir``, so it cannot reach outside ``--out-dir``."""
+    root = default.resolve()
+    try:
+        folder = (root / requested).resolve() if requested else root
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise _unusable(requested, str(exc)) from None
+    if not folder.is_relative_to(root) or (requested or "").startswith("~"):
+        raise InputError(
+            f"The output_dir {requested!r} is outside the server's folder {root}.",
+            reason="output_dir_outside",
+            hint="Pass a folder relative to the server's --out-dir, or leave output_dir out.",
+        )
     try:
         folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(
-            f"Could not create the output folder {folder}: {exc.strerror or exc}.",
-            reason="output_dir_unusable",
-            hint="Pass an output_dir you can write to.",
-        ) from exc
+    except (OSError, ValueError) as exc:
+        raise _unusable(requested, getattr(exc, "strerror", None) or str(exc)) from exc
     return folder
+
+
+def _unusable(requested: str | None, why: str) -> InputError:
+    return InputError(
+        f"The output_dir {requested!r} cannot be used: {why}.",
+        reason="output_dir_unusable",
+        hint="Pass a plain folder name relative to the server's --out-dir.",
+    )
+
+
+def _internal(exc: Exception) -> TransientError:
+    log.error("unexpected error in generate_image", exc_info=exc)
+    return TransientError(
+        f"Unexpected error: {type(exc).__name__}: {exc}",
+        reason="internal_error",
+        hint="Retry; if it happens again, report it with the server's stderr.",
+    )
 
 
 def _tool_error(error: CodexImageError) -> CallToolResult:
@@ -169,6 +238,27 @@ def _tool_error(error: CodexImageError) -> CallToolResult:
     )
 
 
-def serve(options: ServerOptions) -> None:
-    """Run the server on stdin/stdout until the client disconnects."""
-    build_server(options).run("stdio")
+def serve(options: ServerOptions) -> int:
+    """Run the server on stdin/stdout until the client disconnects (0) or a SIGTERM, SIGHUP or
+    SIGINT arrives (130, after every running call has ended its codex tree)."""
+    calls = _Calls()
+    server = build_server(options, calls)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            if sys.platform != "win32":  # no signal receivers there: the client closes stdin
+                tg.start_soon(_stop_on_signal, calls)
+            await server.run_stdio_async()
+            tg.cancel_scope.cancel()
+
+    anyio.run(main)
+    return 0
+
+
+async def _stop_on_signal(calls: _Calls) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP, signal.SIGINT) as signals:
+        async for _ in signals:
+            await calls.cancel_all()
+            sys.stderr.flush()
+            # Not a normal exit: that would wait for the SDK's stdin reader thread.
+            os._exit(130)

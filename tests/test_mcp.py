@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -126,6 +129,62 @@ def test_failures_are_tool_errors_and_the_server_lives_on(fake_codex: FakeCodex,
     assert bad.is_error and bad.structured_content is not None
     assert bad.structured_content["error"]["reason"] == "invalid_aspect"
     assert not good.is_error
+
+
+def test_output_dir_stays_inside_the_servers_folder(
+    fake_codex: FakeCodex, out: Path, tmp_path: Path
+) -> None:
+    async def main() -> list[CallToolResult]:
+        async with Client(server(out)) as client:
+            return [
+                await client.call_tool("generate_image", {"prompt": "a fox", "output_dir": bad})
+                for bad in ("../escaped", str(tmp_path / "elsewhere"), "~/Pictures", "a/../../b")
+            ] + [await client.call_tool("generate_image", {"prompt": " ", "output_dir": "new"})]
+
+    *outside, empty = anyio.run(main)
+    for result in outside:
+        assert result.is_error and result.structured_content is not None
+        assert result.structured_content["error"]["reason"] == "output_dir_outside"
+    assert empty.is_error and empty.structured_content is not None
+    assert empty.structured_content["error"]["reason"] == "empty_prompt"
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "elsewhere").exists()
+    assert not (tmp_path / "b").exists() and not (out / "new").exists()
+    assert fake_codex.exec_calls == []
+
+
+def test_sigterm_stops_the_server_and_codex(
+    fake_codex: FakeCodex, out: Path, private_tmp: Path
+) -> None:
+    """A server told to stop while an image is being made ends codex's tree and exits."""
+    fake_codex.configure("grandchild")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "codex_cli_image", "mcp", "--out-dir", str(out)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=dict(os.environ),
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None
+    hello = {"protocolVersion": "2025-06-18", "capabilities": {},
+             "clientInfo": {"name": "test", "version": "1"}}  # fmt: skip
+    for message in (
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+         "params": {"name": "generate_image", "arguments": {"prompt": "a fox"}}},
+    ):  # fmt: skip
+        proc.stdin.write(json.dumps(message).encode() + b"\n")
+        proc.stdin.flush()
+    assert json.loads(proc.stdout.readline())["id"] == 1
+    deadline = time.monotonic() + 30
+    while not (fake_codex.exec_calls and fake_codex.exec_calls[0].helper_pid):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        assert proc.wait(timeout=20) == 130
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert survivors(fake_codex) == [] and list(private_tmp.iterdir()) == []
 
 
 def test_doctor_tool(fake_codex: FakeCodex, out: Path) -> None:
