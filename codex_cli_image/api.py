@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 from anyio.from_thread import start_blocking_portal
@@ -58,6 +59,7 @@ _NO_RETRY = frozenset({"timeout", "invalid_image", "network_blocked"})
 _BACKOFF_S = 2.0
 _WAKE_S = 0.25
 _CLEANUP_WAIT_S = 30.0
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,9 +190,9 @@ async def agenerate(
 
     emit("started", None, None)
     found = await anyio.to_thread.run_sync(partial(locate, codex, env=base_env))
-    version = await anyio.to_thread.run_sync(partial(probe_version, found, timeout_s=left()))
+    version = await _stoppable(partial(probe_version, found, timeout_s=left()))
     home = codex_home_path(base_env, codex_home)
-    verdict = await anyio.to_thread.run_sync(
+    verdict = await _stoppable(
         partial(check_login, home, env=base_env, allow_relay=allow_relay, codex=found,
                 codex_version=version.release, timeout_s=left())
     )  # fmt: skip
@@ -271,6 +273,31 @@ async def agenerate(
     )
     emit("finished", str(path), produced.thread_id, attempt_no)
     return result
+
+
+async def _stoppable(step: Callable[..., _T]) -> _T:
+    """Run a blocking preflight step (it may run ``codex --version`` or ``codex login status``)
+    in a worker thread, and stop it when cancelled.
+
+    A worker thread cannot be cancelled: waiting for it would hold Ctrl-C for up to the step's
+    own limit, and abandoning it would leave its child running. So it is told to stop (it ends
+    its child's tree) and waited for under a shield.
+    """
+    stop, done = threading.Event(), threading.Event()
+
+    def run() -> _T:
+        try:
+            return step(stop=stop)
+        finally:
+            done.set()
+
+    try:
+        return await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
+    except anyio.get_cancelled_exc_class():
+        stop.set()
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(done.wait, _CLEANUP_WAIT_S)
+        raise
 
 
 def _refuse_copied_reference(produced: Produced, references: list[Reference], version: str) -> None:

@@ -19,6 +19,7 @@ import re
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -524,12 +525,15 @@ def check_login(
     codex_version: tuple[int, int, int] | None = None,
     now: dt.datetime | None = None,
     timeout_s: float = LOGIN_STATUS_TIMEOUT_S,
+    stop: threading.Event | None = None,
 ) -> Verdict:
     """Read ``auth.json`` and ``config.toml`` under the codex home and :func:`assess` them.
 
     Spawns nothing, except ``codex login status`` when the credentials live in the OS keyring
     (``codex``: the executable to ask; found with :func:`~codex_cli_image.launcher.locate` when
-    None). Never writes, never refreshes a token, never calls the network itself.
+    None; ``stop`` ends that run at once, as for
+    :func:`~codex_cli_image.launcher.probe_version`). Never writes, never refreshes a token, never
+    calls the network itself.
     """
     env = dict(os.environ if env is None else env)
     home = codex_home_path(env, codex_home)
@@ -553,7 +557,7 @@ def check_login(
     store = config.get("cli_auth_credentials_store") if config_error is None else None
     status: LoginStatus | None = None
     if store == "keyring" or (store == "auto" and auth is None and auth_error is None):
-        status = _login_status(home, env, codex, timeout_s)
+        status = _login_status(home, env, codex, timeout_s, stop)
     return assess(
         auth=auth,
         config=config,
@@ -642,7 +646,11 @@ def _os_reason(exc: OSError) -> str:
 
 
 def _login_status(
-    home: Path, env: Mapping[str, str], codex: Codex | None, timeout_s: float
+    home: Path,
+    env: Mapping[str, str],
+    codex: Codex | None,
+    timeout_s: float,
+    stop: threading.Event | None,
 ) -> LoginStatus:
     """Ask codex; its answer (stderr) can show part of an API key, so only the parse leaves here."""
     from .launcher import locate
@@ -653,6 +661,7 @@ def _login_status(
             codex.command("login", "status"),
             env={**codex.env, "CODEX_HOME": str(home)},
             timeout_s=timeout_s,
+            stop=stop,
         )
     except (OSError, subprocess.TimeoutExpired):
         return "error"

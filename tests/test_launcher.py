@@ -3,13 +3,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from codex_cli_image import LaunchError, launcher, locate, probe_version
+from codex_cli_image import LaunchError, _proc, launcher, locate, probe_version
 from codex_cli_image.launcher import CodexVersion, _Platform, parse_version
 from codex_cli_image.testing import FakeCodex
 
@@ -466,6 +467,24 @@ def test_probe_interrupted_kills_the_child(
     monkeypatch.setattr(subprocess.Popen, "communicate", interrupted)
     with pytest.raises(KeyboardInterrupt):
         probe_version(codex, timeout_s=5)
+    pid = int(pid_file.read_text())
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+
+
+def test_probe_told_to_stop_ends_the_child_at_once(tmp_path: Path, isolated_home: Path) -> None:
+    """Regression guard: Ctrl-C during a slow version probe waited out the probe's own limit."""
+    pid_file = tmp_path / "pid"
+    script = tmp_path / "codex"
+    script.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 30\n")
+    script.chmod(0o755)
+    codex = locate(script, env=env_for(isolated_home, path="/usr/bin:/bin"))
+    stop = threading.Event()
+    timer = threading.Timer(0.5, stop.set)
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(_proc.Stopped):
+        probe_version(codex, timeout_s=20, stop=stop)
+    assert time.monotonic() - started < 3
     pid = int(pid_file.read_text())
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
 
