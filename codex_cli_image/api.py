@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -245,7 +246,7 @@ async def agenerate(
         raise InputError(
             f"Could not write the image to {target.path}: {exc.strerror or exc}.{kept}",
             reason="output_write_failed",
-            hint="Free some space or choose another output folder, then retry.",
+            hint=_delivery_hint(exc, kept=produced.codex_file is not None),
             thread_id=produced.thread_id,
             codex_version=str(version),
         ) from exc
@@ -298,6 +299,19 @@ async def _stoppable(step: Callable[..., _T]) -> _T:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(done.wait, _CLEANUP_WAIT_S)
         raise
+
+
+def _delivery_hint(exc: OSError, *, kept: bool) -> str:
+    """What to do when the image could not be written: regenerating it is the last resort."""
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        fix = "Free some space on that disk, or choose another output folder"
+    elif exc.errno == errno.ENOENT:
+        fix = "The output folder was removed while codex worked: recreate it or choose another"
+    else:
+        fix = "Check the output folder (permissions, space), or choose another"
+    if kept:
+        return f"{fix}; the image is not lost: copy it from codex's copy named above."
+    return f"{fix}, then retry."
 
 
 def _refuse_copied_reference(produced: Produced, references: list[Reference], version: str) -> None:
