@@ -230,9 +230,10 @@ class Guard:
         self.said(proc.stdout, proc.stderr)
         return proc
 
-    def start_cli(self, *args: str) -> subprocess.Popen[str]:
+    def start_cli(self, *args: str) -> RunningCli:
+        """``codex-image ARGS`` started in the background; see :class:`RunningCli`."""
         self._count_run()
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             self.cli_argv(*args),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -240,18 +241,7 @@ class Guard:
             text=True,
             env=dict(os.environ),
         )
-
-    def finish(self, proc: subprocess.Popen[str], timeout: float = 60) -> tuple[str, str]:
-        """Wait for a started CLI and record its output (it is killed if it does not end)."""
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-            self.said(out, err)
-            pytest.fail(f"the CLI did not end within {timeout} s")
-        self.said(out, err)
-        return out, err
+        return RunningCli(proc, self)
 
     # --- after ---
 
@@ -318,6 +308,56 @@ class Guard:
         finally:
             logger.removeHandler(self._said)
             logger.setLevel(level)
+
+
+class RunningCli:
+    """A CLI process whose stdout and stderr are read as they come (no pipe ever fills)."""
+
+    def __init__(self, proc: subprocess.Popen[str], guard: Guard) -> None:
+        self.proc = proc
+        self.guard = guard
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._read, args=(proc.stdout, self.out), daemon=True),
+            threading.Thread(target=self._read, args=(proc.stderr, self.err), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _read(stream: Any, lines: list[str]) -> None:
+        for line in stream:
+            lines.append(line)
+
+    def events(self) -> list[str]:
+        """The names of the ``--events`` lines on stderr so far."""
+        names = []
+        for line in list(self.err):
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                names.append(json.loads(line)["event"])
+        return names
+
+    def wait_for_event(self, name: str, timeout: float = 30) -> None:
+        wait_for(lambda: name in self.events() or self.proc.poll() is not None, timeout, name)
+        assert name in self.events(), f"the CLI ended before {name}: {''.join(self.err)}"
+
+    def finish(self, timeout: float = 60) -> tuple[int, str, str]:
+        """Wait for the CLI and record what it said (it is killed if it does not end)."""
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for reader in self._readers:
+            reader.join(10)
+        out, err = "".join(self.out), "".join(self.err)
+        self.guard.said(out, err)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+        assert self.proc.returncode is not None
+        return self.proc.returncode, out, err
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 30, what: str = "") -> None:

@@ -193,18 +193,12 @@ def test_folder_removed_mid_run(guard: Guard) -> None:
 def test_folder_removed_mid_run_through_the_cli(guard: Guard) -> None:
     doomed = guard.root / "doomed"
     doomed.mkdir()
-    guard.fake.configure("success", delay=0.5)
-    proc = guard.start_cli("generate", "a lighthouse", "-o", str(doomed), "--json", "--events")
-    assert proc.stderr is not None
-    seen = []
-    for line in proc.stderr:
-        seen.append(line)
-        if json.loads(line)["event"] == "thread_started":
-            shutil.rmtree(doomed)
-            break
-    out, err = guard.finish(proc)
-    guard.said(*seen)
-    assert proc.returncode == 2, err
+    guard.fake.configure("success", delay=2)  # time enough to see the event and act on it
+    running = guard.start_cli("generate", "a lighthouse", "-o", str(doomed), "--json", "--events")
+    running.wait_for_event("thread_started")
+    shutil.rmtree(doomed)
+    code, out, err = running.finish()
+    assert code == 2, err
     error = json.loads(out)["error"]
     assert (error["kind"], error["reason"]) == ("input", "output_write_failed")
     (copy,) = guard.fake.generated_images()
