@@ -103,15 +103,15 @@ def _protected_state(path: Path) -> tuple[object, ...] | None:
 
 
 class _Said(logging.Handler):
-    """Keeps every record of the package's logger, formatted with its traceback."""
+    """Hands every record of the package's logger, with its traceback, to ``said``."""
 
-    def __init__(self) -> None:
+    def __init__(self, said: Callable[[str], None]) -> None:
         super().__init__(logging.DEBUG)
         self.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
-        self.lines: list[str] = []
+        self._said = said
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
+        self._said(self.format(record))
 
 
 class Guard:
@@ -141,11 +141,12 @@ class Guard:
         (self.out / "older.png").write_bytes(make_png(8, 8, "an older picture"))
         self.reference.write_bytes(make_png(16, 16, "a reference the user drew"))
         self.secrets = _secrets(auth)
-        self.texts: list[str] = []
+        self.scanned = 0  # texts searched for secrets as they were said
+        self.leaks: list[tuple[str, str]] = []  # (secret, the text it was in)
         self.runs = 0
         self.verified = False
         self._lock = threading.Lock()
-        self._said = _Said()
+        self._said = _Said(self.said)
         self.snapshot()
 
     # --- before ---
@@ -172,8 +173,11 @@ class Guard:
     # --- driving our code, recording what it says ---
 
     def said(self, *texts: str) -> None:
+        """Search what our code said for secrets now (nothing is kept: 50 runs stay flat)."""
+        found = [(secret, text) for text in texts for secret in self.secrets if secret in text]
         with self._lock:
-            self.texts.extend(texts)
+            self.scanned += len(texts)
+            self.leaks += found
 
     def said_error(self, error: BaseException) -> None:
         self.said(str(error), repr(error), "".join(traceback.format_exception(error)))
@@ -286,9 +290,8 @@ class Guard:
         for path, before in self._protected.items():
             assert _protected_state(path) == before, f"{path.name} was modified"
 
-        said = [*self.texts, *self._said.lines]
-        leaks = sorted({s for s in self.secrets for text in said if s in text})
-        assert leaks == [], "secrets in our output"
+        assert self.scanned > 0, "nothing our code said was searched for secrets"
+        assert self.leaks == [], "secrets in our output"
         reached = [c.env_present for c in self.fake.exec_calls if c.env_present]
         assert reached == [], "credential variables reached codex"
 
