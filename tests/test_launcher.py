@@ -127,6 +127,7 @@ def test_shim_without_native_binary_runs_through_absolute_node(
     assert codex.argv[1] == str(codex.shim)
 
 
+@pytest.mark.bad_input
 def test_shim_without_native_binary_or_node_is_refused(
     tmp_path: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -203,6 +204,7 @@ def test_not_found_lists_where_it_looked(isolated_home: Path) -> None:
     assert "npm install -g @openai/codex" in error.hint and "CODEX_BIN" in error.hint
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("label", ["explicit", "CODEX_BIN"])
 def test_given_path_missing_is_named(tmp_path: Path, isolated_home: Path, label: str) -> None:
     missing = tmp_path / "nope" / "codex"
@@ -217,6 +219,7 @@ def test_given_path_missing_is_named(tmp_path: Path, isolated_home: Path, label:
     assert ("--codex" if label == "explicit" else "CODEX_BIN") in info.value.message
 
 
+@pytest.mark.bad_input
 def test_given_path_not_executable(tmp_path: Path, isolated_home: Path) -> None:
     plain = tmp_path / "codex"
     plain.write_text("#!/bin/sh\n")
@@ -431,6 +434,7 @@ def test_unreadable_places_do_not_raise_foreign_errors(
     assert info.value.reason == "codex_path_missing"
 
 
+@pytest.mark.bad_input
 def test_unknown_user_in_codex_bin(isolated_home: Path) -> None:
     with pytest.raises(LaunchError) as info:
         locate(env=env_for(isolated_home, CODEX_BIN="~nosuchuser0xyz/codex"))

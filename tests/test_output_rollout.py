@@ -46,6 +46,7 @@ def test_default_output_is_the_current_directory(
     assert plan_output(None, "fox", now=NOW).path == tmp_path / "fox-20261121-093005.png"
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     ("setup", "reason"),
     [

@@ -228,6 +228,7 @@ def test_file_based_check_spawns_nothing(fp, tmp_path: Path) -> None:  # type: i
     assert verdict.reason == "relay_provider" and verdict.account == "fixture.user@example.com"
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     ("content", "reason", "detail"),
     [
@@ -253,6 +254,7 @@ def test_reader_describes_broken_files_without_contents(
     assert "FIXTURE_SECRET" not in repr(verdict)
 
 
+@pytest.mark.bad_input
 def test_reader_reports_toml_position_only(tmp_path: Path) -> None:
     home = tmp_path / "ch"
     home.mkdir()
@@ -262,6 +264,7 @@ def test_reader_reports_toml_position_only(tmp_path: Path) -> None:
     assert "line 1" in (verdict.message or "") and "FIXTURE_SECRET" not in repr(verdict)
 
 
+@pytest.mark.bad_input
 def test_reader_unreadable_auth(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path / "ch"
     home.mkdir()
@@ -278,6 +281,7 @@ def test_reader_unreadable_auth(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert verdict.reason == "auth_unreadable" and "permission denied" in (verdict.message or "")
 
 
+@pytest.mark.bad_input
 @pytest.mark.timeout(10)
 @pytest.mark.parametrize(
     ("name", "reason"), [("auth.json", "auth_unreadable"), ("config.toml", "config_unreadable")]
@@ -298,6 +302,7 @@ def test_reader_opens_only_regular_files(tmp_path: Path, name: str, reason: str,
     assert verdict.reason == reason and expected in (verdict.message or "")
 
 
+@pytest.mark.bad_input
 def test_reader_unreadable_codex_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Regression guard: an unreadable home was reported as a broken config.toml, which the
     user may not even have."""
@@ -317,6 +322,7 @@ def test_reader_unreadable_codex_home(tmp_path: Path, monkeypatch: pytest.Monkey
     assert verdict.hint and "CODEX_HOME" in verdict.hint
 
 
+@pytest.mark.bad_input
 def test_reader_codex_home_resolution(tmp_path: Path) -> None:
     assert check_login(env={"CODEX_HOME": str(tmp_path / "nope")}).reason == "codex_home_missing"
     plain = tmp_path / "file"
@@ -326,6 +332,7 @@ def test_reader_codex_home_resolution(tmp_path: Path) -> None:
     assert check_login(env={"HOME": str(tmp_path)}).reason == "not_signed_in"
 
 
+@pytest.mark.bad_input
 def test_codex_home_from_the_environment_is_taken_literally(tmp_path: Path) -> None:
     """Regression guard: codex does not expand "~" in CODEX_HOME, so neither may we."""
     (tmp_path / "ch").mkdir()
