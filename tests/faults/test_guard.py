@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 
+import psutil
 import pytest
 
 from faultkit import Guard, wait_for
@@ -53,9 +54,8 @@ def test_an_orphan_elsewhere_in_the_system_is_caught(guard: Guard) -> None:
 
 def _running(pid: int) -> bool:
     try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split()[2] != "Z"
-    except FileNotFoundError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
 
 
