@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,6 +18,12 @@ import psutil
 TERMINATE_GRACE_S = 2.0
 _POLL_S = 0.02
 _REAP_S = 1.0
+# How often a run that may be told to stop looks at its stop event.
+_STOP_POLL_S = 0.05
+
+
+class Stopped(Exception):
+    """A bounded run was told to stop (its caller is being cancelled); its tree is gone."""
 
 
 def new_group_kwargs() -> dict[str, Any]:
@@ -31,13 +38,18 @@ def new_group_kwargs() -> dict[str, Any]:
 
 
 def run_bounded(
-    argv: Sequence[str], *, env: Mapping[str, str], timeout_s: float
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    timeout_s: float,
+    stop: threading.Event | None = None,
 ) -> tuple[int, bytes, bytes]:
     """Run a short command to completion: (exit code, stdout, stderr).
 
-    The child leads its own process group. On timeout (``subprocess.TimeoutExpired``), Ctrl-C or
-    any other exception its whole tree is killed and reaped before the exception propagates.
-    Raises OSError when it cannot be started.
+    The child leads its own process group. On timeout (``subprocess.TimeoutExpired``), Ctrl-C,
+    ``stop`` being set from another thread (:class:`Stopped`) or any other exception its whole
+    tree is killed and reaped before the exception propagates. Raises OSError when it cannot be
+    started.
     """
     proc = subprocess.Popen(
         list(argv),
@@ -48,12 +60,30 @@ def run_bounded(
         **new_group_kwargs(),
     )
     try:
-        out, err = proc.communicate(timeout=timeout_s)
+        if stop is None:
+            out, err = proc.communicate(timeout=timeout_s)
+        else:
+            out, err = _communicate_unless_stopped(proc, timeout_s, stop)
     except BaseException:
         kill_tree(proc.pid, grace_s=0)
         _reap(proc)
         raise
     return proc.returncode, out, err
+
+
+def _communicate_unless_stopped(
+    proc: subprocess.Popen[bytes], timeout_s: float, stop: threading.Event
+) -> tuple[bytes, bytes]:
+    deadline = time.monotonic() + timeout_s
+    while not stop.is_set():
+        try:
+            # Retrying after a timeout loses no output (documented for communicate()).
+            wait = min(_STOP_POLL_S, deadline - time.monotonic())
+            return proc.communicate(timeout=max(0.0, wait))
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(proc.args, timeout_s) from None
+    raise Stopped
 
 
 def _reap(proc: subprocess.Popen[bytes]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -208,9 +209,9 @@ async def agenerate(
 
     emit("started", None, None)
     found = await anyio.to_thread.run_sync(partial(locate, codex, env=base_env))
-    version = await anyio.to_thread.run_sync(partial(probe_version, found, timeout_s=left()))
+    version = await _stoppable(partial(probe_version, found, timeout_s=left()))
     home = codex_home_path(base_env, codex_home)
-    verdict = await anyio.to_thread.run_sync(
+    verdict = await _stoppable(
         partial(check_login, home, env=base_env, allow_relay=allow_relay, codex=found,
                 codex_version=version.release, timeout_s=left())
     )  # fmt: skip
@@ -263,7 +264,7 @@ async def agenerate(
         raise InputError(
             f"Could not write the image to {target.path}: {exc.strerror or exc}.{kept}",
             reason="output_write_failed",
-            hint="Free some space or choose another output folder, then retry.",
+            hint=_delivery_hint(exc, kept=produced.codex_file is not None),
             thread_id=produced.thread_id,
             codex_version=str(version),
         ) from exc
@@ -336,6 +337,44 @@ def _fit_beside(data: bytes, original: Path, size: tuple[int, int]) -> FittedIma
     info = inspect_png(fitted)
     return FittedImage(path, info.width, info.height, len(fitted),
                        hashlib.sha256(fitted).hexdigest())  # fmt: skip
+
+
+async def _stoppable(step: Callable[..., T]) -> T:
+    """Run a blocking preflight step (it may run ``codex --version`` or ``codex login status``)
+    in a worker thread, and stop it when cancelled.
+
+    A worker thread cannot be cancelled: waiting for it would hold Ctrl-C for up to the step's
+    own limit, and abandoning it would leave its child running. So it is told to stop (it ends
+    its child's tree) and waited for under a shield.
+    """
+    stop, done = threading.Event(), threading.Event()
+
+    def run() -> T:
+        try:
+            return step(stop=stop)
+        finally:
+            done.set()
+
+    try:
+        return await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
+    except anyio.get_cancelled_exc_class():
+        stop.set()
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(done.wait, _CLEANUP_WAIT_S)
+        raise
+
+
+def _delivery_hint(exc: OSError, *, kept: bool) -> str:
+    """What to do when the image could not be written: regenerating it is the last resort."""
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        fix = "Free some space on that disk, or choose another output folder"
+    elif exc.errno == errno.ENOENT:
+        fix = "The output folder was removed while codex worked: recreate it or choose another"
+    else:
+        fix = "Check the output folder (permissions, space), or choose another"
+    if kept:
+        return f"{fix}; the image is not lost: copy it from codex's copy named above."
+    return f"{fix}, then retry."
 
 
 def _refuse_copied_reference(produced: Produced, references: list[Reference], version: str) -> None:

@@ -25,6 +25,7 @@ import posixpath
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -639,11 +640,20 @@ def parse_version(text: str) -> CodexVersion | None:
     return CodexVersion(int(major), int(minor), int(patch), pre)
 
 
-def probe_version(codex: Codex, *, timeout_s: float = VERSION_PROBE_TIMEOUT_S) -> CodexVersion:
-    """Run ``codex --version`` and parse it. Raises :class:`LaunchError`."""
+def probe_version(
+    codex: Codex,
+    *,
+    timeout_s: float = VERSION_PROBE_TIMEOUT_S,
+    stop: threading.Event | None = None,
+) -> CodexVersion:
+    """Run ``codex --version`` and parse it. Raises :class:`LaunchError`.
+
+    ``stop``: set it from another thread to end the probe at once (it then raises
+    ``_proc.Stopped`` once the child's tree is gone).
+    """
     try:
         returncode, out, err = _proc.run_bounded(
-            codex.command("--version"), env=codex.env, timeout_s=timeout_s
+            codex.command("--version"), env=codex.env, timeout_s=timeout_s, stop=stop
         )
     except OSError as exc:
         raise LaunchError(

@@ -16,8 +16,10 @@ import datetime as dt
 import json
 import os
 import re
+import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,6 +160,7 @@ def assess(
     auth_error: str | None = None,
     config_error: str | None = None,
     codex_home_error: str | None = None,
+    codex_home_unreadable: str | None = None,
     profile: str | None = None,
     login_status: LoginStatus | None = None,
     allow_relay: bool = False,
@@ -168,9 +171,11 @@ def assess(
     """Judge a login and configuration. Pure: every input is passed in, nothing is read.
 
     ``auth``: the parsed auth.json, or None when there is none. ``*_error``: why a file could not
-    be read (a short description with its position, never its contents). ``login_status``: the
-    parsed answer of ``codex login status``, needed when the credentials live in the OS keyring.
-    ``codex_version``: when known, rules that changed between versions follow it.
+    be read (a short description with its position, never its contents); ``codex_home_error``:
+    the codex home does not exist; ``codex_home_unreadable``: it exists but cannot be read.
+    ``login_status``: the parsed answer of ``codex login status``, needed when the credentials
+    live in the OS keyring. ``codex_version``: when known, rules that changed between versions
+    follow it.
     """
     warnings = [
         Notice(
@@ -202,6 +207,13 @@ def assess(
             "codex_home_missing",
             codex_home_error,
             "Create that directory, or unset CODEX_HOME to use ~/.codex.",
+        )
+    if codex_home_unreadable is not None:
+        return refuse(
+            "codex_home_unreadable",
+            codex_home_unreadable,
+            "Give your user read and write access to it (codex keeps its login, sessions and "
+            "images there), or point CODEX_HOME at a directory you own.",
         )
     if config_error is not None:
         return refuse(
@@ -513,12 +525,15 @@ def check_login(
     codex_version: tuple[int, int, int] | None = None,
     now: dt.datetime | None = None,
     timeout_s: float = LOGIN_STATUS_TIMEOUT_S,
+    stop: threading.Event | None = None,
 ) -> Verdict:
     """Read ``auth.json`` and ``config.toml`` under the codex home and :func:`assess` them.
 
     Spawns nothing, except ``codex login status`` when the credentials live in the OS keyring
     (``codex``: the executable to ask; found with :func:`~codex_cli_image.launcher.locate` when
-    None). Never writes, never refreshes a token, never calls the network itself.
+    None; ``stop`` ends that run at once, as for
+    :func:`~codex_cli_image.launcher.probe_version`). Never writes, never refreshes a token, never
+    calls the network itself.
     """
     env = dict(os.environ if env is None else env)
     home = codex_home_path(env, codex_home)
@@ -531,12 +546,18 @@ def check_login(
             auth=None, config={}, env=env, now=now, allow_relay=allow_relay,
             codex_home_error=f"CODEX_HOME points to {home}, which {what}.",
         )  # fmt: skip
+    unreadable = _unreadable_dir(home)
+    if unreadable is not None:
+        return assess(
+            auth=None, config={}, env=env, now=now, allow_relay=allow_relay,
+            codex_home_unreadable=f"The codex home {home} cannot be read: {unreadable}.",
+        )  # fmt: skip
     config, config_error = _read_toml(config_file)
     auth, auth_error = _read_auth(auth_file)
     store = config.get("cli_auth_credentials_store") if config_error is None else None
     status: LoginStatus | None = None
     if store == "keyring" or (store == "auto" and auth is None and auth_error is None):
-        status = _login_status(home, env, codex, timeout_s)
+        status = _login_status(home, env, codex, timeout_s, stop)
     return assess(
         auth=auth,
         config=config,
@@ -552,15 +573,44 @@ def check_login(
     )
 
 
-def _read_toml(path: Path) -> tuple[dict[str, Any], str | None]:
+def _unreadable_dir(home: Path) -> str | None:
+    """Why an existing codex home cannot be listed or entered; None when it can (or is absent)."""
     try:
-        text = path.read_bytes().decode("utf-8")
+        with os.scandir(home) as entries:  # listing needs read permission
+            next(entries, None)
+        (home / "auth.json").stat()  # looking inside needs search (execute) permission
     except FileNotFoundError:
-        return {}, None
-    except UnicodeDecodeError:
-        return {}, "it is not UTF-8 text"
+        return None
     except OSError as exc:
-        return {}, _os_reason(exc)
+        return _os_reason(exc)
+    return None
+
+
+def _read_text(path: Path) -> tuple[str | None, str | None]:
+    """(text, None), (None, why it cannot be read), or (None, None) when there is no file.
+
+    Only a regular file is opened: a FIFO or a device in its place would block the read forever,
+    beyond any deadline (a worker thread cannot be cancelled).
+    """
+    try:
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            return None, "it is a directory"
+        if not stat.S_ISREG(mode):
+            return None, "it is not a regular file"
+        return path.read_bytes().decode("utf-8"), None
+    except FileNotFoundError:
+        return None, None
+    except UnicodeDecodeError:
+        return None, "it is not UTF-8 text"
+    except OSError as exc:
+        return None, _os_reason(exc)
+
+
+def _read_toml(path: Path) -> tuple[dict[str, Any], str | None]:
+    text, problem = _read_text(path)
+    if text is None:
+        return {}, problem
     try:
         return tomllib.loads(text), None
     except tomllib.TOMLDecodeError as exc:
@@ -573,14 +623,9 @@ def _read_toml(path: Path) -> tuple[dict[str, Any], str | None]:
 
 
 def _read_auth(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        return None, None
-    except UnicodeDecodeError:
-        return None, "it is not UTF-8 text"
-    except OSError as exc:
-        return None, _os_reason(exc)
+    text, problem = _read_text(path)
+    if text is None:
+        return None, problem
     if not text.strip():
         return {}, None  # an empty file is a signed-out login, not a broken one
     try:
@@ -601,7 +646,11 @@ def _os_reason(exc: OSError) -> str:
 
 
 def _login_status(
-    home: Path, env: Mapping[str, str], codex: Codex | None, timeout_s: float
+    home: Path,
+    env: Mapping[str, str],
+    codex: Codex | None,
+    timeout_s: float,
+    stop: threading.Event | None,
 ) -> LoginStatus:
     """Ask codex; its answer (stderr) can show part of an API key, so only the parse leaves here."""
     from .launcher import locate
@@ -612,6 +661,7 @@ def _login_status(
             codex.command("login", "status"),
             env={**codex.env, "CODEX_HOME": str(home)},
             timeout_s=timeout_s,
+            stop=stop,
         )
     except (OSError, subprocess.TimeoutExpired):
         return "error"

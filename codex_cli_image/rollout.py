@@ -46,15 +46,21 @@ def find_rollout(
 ) -> Path | None:
     """The rollout file of ``thread_id``: the day folders near ``around`` first, then all."""
     sessions = codex_home / "sessions"
-    pattern = f"rollout-*-{thread_id}.jsonl"
+    suffix = f"-{thread_id}.jsonl"
+
+    def newest(paths: Iterable[Path]) -> Path | None:
+        # Matched by name, not in the glob pattern: a pattern per thread would fill the
+        # interpreter's pattern caches in a long-lived process, and an id is no pattern.
+        found = sorted(p for p in paths if p.name.endswith(suffix))
+        return found[-1] if found else None
+
     moment = around or dt.datetime.now()
     for day in (moment, moment - dt.timedelta(days=1), moment + dt.timedelta(days=1)):
         folder = sessions / day.strftime("%Y") / day.strftime("%m") / day.strftime("%d")
-        found = sorted(folder.glob(pattern)) if folder.is_dir() else []
-        if found:
-            return found[-1]
-    found = sorted(sessions.glob(f"*/*/*/{pattern}")) if sessions.is_dir() else []
-    return found[-1] if found else None
+        found = newest(folder.glob("rollout-*.jsonl")) if folder.is_dir() else None
+        if found is not None:
+            return found
+    return newest(sessions.glob("*/*/*/rollout-*.jsonl")) if sessions.is_dir() else None
 
 
 def read_image_records(path: Path) -> list[ImageRecord]:

@@ -4,6 +4,7 @@ import contextlib
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -79,3 +80,47 @@ def real_codex_shim() -> Path:
         if IN_CI:
             pytest.fail(f"{reason} (CI must run the real-codex tests)")
         pytest.skip(reason)
+
+
+# --- the fault suite's figures (README, "Fault suite") ---------------------------------------
+
+_TALLIED = ("faults", "bad_input")
+_KINDS: dict[str, list[str]] = {}
+_TALLY: dict[str, dict[str, Any]] = {}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        # Markers, not keywords: every test under tests/faults has "faults" among its keywords.
+        kinds = [kind for kind in _TALLIED if item.get_closest_marker(kind) is not None]
+        if kinds:
+            _KINDS[item.nodeid] = kinds
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Note each fault and bad-input case: whether it ran, whether it held, and how many runs
+    its guard verified (``leak_free_runs``, recorded by tests/faults/faultkit.py)."""
+    kinds = _KINDS.get(report.nodeid)
+    if not kinds:
+        return
+    entry = _TALLY.setdefault(report.nodeid, {"kinds": kinds, "ran": False, "failed": False})
+    entry["failed"] = entry["failed"] or report.failed
+    entry["ran"] = entry["ran"] or report.failed or (report.when == "call" and report.passed)
+    if report.when == "teardown":
+        entry["runs"] = sum(v for k, v in report.user_properties if k == "leak_free_runs")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    ran = [entry for entry in _TALLY.values() if entry["ran"]]
+    faults = [e for e in ran if "faults" in e["kinds"]]
+    bad = [e for e in ran if "bad_input" in e["kinds"]]
+    if not ran:
+        return
+    held = [e for e in faults if not e["failed"]]
+    refused = [e for e in bad if not e["failed"]]
+    runs = sum(e.get("runs", 0) for e in held)
+    terminalreporter.write_sep("-", "fault suite")
+    terminalreporter.write_line(
+        f"faults survived: {len(held)}/{len(faults)}; bad inputs refused: "
+        f"{len(refused)}/{len(bad)}; runs without a leak: {runs}"
+    )

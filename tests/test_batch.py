@@ -128,6 +128,7 @@ def test_json_lines_with_every_field() -> None:
          "line 1: 6 references"),
     ],
 )  # fmt: skip
+@pytest.mark.bad_input
 def test_bad_batches_name_the_line(text: str, reason: str, names: str) -> None:
     with pytest.raises(InputError) as info:
         parse_batch(text)

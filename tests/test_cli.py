@@ -37,6 +37,7 @@ def test_version_via_module_and_console_script() -> None:
     assert out.stdout.strip() == f"codex-image {codex_cli_image.__version__}"
 
 
+@pytest.mark.bad_input
 def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["doctor", "--bogus"])
@@ -96,6 +97,7 @@ def test_doctor_not_found_exits_6(capsys: pytest.CaptureFixture[str]) -> None:
     assert report["image_generation"] is None
 
 
+@pytest.mark.bad_input
 def test_doctor_explicit_missing_path_human(tmp_path: Path) -> None:
     env = {**os.environ, "PATH": "/nonexistent"}
     result = cli("doctor", "--codex", str(tmp_path / "nope"), env=env)
@@ -161,6 +163,7 @@ def test_doctor_reports_the_feature_flag_codex_sees(
     assert [p["reason"] for p in report["problems"]] == ["image_generation_disabled"]
 
 
+@pytest.mark.bad_input
 def test_doctor_missing_codex_home(
     fake_codex: FakeCodex, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

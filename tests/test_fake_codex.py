@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import signal
@@ -350,6 +351,48 @@ def test_kill_tree_reaches_helpers_orphaned_before_the_kill(fake: FakeCodex) -> 
     wait_for(
         lambda: not psutil.pid_exists(helper_pid) or psutil.Process(helper_pid).status() == "zombie"
     )
+    assert proc.stdout is not None
+    proc.stdout.close()
+
+
+def test_image_written_slowly_in_pieces(fake: FakeCodex) -> None:
+    proc = start_fake(fake, "success", write_pieces=4, piece_delay=0.3)
+    sizes: list[int] = []
+    while proc.poll() is None:
+        sizes += [p.stat().st_size for p in fake.generated_images()]
+        time.sleep(0.05)
+    assert proc.stdout is not None
+    proc.stdout.close()
+    (image,) = fake.generated_images()
+    data = image.read_bytes()
+    assert png_ok(data)
+    assert len({size for size in sizes if 0 < size < len(data)}) == 3  # seen part-written
+    assert hashlib.sha256(data).hexdigest() == fake.exec_calls[-1].raw["image_sha256"]
+
+
+@pytest.mark.parametrize(
+    ("moment", "events", "image"),
+    [("turn", 2, None), ("image", 2, "partial"), ("saved", 2, "complete")],
+)
+def test_sigkill_itself(fake: FakeCodex, moment: str, events: int, image: str | None) -> None:
+    run = run_fake(fake, sigkill_at=moment, write_pieces=3)
+    assert run.returncode == -signal.SIGKILL and len(run.types) == events
+    images = fake.generated_images()
+    if image is None:
+        assert images == []
+    else:
+        (path,) = images
+        assert png_ok(path.read_bytes()) == (image == "complete")
+
+
+def test_ignore_sigterm_in_any_scenario(fake: FakeCodex) -> None:
+    proc = start_fake(fake, "hang_after_image", ignore_sigterm=True)
+    wait_for(lambda: hanging(fake))
+    proc.terminate()
+    with pytest.raises(subprocess.TimeoutExpired):
+        proc.wait(0.5)
+    _proc.kill_tree(proc.pid, grace_s=0.2)
+    assert proc.wait(5) == -signal.SIGKILL
     assert proc.stdout is not None
     proc.stdout.close()
 

@@ -393,6 +393,7 @@ def test_sync_api_inside_a_running_event_loop(fake_codex: FakeCodex, out: Path) 
 # --- input, preflight, delivery --------------------------------------------------------------
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     ("prompt", "reason"),
     [
@@ -410,6 +411,7 @@ def test_bad_prompts_fail_before_codex_runs(
     assert fake_codex.calls == []
 
 
+@pytest.mark.bad_input
 def test_existing_output_is_refused_before_codex_runs(fake_codex: FakeCodex, out: Path) -> None:
     (out / "image.png").write_bytes(b"precious")
     error = fails(fake_codex, out, "success")
@@ -417,6 +419,7 @@ def test_existing_output_is_refused_before_codex_runs(fake_codex: FakeCodex, out
     assert (out / "image.png").read_bytes() == b"precious"
 
 
+@pytest.mark.bad_input
 def test_api_key_login_fails_fast(fake_codex: FakeCodex, out: Path) -> None:
     """No `exec` for a login that cannot make images: refused before any quota is spent."""
     shutil.copy(FIXTURES / "auth" / "apikey.json", fake_codex.codex_home / "auth.json")
@@ -500,6 +503,7 @@ def test_cli_events_stream(fake_codex: FakeCodex, out: Path) -> None:
     assert [e["event"] for e in events][0] == "started" and events[-1]["event"] == "finished"
 
 
+@pytest.mark.bad_input
 def test_cli_input_errors(fake_codex: FakeCodex, out: Path) -> None:
     result = cli("generate", "  ", "-o", str(out / "a.png"))
     assert result.returncode == 2
@@ -568,6 +572,7 @@ def test_deadline_bounds_the_preflight(fake_codex: FakeCodex, out: Path) -> None
     assert time.monotonic() - started < 5 and fake_codex.exec_calls == []
 
 
+@pytest.mark.bad_input
 def test_bad_model_names(fake_codex: FakeCodex, out: Path) -> None:
     assert fails(fake_codex, out, "success", model="gpt\x00x").reason == "invalid_model"
     result = run(fake_codex, out, model="-looks-like-a-flag")

@@ -3,13 +3,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from codex_cli_image import LaunchError, launcher, locate, probe_version
+from codex_cli_image import LaunchError, _proc, launcher, locate, probe_version
 from codex_cli_image.launcher import CodexVersion, _Platform, parse_version
 from codex_cli_image.testing import FakeCodex
 
@@ -126,6 +127,7 @@ def test_shim_without_native_binary_runs_through_absolute_node(
     assert codex.argv[1] == str(codex.shim)
 
 
+@pytest.mark.bad_input
 def test_shim_without_native_binary_or_node_is_refused(
     tmp_path: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -202,6 +204,7 @@ def test_not_found_lists_where_it_looked(isolated_home: Path) -> None:
     assert "npm install -g @openai/codex" in error.hint and "CODEX_BIN" in error.hint
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("label", ["explicit", "CODEX_BIN"])
 def test_given_path_missing_is_named(tmp_path: Path, isolated_home: Path, label: str) -> None:
     missing = tmp_path / "nope" / "codex"
@@ -216,6 +219,7 @@ def test_given_path_missing_is_named(tmp_path: Path, isolated_home: Path, label:
     assert ("--codex" if label == "explicit" else "CODEX_BIN") in info.value.message
 
 
+@pytest.mark.bad_input
 def test_given_path_not_executable(tmp_path: Path, isolated_home: Path) -> None:
     plain = tmp_path / "codex"
     plain.write_text("#!/bin/sh\n")
@@ -430,6 +434,7 @@ def test_unreadable_places_do_not_raise_foreign_errors(
     assert info.value.reason == "codex_path_missing"
 
 
+@pytest.mark.bad_input
 def test_unknown_user_in_codex_bin(isolated_home: Path) -> None:
     with pytest.raises(LaunchError) as info:
         locate(env=env_for(isolated_home, CODEX_BIN="~nosuchuser0xyz/codex"))
@@ -466,6 +471,24 @@ def test_probe_interrupted_kills_the_child(
     monkeypatch.setattr(subprocess.Popen, "communicate", interrupted)
     with pytest.raises(KeyboardInterrupt):
         probe_version(codex, timeout_s=5)
+    pid = int(pid_file.read_text())
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+
+
+def test_probe_told_to_stop_ends_the_child_at_once(tmp_path: Path, isolated_home: Path) -> None:
+    """Regression guard: Ctrl-C during a slow version probe waited out the probe's own limit."""
+    pid_file = tmp_path / "pid"
+    script = tmp_path / "codex"
+    script.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 30\n")
+    script.chmod(0o755)
+    codex = locate(script, env=env_for(isolated_home, path="/usr/bin:/bin"))
+    stop = threading.Event()
+    timer = threading.Timer(0.5, stop.set)
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(_proc.Stopped):
+        probe_version(codex, timeout_s=20, stop=stop)
+    assert time.monotonic() - started < 3
     pid = int(pid_file.read_text())
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
 

@@ -46,6 +46,7 @@ def test_default_output_is_the_current_directory(
     assert plan_output(None, "fox", now=NOW).path == tmp_path / "fox-20261121-093005.png"
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     ("setup", "reason"),
     [
@@ -174,6 +175,17 @@ def test_find_rollout(tmp_path: Path) -> None:
     assert find_rollout(tmp_path, "tid-1", around=dt.datetime(2026, 11, 21, 0, 0, 1)) == target
     assert find_rollout(tmp_path, "tid-1", around=dt.datetime(2020, 1, 1)) == target
     assert find_rollout(tmp_path, "tid-3") is None
+
+
+def test_find_rollout_takes_the_thread_id_literally(tmp_path: Path) -> None:
+    """Regression guard: the id was part of a glob pattern, a new pattern to compile and cache
+    for every run of a long-lived process (and an id with [ or * would not match itself)."""
+    day = tmp_path / "sessions" / "2026" / "11" / "20"
+    day.mkdir(parents=True)
+    (day / "rollout-2026-11-20T10-00-00-tid-1.jsonl").write_text("")
+    odd = day / "rollout-2026-11-20T10-00-00-tid-[1].jsonl"
+    odd.write_text("")
+    assert find_rollout(tmp_path, "tid-[1]", around=dt.datetime(2026, 11, 20)) == odd
 
 
 def test_hosted_record_decodes_to_the_png(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,7 @@ CASES: list[tuple[str, str | None, str | None, dict[str, Any], str | None, str |
     ("feature off", "chatgpt-plus.json", "image-disabled.toml", {}, "image_generation_disabled", "chatgpt", "plus"),
     ("feature off in profile", "chatgpt-plus.json", "profile-image-disabled.toml", {}, "image_generation_disabled", "chatgpt", "plus"),
     ("codex home missing", "chatgpt-plus.json", None, {"codex_home_error": 'CODEX_HOME points to "/x", which does not exist.'}, "codex_home_missing", None, None),
+    ("codex home unreadable", "chatgpt-plus.json", None, {"codex_home_unreadable": "The codex home /x cannot be read: permission denied."}, "codex_home_unreadable", None, None),
     ("auth unreadable", None, None, {"auth_error": "invalid JSON at line 1, column 64"}, "auth_unreadable", None, None),
     ("config unreadable", "chatgpt-plus.json", None, {"config_error": "invalid TOML at line 1, column 9"}, "config_unreadable", None, None),
     ("undefined profile", "chatgpt-plus.json", None, {"profile": "nope"}, "config_unreadable", None, None),
@@ -226,6 +228,7 @@ def test_file_based_check_spawns_nothing(fp, tmp_path: Path) -> None:  # type: i
     assert verdict.reason == "relay_provider" and verdict.account == "fixture.user@example.com"
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     ("content", "reason", "detail"),
     [
@@ -251,6 +254,7 @@ def test_reader_describes_broken_files_without_contents(
     assert "FIXTURE_SECRET" not in repr(verdict)
 
 
+@pytest.mark.bad_input
 def test_reader_reports_toml_position_only(tmp_path: Path) -> None:
     home = tmp_path / "ch"
     home.mkdir()
@@ -260,6 +264,7 @@ def test_reader_reports_toml_position_only(tmp_path: Path) -> None:
     assert "line 1" in (verdict.message or "") and "FIXTURE_SECRET" not in repr(verdict)
 
 
+@pytest.mark.bad_input
 def test_reader_unreadable_auth(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path / "ch"
     home.mkdir()
@@ -276,6 +281,48 @@ def test_reader_unreadable_auth(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert verdict.reason == "auth_unreadable" and "permission denied" in (verdict.message or "")
 
 
+@pytest.mark.bad_input
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    ("name", "reason"), [("auth.json", "auth_unreadable"), ("config.toml", "config_unreadable")]
+)
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_reader_opens_only_regular_files(tmp_path: Path, name: str, reason: str, kind: str) -> None:
+    """Regression guard: a FIFO in place of auth.json blocked the read, and the call, forever."""
+    home = tmp_path / "ch"
+    home.mkdir()
+    (home / "auth.json").write_bytes((FIXTURES / "auth" / "chatgpt-plus.json").read_bytes())
+    (home / name).unlink(missing_ok=True)
+    if kind == "fifo":
+        os.mkfifo(home / name)
+    else:
+        (home / name).mkdir()
+    verdict = check_login(home, env={})
+    expected = "not a regular file" if kind == "fifo" else "it is a directory"
+    assert verdict.reason == reason and expected in (verdict.message or "")
+
+
+@pytest.mark.bad_input
+def test_reader_unreadable_codex_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression guard: an unreadable home was reported as a broken config.toml, which the
+    user may not even have."""
+    home = tmp_path / "ch"
+    home.mkdir()
+    real_scandir = os.scandir
+
+    def scandir(path: Any) -> Any:
+        if Path(path) == home:  # a chmod 000 directory, as root cannot make one
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    verdict = check_login(home, env={})
+    assert verdict.reason == "codex_home_unreadable"
+    assert verdict.message == f"The codex home {home} cannot be read: permission denied."
+    assert verdict.hint and "CODEX_HOME" in verdict.hint
+
+
+@pytest.mark.bad_input
 def test_reader_codex_home_resolution(tmp_path: Path) -> None:
     assert check_login(env={"CODEX_HOME": str(tmp_path / "nope")}).reason == "codex_home_missing"
     plain = tmp_path / "file"
@@ -285,6 +332,7 @@ def test_reader_codex_home_resolution(tmp_path: Path) -> None:
     assert check_login(env={"HOME": str(tmp_path)}).reason == "not_signed_in"
 
 
+@pytest.mark.bad_input
 def test_codex_home_from_the_environment_is_taken_literally(tmp_path: Path) -> None:
     """Regression guard: codex does not expand "~" in CODEX_HOME, so neither may we."""
     (tmp_path / "ch").mkdir()

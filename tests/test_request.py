@@ -57,6 +57,7 @@ def test_parse_aspect(text: str, expected: tuple[int, int]) -> None:
     assert parse_aspect(text) == expected
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("text", ["wide", "0:1", "16/9", "-1:2", ""])
 def test_bad_aspects(text: str) -> None:
     with pytest.raises(InputError) as info:
@@ -104,6 +105,7 @@ def test_transparency_warning() -> None:
 # --- references ---
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("kind", sorted(SAMPLES))
 def test_refused_reference_types_name_the_file_and_type(tmp_path: Path, kind: str) -> None:
     path = tmp_path / f"ref.{kind}"
@@ -130,6 +132,7 @@ def test_accepted_reference_types(tmp_path: Path) -> None:
     assert sniff(samples["webp"][:32]) == "webp"
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("problem", ["missing", "symlink", "directory", "oversize", "six"])
 def test_reference_problems(tmp_path: Path, problem: str) -> None:
     good = tmp_path / "good.png"
@@ -178,6 +181,7 @@ def test_references_reach_codex_as_snapshots(fake_codex: FakeCodex, tmp_path: Pa
     assert result.path.read_bytes() != refs[0].read_bytes()
 
 
+@pytest.mark.bad_input
 def test_bad_reference_fails_before_codex_runs(fake_codex: FakeCodex, tmp_path: Path) -> None:
     svg = tmp_path / "logo.svg"
     svg.write_bytes(SAMPLES["svg"])

@@ -60,6 +60,12 @@ DEFAULTS: dict[str, Any] = {
     "stdin_timeout": 10.0,  # the real codex waits forever for stdin EOF; we give up after this
     "hang_max": 120.0,  # a hanging fake still exits after this, so a broken test cannot leak it
     "helper": False,  # start a helper grandchild (as codex starts its code-mode host)
+    "ignore_sigterm": False,  # ignore SIGTERM in any scenario (as hang_ignore_sigterm does)
+    "write_pieces": 1,  # write the image file in this many pieces...
+    "piece_delay": 0.0,  # ...this many seconds apart (a slow disk or a slow download)
+    # SIGKILL itself: "turn" (after turn.started), "image" (after the first piece of the image
+    # file) or "saved" (after the image file is complete, before the closing message)
+    "sigkill_at": None,
     "stderr_bytes": 4 * 1024 * 1024,
     "huge_bytes": 8 * 1024 * 1024,
 }
@@ -585,7 +591,7 @@ class Turn:
 
     def run(self) -> int:
         scenario = self.scenario
-        if scenario == "hang_ignore_sigterm":
+        if scenario == "hang_ignore_sigterm" or self.opts["ignore_sigterm"]:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         self.ex.fake.record["thread_id"] = self.thread_id
         self.ex.fake.save()
@@ -620,6 +626,8 @@ class Turn:
                         "message": f"Reconnecting... {n}/5 ({FAILURES['stream_disconnected']})",
                     }
                 )
+        if self.opts["sigkill_at"] == "turn":
+            _die()
         if scenario in ("hang", "hang_ignore_sigterm", "grandchild"):
             return self._hang()
         if float(self.opts["delay"]) > 0:
@@ -627,6 +635,8 @@ class Turn:
         if scenario in FAILURES or scenario == "turn_failed":
             return self._fail()
         closing = self._image()
+        if self.opts["sigkill_at"] == "saved":
+            _die()
         if scenario == "hang_after_image":
             return self._hang()
         if float(self.opts["final_delay"]) > 0:
@@ -704,11 +714,29 @@ class Turn:
         folder = self.ex.home / "generated_images" / self.thread_id
         folder.mkdir(parents=True, exist_ok=True)
         saved = folder / f"{call_id}.png"
-        saved.write_bytes(data)
+        self.ex.fake.record["image_sha256"] = hashlib.sha256(data).hexdigest()
+        self.ex.fake.save()
+        self._write_image(saved, data)
         self.ex.fake.record["image_path"] = str(saved)
         self.ex.fake.save()
         self._image_record(call_id, "completed", data, saved, None)
         return f"Generated the image ({self.opts['width']}x{self.opts['height']})."
+
+    def _write_image(self, path: Path, data: bytes) -> None:
+        """Write the file as the options say: at once, slowly in pieces (each flushed, so a reader
+        sees it), or only its first piece before dying."""
+        pieces = max(1, int(self.opts["write_pieces"]))
+        if self.opts["sigkill_at"] == "image":
+            pieces = max(pieces, 2)
+        size = -(-len(data) // pieces)
+        with path.open("wb") as handle:
+            for n, start in enumerate(range(0, len(data), size)):
+                if n:
+                    time.sleep(float(self.opts["piece_delay"]))
+                handle.write(data[start : start + size])
+                handle.flush()
+                if self.opts["sigkill_at"] == "image" and start + size < len(data):
+                    _die()
 
     def _call_id(self) -> str:
         style = self.opts["name_style"]
@@ -874,6 +902,12 @@ def emit(event: dict[str, Any]) -> None:
 def err(text: str) -> None:
     sys.stderr.write(text + "\n")
     sys.stderr.flush()
+
+
+def _die() -> None:
+    """End like a process killed by the OOM killer or `kill -9`: no clean-up, no exit message."""
+    sys.stdout.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _flood_stderr(total: int) -> None:

@@ -1,0 +1,68 @@
+"""SIGINT and SIGTERM to our CLI at each stage of a run: while `codex --version` is probed,
+while codex works (with a helper), while it writes the image, and while a codex that ignores
+SIGTERM is being stopped after the image. Each time: exit 130 soon, "interrupted" and no
+traceback, codex's whole tree ended, the user's file at the output path intact."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from faultkit import Guard, RunningCli, wait_for
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(90)]
+
+# How long the CLI may take to exit after the signal: the stop itself is prompt, but the
+# machine is shared. "stopping" includes codex's SIGTERM grace period (2 s) before the kill.
+LIMITS = {"preflight": 6.0, "turn": 6.0, "writing": 6.0, "stopping": 10.0}
+
+
+def _probing(guard: Guard, running: RunningCli) -> None:
+    wait_for(lambda: any(c.argv[:1] == ["--version"] for c in guard.fake.calls), what="--version")
+
+
+def _working(guard: Guard, running: RunningCli) -> None:
+    running.wait_for_event("thread_started")
+    wait_for(lambda: guard.fake.exec_calls and guard.fake.exec_calls[-1].helper_pid, what="helper")
+
+
+def _writing(guard: Guard, running: RunningCli) -> None:
+    wait_for(lambda: guard.fake.generated_images(), what="the image file")
+
+
+def _stopping(guard: Guard, running: RunningCli) -> None:
+    running.wait_for_event("image_saved")
+
+
+STAGES = {
+    "preflight": ({"version_delay": 30}, _probing),
+    "turn": ({"helper": True, "delay": 30}, _working),
+    "writing": ({"write_pieces": 20, "piece_delay": 0.5}, _writing),
+    "stopping": ({"ignore_sigterm": True, "helper": True}, _stopping),
+}
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_to_the_cli(guard: Guard, sig: signal.Signals, stage: str) -> None:
+    options, reached = STAGES[stage]
+    scenario = "hang_after_image" if stage == "stopping" else "success"
+    guard.fake.configure(scenario, **options)
+    running = guard.start_cli(
+        "generate", "a lighthouse", "-o", str(guard.target), "--overwrite", "--events",
+        "-i", str(guard.reference),
+    )  # fmt: skip
+    reached(guard, running)
+    signalled = time.monotonic()
+    running.proc.send_signal(sig)
+    code, out, err = running.finish()
+    assert time.monotonic() - signalled < LIMITS[stage]
+    assert code == 130, err
+    assert err.endswith("\ninterrupted\n") and "Traceback" not in err and out == ""
+    assert "finished" not in running.events()
+    if stage == "stopping":
+        (copy,) = guard.fake.generated_images()  # the image is not lost: codex's copy stays
+        assert copy.read_bytes()
+    guard.verify()  # no delivery: the user's file at the output path is untouched
