@@ -10,6 +10,7 @@ adds new ones often.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,8 @@ __all__ = [
     "TurnStarted",
     "decode_event",
 ]
+
+_THREAD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 MAX_LINE_BYTES = 1 << 20
 
@@ -141,6 +144,10 @@ def decode_event(line: bytes) -> Event | None:
         return None
     kind: str = data["type"]
     if kind == "thread.started" and isinstance(data.get("thread_id"), str):
+        # It becomes a folder name under $CODEX_HOME (and a file we delete is found there):
+        # a thread id that could leave that folder is not one (codex makes UUIDs).
+        if not _THREAD_ID.fullmatch(data["thread_id"]):
+            return None
         return ThreadStarted(data["thread_id"])
     if kind == "turn.started":
         return TurnStarted()

@@ -18,6 +18,7 @@ from codex_cli_image.events import (
     TurnCompleted,
     TurnFailed,
     TurnStarted,
+    decode_event,
 )
 from codex_cli_image.png import PngError, inspect_png
 from codex_cli_image.testing import make_png
@@ -144,3 +145,9 @@ def test_absurd_nesting_is_just_malformed() -> None:
     decoder = EventDecoder()
     assert decoder.feed(b"[" * 200_000 + b"\n" + b'{"type": "turn.started"}\n') == [TurnStarted()]
     assert decoder.malformed == 1
+
+
+@pytest.mark.parametrize("thread_id", ["../../etc", "a/b", "", ".hidden", "x" * 200, "a\\b"])
+def test_a_thread_id_that_could_leave_its_folder_is_ignored(thread_id: str) -> None:
+    line = json.dumps({"type": "thread.started", "thread_id": thread_id})
+    assert decode_event(line.encode()) is None
