@@ -14,6 +14,7 @@ Messages and evidence never contain tokens or keys.
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar, Literal
 
 Kind = Literal["input", "launch", "auth", "quota", "transient"]
@@ -27,6 +28,23 @@ __all__ = [
     "QuotaError",
     "TransientError",
 ]
+
+
+# What a credential looks like when a program echoes one (JWTs: id and access tokens; OpenAI
+# keys; bearer headers; long key=value secrets). Messages quote codex's own output, which we do
+# not control, so every error text passes through this before anyone can print it.
+_SECRETS = re.compile(
+    r"(?P<label>(?i:\bbearer\s+|(?:token|api[_-]?key|secret|password)[\"']?\s*[:=]\s*[\"']?))"
+    r"[A-Za-z0-9._~+/=-]{8,}"
+    r"|eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"
+    r"|\b(?:sk|rk|sess)-[A-Za-z0-9_-]{8,}"
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with anything shaped like a token or key replaced by ``[redacted]`` (a label
+    such as ``Bearer`` or ``"refresh_token":`` is kept, so the message still says what it was)."""
+    return _SECRETS.sub(lambda match: (match.group("label") or "") + "[redacted]", text)
 
 
 class CodexImageError(Exception):
@@ -48,12 +66,13 @@ class CodexImageError(Exception):
         codex_version: str | None = None,
         thread_id: str | None = None,
     ) -> None:
+        message = redact(message)
         super().__init__(message)
         self.message = message
         self.reason = reason
-        self.hint = hint
+        self.hint = redact(hint)
         self.exit_code = exit_code
-        self.stderr_tail = stderr_tail
+        self.stderr_tail = None if stderr_tail is None else redact(stderr_tail)
         self.codex_version = codex_version
         self.thread_id = thread_id
 

@@ -12,6 +12,7 @@ from codex_cli_image import (
     QuotaError,
     TransientError,
 )
+from codex_cli_image.errors import redact
 
 JSON_KEYS = {
     "kind", "reason", "message", "hint", "retry_after_s", "retry_at", "exit_code", "thread_id",
@@ -57,3 +58,24 @@ def test_errors_survive_pickling() -> None:
     error = QuotaError("Limit.", reason="usage_limit", hint="Wait.", retry_after_s=5.0, exit_code=1)
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is QuotaError and copy.to_dict() == error.to_dict() and str(copy) == "Limit."
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("401: Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxMjMifQ.c2ln", "401: Bearer [redacted]"),
+        ("id eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxMjMifQ.c2ln end", "id [redacted] end"),
+        ("Incorrect API key: sk-proj-abcdefghij1234.", "Incorrect API key: [redacted]."),
+        ('{"refresh_token": "rt_0123456789abcdef"}', '{"refresh_token": "[redacted]"}'),
+        ("api_key=abcdefgh12345678 and", "api_key=[redacted] and"),
+        ("429 Too Many Requests, id: req-401-abc", "429 Too Many Requests, id: req-401-abc"),
+        ("try again at 3:45 PM (https://chatgpt.com/codex/settings/usage)",
+         "try again at 3:45 PM (https://chatgpt.com/codex/settings/usage)"),
+        ("max_output_tokens: 12345678", "max_output_tokens: 12345678"),
+    ],
+)  # fmt: skip
+def test_secrets_in_quoted_codex_output_are_redacted(text: str, shown: str) -> None:
+    assert redact(text) == shown
+    error = TransientError(f"codex said: {text}", reason="x", hint="h", stderr_tail=text)
+    assert error.message == f"codex said: {shown}" and error.stderr_tail == shown
+    assert str(error) == error.message
