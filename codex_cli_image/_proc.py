@@ -37,6 +37,116 @@ def new_group_kwargs() -> dict[str, Any]:
     return {"start_new_session": True}
 
 
+class ProcessJob:
+    """On Windows, a Job Object holding codex and everything it starts; elsewhere a no-op.
+
+    Windows has no process groups to signal, and a helper whose parent exited is no longer
+    anyone's child, so neither psutil's tree nor a group finds it. A job does: every process
+    started by a member joins it, and closing a job created with KILL_ON_JOB_CLOSE ends them
+    all (also when our own process dies, since the handle closes with it).
+    """
+
+    def __init__(self) -> None:
+        self._handle: int | None = None
+        if sys.platform == "win32":
+            self._handle = _win_create_job()
+
+    def add(self, pid: int) -> None:
+        """Put ``pid`` in the job (best effort: without a job the tree kill still runs)."""
+        if self._handle is not None:
+            _win_assign(self._handle, pid)
+
+    def close(self) -> None:
+        """End every process still in the job, and release it."""
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            _win_close_job(handle)
+
+
+def _kernel32() -> Any:
+    """kernel32 with the prototypes we call (handles are pointer-sized: never let ctypes pass
+    them as C ints)."""
+    import ctypes
+    from ctypes import wintypes
+
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined,unused-ignore]
+    handle, dword = wintypes.HANDLE, wintypes.DWORD
+    kernel32.CreateJobObjectW.restype = handle
+    kernel32.CreateJobObjectW.argtypes = [wintypes.LPVOID, wintypes.LPCWSTR]
+    kernel32.SetInformationJobObject.restype = wintypes.BOOL
+    kernel32.SetInformationJobObject.argtypes = [handle, ctypes.c_int, wintypes.LPVOID, dword]
+    kernel32.OpenProcess.restype = handle
+    kernel32.OpenProcess.argtypes = [dword, wintypes.BOOL, dword]
+    kernel32.AssignProcessToJobObject.restype = wintypes.BOOL
+    kernel32.AssignProcessToJobObject.argtypes = [handle, handle]
+    kernel32.TerminateJobObject.restype = wintypes.BOOL
+    kernel32.TerminateJobObject.argtypes = [handle, wintypes.UINT]
+    kernel32.CloseHandle.restype = wintypes.BOOL
+    kernel32.CloseHandle.argtypes = [handle]
+    return kernel32
+
+
+def _win_create_job() -> int | None:
+    import ctypes
+
+    counters = ("read_ops", "write_ops", "other_ops", "read_bytes", "write_bytes", "other_bytes")
+
+    class IoCounters(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_ulonglong) for name in counters]
+
+    class BasicLimits(ctypes.Structure):  # JOBOBJECT_BASIC_LIMIT_INFORMATION
+        _fields_ = [
+            ("per_process_user_time", ctypes.c_int64),
+            ("per_job_user_time", ctypes.c_int64),
+            ("limit_flags", ctypes.c_uint32),
+            ("minimum_working_set", ctypes.c_size_t),
+            ("maximum_working_set", ctypes.c_size_t),
+            ("active_process_limit", ctypes.c_uint32),
+            ("affinity", ctypes.c_size_t),
+            ("priority_class", ctypes.c_uint32),
+            ("scheduling_class", ctypes.c_uint32),
+        ]
+
+    class ExtendedLimits(ctypes.Structure):  # JOBOBJECT_EXTENDED_LIMIT_INFORMATION
+        _fields_ = [
+            ("basic", BasicLimits),
+            ("io", IoCounters),
+            ("process_memory_limit", ctypes.c_size_t),
+            ("job_memory_limit", ctypes.c_size_t),
+            ("peak_process_memory_used", ctypes.c_size_t),
+            ("peak_job_memory_used", ctypes.c_size_t),
+        ]
+
+    kernel32 = _kernel32()
+    job = kernel32.CreateJobObjectW(None, None)
+    if not job:
+        return None
+    limits = ExtendedLimits()
+    limits.basic.limit_flags = 0x2000  # JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE
+    extended_limit_information = 9  # JobObjectExtendedLimitInformation
+    if not kernel32.SetInformationJobObject(
+        job, extended_limit_information, ctypes.byref(limits), ctypes.sizeof(limits)
+    ):
+        kernel32.CloseHandle(job)
+        return None
+    return int(job)
+
+
+def _win_assign(job: int, pid: int) -> None:
+    kernel32 = _kernel32()
+    process_set_quota, process_terminate = 0x0100, 0x0001
+    process = kernel32.OpenProcess(process_set_quota | process_terminate, False, pid)
+    if process:
+        kernel32.AssignProcessToJobObject(job, process)
+        kernel32.CloseHandle(process)
+
+
+def _win_close_job(job: int) -> None:
+    kernel32 = _kernel32()
+    kernel32.TerminateJobObject(job, 1)
+    kernel32.CloseHandle(job)
+
+
 def run_bounded(
     argv: Sequence[str],
     *,

@@ -190,6 +190,8 @@ async def _run(attempt: Attempt, workspace: Path) -> Produced:
         start_new_session=bool(group.get("start_new_session")),
         creationflags=int(group.get("creationflags", 0)),
     )
+    job = _proc.ProcessJob()  # Windows: codex's helpers join it, and end with it
+    job.add(process.pid)
     timed_out = False
     try:
         with anyio.move_on_after(max(0.0, attempt.deadline - time.monotonic())) as deadline:
@@ -209,7 +211,7 @@ async def _run(attempt: Attempt, workspace: Path) -> Produced:
         timed_out = deadline.cancelled_caught and state.image is None
     finally:
         with anyio.CancelScope(shield=True):
-            await _stop(process)
+            await _stop(process, job)
     # The file may have landed between the last look and the exit.
     if state.image is None and state.thread_id is not None:
         await anyio.to_thread.run_sync(_look_for_image, state, attempt.codex_home, True)
@@ -377,13 +379,14 @@ def _revised_prompt(attempt: Attempt, state: _State, image: Path) -> str | None:
     return None
 
 
-async def _stop(process: anyio.abc.Process) -> None:
+async def _stop(process: anyio.abc.Process, job: _proc.ProcessJob) -> None:
     """End codex and everything it started, then reap it and close its pipes."""
     if process.returncode is None:
         await anyio.to_thread.run_sync(_proc.kill_tree, process.pid)
     else:
         # Helpers codex left behind in its group.
         _proc.kill_group(process.pid, created_before=time.time())
+    job.close()
     with anyio.move_on_after(5):
         await process.wait()
     for stream in (process.stdin, process.stdout, process.stderr):
