@@ -11,8 +11,6 @@ workspace before the exception propagates.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import logging
 import shutil
@@ -344,11 +342,11 @@ def _look_for_image(state: _State, codex_home: Path, settled: bool = False) -> N
         return
 
 
-def _rollout_records(attempt: Attempt, state: _State) -> list[ImageRecord]:
+def _rollout_records(attempt: Attempt, state: _State, *, keep_image: bool) -> list[ImageRecord]:
     """The image records of this thread's rollout (none when it is missing or unreadable)."""
     path = find_rollout(attempt.codex_home, state.thread_id) if state.thread_id else None
     try:
-        return read_image_records(path) if path else []
+        return read_image_records(path, keep_image=keep_image) if path else []
     except OSError:
         return []
 
@@ -357,21 +355,27 @@ def _rollout_image(
     attempt: Attempt, state: _State
 ) -> tuple[tuple[bytes, PngInfo] | None, ImageRecord] | None:
     """The image kept in the rollout (hosted tools, lost files), or the failed record."""
-    records = _rollout_records(attempt, state)
+    records = _rollout_records(attempt, state, keep_image=True)
     for record in records:
-        if record.status == "completed" and record.result:
+        if record.status != "completed":
+            continue
+        if record.invalid:
+            state.invalid = record.invalid
+        if record.image:
             try:
-                data = base64.b64decode(record.result, validate=True)
-                return (data, inspect_png(data)), record
-            except (binascii.Error, ValueError) as exc:
+                return (record.image, inspect_png(record.image)), record
+            except PngError as exc:
                 state.invalid = str(exc)
     failed = [r for r in records if r.status == "failed" or (r.status is None and r.failure)]
     return (None, failed[-1]) if failed else None
 
 
 def _revised_prompt(attempt: Attempt, state: _State, image: Path) -> str | None:
-    """Best effort: the rollout may not be written yet when codex is stopped early."""
-    for record in _rollout_records(attempt, state):
+    """Best effort: the rollout may not be written yet when codex is stopped early.
+
+    The image is already in hand: the rollout's copy of it (as base64) is skipped, not decoded.
+    """
+    for record in _rollout_records(attempt, state, keep_image=False):
         if record.revised_prompt and (record.id == image.stem or record.saved_path == str(image)):
             return record.revised_prompt
     return None
