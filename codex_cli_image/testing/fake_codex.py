@@ -47,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "height": 64,
     "alpha": False,  # an RGBA image (as for a transparent background)
     "copy_reference": False,  # "edit" by returning the first -i image unchanged
+    "image_file": None,  # a file whose bytes are the image (e.g. a large PNG), as the backend sent
     "message": None,  # the closing agent message; None: a default per scenario
     "error_message": None,  # for scenario "turn_failed"
     # login status answer: chatgpt | apikey | agent | pat | none | error; None: from auth.json
@@ -661,6 +662,8 @@ class Turn:
             {"thread_id": self.thread_id, "prompt_sha256": _sha256(self.ex.prompt)},
             alpha=bool(self.opts["alpha"]),
         )
+        if self.opts["image_file"]:
+            png = Path(self.opts["image_file"]).read_bytes()
         if self.opts["copy_reference"] and self.ex.images:
             png = (self.ex.cwd / self.ex.images[0]).read_bytes()
         if scenario == "hosted_failed":
