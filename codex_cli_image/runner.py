@@ -11,8 +11,6 @@ workspace before the exception propagates.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import logging
 import shutil
@@ -57,7 +55,7 @@ Phase = Literal[
     "retrying",
     "finished",
 ]
-POLL_S = 0.05
+POLL_S = 0.02
 _EOF_WAIT_S = 2.0
 STDERR_TAIL_BYTES = 64 * 1024
 # A file older than the run (minus clock slack) is not this run's image.
@@ -119,7 +117,8 @@ class _State:
     usage: dict[str, int] | None = None
     image: tuple[Path, bytes, PngInfo] | None = None
     invalid: str | None = None
-    sizes: dict[Path, int] = field(default_factory=dict)
+    refused: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    """Size and mtime of each file whose content failed verification."""
     stderr: bytearray = field(default_factory=bytearray)
     stdout_done: anyio.Event = field(default_factory=anyio.Event)
     stderr_done: anyio.Event = field(default_factory=anyio.Event)
@@ -214,7 +213,7 @@ async def _run(attempt: Attempt, workspace: Path) -> Produced:
             await _stop(process, job)
     # The file may have landed between the last look and the exit.
     if state.image is None and state.thread_id is not None:
-        await anyio.to_thread.run_sync(_look_for_image, state, attempt.codex_home, True)
+        await anyio.to_thread.run_sync(_look_for_image, state, attempt.codex_home)
         if state.image is not None:
             attempt.emit("image_saved", str(state.image[0]), state.thread_id)
     if state.image is not None:
@@ -312,10 +311,12 @@ async def _watch_images(state: _State, attempt: Attempt, scope: anyio.CancelScop
         scope.cancel()  # the image is safe: stop codex without waiting for its closing message
 
 
-def _look_for_image(state: _State, codex_home: Path, settled: bool = False) -> None:
-    """Accept the first PNG in the thread's folder that is new, stable in size and valid.
+def _look_for_image(state: _State, codex_home: Path) -> None:
+    """Accept the first PNG in the thread's folder that is new and valid.
 
-    ``settled``: codex has exited, so no file is still being written.
+    A PNG that verifies (IEND last, every CRC) is complete, so it is taken at once: waiting for
+    its size to settle cost a poll. One read while codex was still writing fails as truncated;
+    that file is read again only once its size or time changes.
     """
     folder = codex_home / "generated_images" / (state.thread_id or "")
     try:
@@ -329,9 +330,8 @@ def _look_for_image(state: _State, codex_home: Path, settled: bool = False) -> N
             continue
         if not S_ISREG(stat.st_mode) or stat.st_mtime < state.started_wall - _MTIME_SLACK_S:
             continue
-        # Read only once the size stopped changing between two looks: codex may still write.
-        if not settled and state.sizes.get(path) != stat.st_size:
-            state.sizes[path] = stat.st_size
+        seen = (stat.st_size, stat.st_mtime_ns)
+        if state.refused.get(path) == seen:
             continue
         try:
             data = path.read_bytes()
@@ -340,17 +340,18 @@ def _look_for_image(state: _State, codex_home: Path, settled: bool = False) -> N
             continue
         except PngError as exc:
             state.invalid = str(exc)
+            state.refused[path] = seen
             continue
         state.image = (path, data, info)
         state.invalid = None
         return
 
 
-def _rollout_records(attempt: Attempt, state: _State) -> list[ImageRecord]:
+def _rollout_records(attempt: Attempt, state: _State, *, keep_image: bool) -> list[ImageRecord]:
     """The image records of this thread's rollout (none when it is missing or unreadable)."""
     path = find_rollout(attempt.codex_home, state.thread_id) if state.thread_id else None
     try:
-        return read_image_records(path) if path else []
+        return read_image_records(path, keep_image=keep_image) if path else []
     except OSError:
         return []
 
@@ -359,21 +360,27 @@ def _rollout_image(
     attempt: Attempt, state: _State
 ) -> tuple[tuple[bytes, PngInfo] | None, ImageRecord] | None:
     """The image kept in the rollout (hosted tools, lost files), or the failed record."""
-    records = _rollout_records(attempt, state)
+    records = _rollout_records(attempt, state, keep_image=True)
     for record in records:
-        if record.status == "completed" and record.result:
+        if record.status != "completed":
+            continue
+        if record.invalid:
+            state.invalid = record.invalid
+        if record.image:
             try:
-                data = base64.b64decode(record.result, validate=True)
-                return (data, inspect_png(data)), record
-            except (binascii.Error, ValueError) as exc:
+                return (record.image, inspect_png(record.image)), record
+            except PngError as exc:
                 state.invalid = str(exc)
     failed = [r for r in records if r.status == "failed" or (r.status is None and r.failure)]
     return (None, failed[-1]) if failed else None
 
 
 def _revised_prompt(attempt: Attempt, state: _State, image: Path) -> str | None:
-    """Best effort: the rollout may not be written yet when codex is stopped early."""
-    for record in _rollout_records(attempt, state):
+    """Best effort: the rollout may not be written yet when codex is stopped early.
+
+    The image is already in hand: the rollout's copy of it (as base64) is skipped, not decoded.
+    """
+    for record in _rollout_records(attempt, state, keep_image=False):
         if record.revised_prompt and (record.id == image.stem or record.saved_path == str(image)):
             return record.revised_prompt
     return None

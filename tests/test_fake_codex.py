@@ -248,6 +248,19 @@ def test_failure_texts_are_the_real_ones() -> None:
     assert "Please log out and sign in again." in FAILURES["refresh_failed"]
 
 
+@pytest.mark.parametrize("scenario", ["success", "hosted"])
+def test_image_file_is_the_image_delivered(fake: FakeCodex, tmp_path: Path, scenario: str) -> None:
+    image = tmp_path / "big.png"
+    image.write_bytes(make_png(300, 200, "a large one"))
+    run = run_fake(fake, scenario, image_file=str(image))
+    assert run.returncode == 0
+    payloads = [r["payload"] for r in rollout_records(fake)]
+    results = [p.get("result") or p.get("item", {}).get("result") for p in payloads]
+    assert base64.b64encode(image.read_bytes()).decode() in results
+    if scenario == "success":
+        assert fake.generated_images()[0].read_bytes() == image.read_bytes()
+
+
 def test_turn_failed_with_custom_message(fake: FakeCodex) -> None:
     run = run_fake(fake, "turn_failed", error_message="Connection failed: reset by peer")
     assert run.returncode == 1

@@ -18,12 +18,12 @@ import anyio
 import psutil
 import pytest
 
-from codex_cli_image import CodexImageError
+from codex_cli_image import CodexImageError, runner
 from codex_cli_image import api as api_module
 from codex_cli_image.api import ImageResult, agenerate, generate
 from codex_cli_image.failures import SENTINEL
 from codex_cli_image.runner import Progress
-from codex_cli_image.testing import FakeCodex
+from codex_cli_image.testing import FakeCodex, make_png
 
 from helpers import FIXTURES, png_ok
 
@@ -173,6 +173,49 @@ def test_hostile_output_streams(fake_codex: FakeCodex, out: Path) -> None:
             tracemalloc.stop()
         assert png_ok(result.path.read_bytes())
         assert peak < 8 * 1024 * 1024, f"{scenario}: peak {peak} bytes"
+
+
+def test_a_verified_png_is_taken_at_the_first_look(tmp_path: Path) -> None:
+    """Regression guard: the image was only read once its size had stayed the same for a second
+    poll, ~50 ms after it was complete; verification already proves a PNG is complete."""
+    folder = tmp_path / "generated_images" / "thread-1"
+    folder.mkdir(parents=True)
+    png = make_png(40, 30, "complete")
+
+    async def looks() -> None:
+        state = runner._State(started_wall=time.time(), thread_id="thread-1")
+        (folder / "exec-1.png").write_bytes(png[:-20])  # codex is still writing
+        runner._look_for_image(state, tmp_path)
+        assert state.image is None and state.invalid and "truncated" in state.invalid
+        runner._look_for_image(state, tmp_path)  # unchanged: not read again
+        assert list(state.refused) == [folder / "exec-1.png"]
+        (folder / "exec-1.png").write_bytes(png)
+        runner._look_for_image(state, tmp_path)
+        assert state.image is not None and state.image[1] == png and state.invalid is None
+
+    anyio.run(looks)
+
+
+@pytest.mark.parametrize("scenario", ["success", "hosted"])
+def test_a_large_image_costs_its_size_once(
+    fake_codex: FakeCodex, out: Path, tmp_path: Path, scenario: str
+) -> None:
+    """Regression guard: the session log's base64 copy of the image was parsed whole, for the
+    revised prompt after a file run and as text on the rollout path: about 4x the image."""
+    image = tmp_path / "noise.png"
+    image.write_bytes(make_png(1024, 1024, "photo-like", noise=True))  # 3 MiB
+    size = image.stat().st_size
+    tracemalloc.start()
+    try:
+        # Waiting for the turn: the log then surely holds the image line the run reads.
+        result = run(fake_codex, out, scenario, options={"image_file": str(image)},
+                     wait_for_turn=True)  # fmt: skip
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.bytes == size and result.revised_prompt == "a red fox in the snow"
+    assert result.image_source == ("file" if scenario == "success" else "rollout")
+    assert peak < size + 3 * 1024 * 1024, f"peak {peak} bytes for a {size}-byte image"
 
 
 # --- failures --------------------------------------------------------------------------------

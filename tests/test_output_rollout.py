@@ -6,13 +6,21 @@ import base64
 import datetime as dt
 import json
 import os
+import random
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
 from codex_cli_image import InputError
 from codex_cli_image.output import Target, deliver, plan_output, slug
-from codex_cli_image.rollout import find_rollout, parse_image_records, read_image_records
+from codex_cli_image.rollout import (
+    STRING_LIMIT,
+    RecordReader,
+    find_rollout,
+    parse_image_records,
+    read_image_records,
+)
 from codex_cli_image.testing import make_png
 
 from helpers import FIXTURES
@@ -151,7 +159,9 @@ def test_records_of_every_shape() -> None:
     assert new[0].saved_path and new[0].saved_path.endswith(".png")
     old = read_image_records(FIXTURES / "transcripts" / "rollout-0.142-legacy.jsonl")
     assert len(old) == 1  # the event and the response item of one call are merged
-    assert old[0].id == "ig_0a1b2c" and old[0].saved_path and old[0].result
+    assert old[0].id == "ig_0a1b2c" and old[0].saved_path and old[0].revised_prompt == "a red fox"
+    # The recorded base64 is shortened ("iVBORw0KGgo..."): reported, never taken for an image.
+    assert old[0].image is None and old[0].invalid
 
 
 def test_failure_and_noise() -> None:
@@ -193,7 +203,7 @@ def test_hosted_record_decodes_to_the_png(tmp_path: Path) -> None:
         "type": "image_generation_call", "id": "ig_1", "status": "completed",
         "result": base64.b64encode(PNG).decode()}}).encode()  # fmt: skip
     (record,) = parse_image_records([line])
-    assert base64.b64decode(record.result or "") == PNG
+    assert record.image == PNG and record.invalid is None
 
 
 def test_placeholder_is_removed_when_the_move_fails(
@@ -214,3 +224,76 @@ def test_placeholder_is_removed_when_the_move_fails(
     with pytest.raises(OSError):
         deliver(PNG, Target(out / "a.png", overwrite=False))
     assert list(out.iterdir()) == []
+
+
+def _extension_line(image: bytes | str, *, call_id: str = "exec-1", prompt: str = "a fox") -> bytes:
+    """A 0.169 image record as codex writes it (compact JSON, result before savedPath)."""
+    result = image if isinstance(image, str) else base64.b64encode(image).decode()
+    item = {"type": "Extension", "kind": "image_gen.generation", "id": call_id,
+            "status": "completed", "revisedPrompt": prompt, "result": result, "failure": None,
+            "savedPath": f"/home/me/.codex/generated_images/t/{call_id}.png"}  # fmt: skip
+    entry = {"type": "event_msg", "payload": {"type": "item_completed", "item": item}}
+    return json.dumps(entry, separators=(",", ":")).encode()
+
+
+def _noise(size: int) -> bytes:
+    return random.Random(size).randbytes(size)
+
+
+def _feed_in_pieces(data: bytes, seed: int, *, keep_image: bool = True) -> RecordReader:
+    reader = RecordReader(keep_image=keep_image)
+    chooser, pos = random.Random(seed), 0
+    while pos < len(data):
+        step = chooser.choice((1, 2, 3, 5, 64, 4093, 65536))
+        reader.feed(data[pos : pos + step])
+        pos += step
+    return reader
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_long_image_line_in_pieces_of_any_size(seed: int) -> None:
+    image = _noise(3 * STRING_LIMIT)  # its base64 is far beyond the string limit
+    prompt = 'a "quoted" fox \\ with a backslash, and \u00e9'
+    data = b"\n".join([
+        json.dumps({"type": "session_meta", "payload": {"id": "t"}}).encode(),
+        _extension_line(image, prompt=prompt),
+        _extension_line(make_png(2, 2, "second"), call_id="exec-2"),
+    ])  # fmt: skip
+    first, second = _feed_in_pieces(data, seed).close()
+    assert (first.id, first.image, first.revised_prompt) == ("exec-1", image, prompt)
+    assert first.saved_path == "/home/me/.codex/generated_images/t/exec-1.png"
+    assert second.image is None  # only the first image is decoded and kept
+    skipped = _feed_in_pieces(data, seed, keep_image=False).close()
+    assert [r.image for r in skipped] == [None, None]
+    assert skipped[0].revised_prompt == prompt and skipped[0].invalid is None
+
+
+def test_invalid_long_base64_is_reported_and_the_next_image_kept() -> None:
+    broken = "A" * (2 * STRING_LIMIT) + "*" + "A" * 7
+    good = _noise(2 * STRING_LIMIT)
+    lines = [_extension_line(broken), _extension_line(good, call_id="exec-2")]
+    first, second = parse_image_records(lines)
+    assert first.image is None and first.invalid and "base64" in first.invalid
+    assert second.image == good
+
+
+def test_reading_the_revised_prompt_never_holds_the_image(tmp_path: Path) -> None:
+    """Regression guard: after a file run the whole rollout, with the image's multi-MB base64
+    line, was parsed just for the revised prompt; a 20 MB PNG cost ~80 MB more."""
+    image = _noise(8 << 20)
+    rollout = tmp_path / "rollout.jsonl"
+    rollout.write_bytes(_extension_line(image) + b"\n")
+    del image
+    tracemalloc.start()
+    try:
+        (record,) = read_image_records(rollout, keep_image=False)
+        _, skipping = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        (kept,) = read_image_records(rollout)
+        _, keeping = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert record.revised_prompt == "a fox" and record.image is None
+    assert skipping < 2 << 20, f"{skipping} bytes at peak"
+    assert kept.image is not None and len(kept.image) == 8 << 20
+    assert keeping < (8 << 20) + (3 << 20), f"{keeping} bytes at peak"

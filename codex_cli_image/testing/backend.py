@@ -4,8 +4,9 @@ TLS with a throwaway CA (trustme; hand its PEM to codex as ``CODEX_CA_CERTIFICAT
 refuses plain http for the built-in provider. Serves what codex calls (codex-facts section 8):
 the accounts check, models and plugin/MCP calls (404), responses as server-sent events (WebSocket
 upgrades get 426 so codex falls back at once; zstd request bodies are decompressed), the images
-endpoint and token refresh. It records every request with its time, and when the image was
-served, so tests can measure what codex and our runner do.
+endpoint and token refresh. It records every request with its time, when the image was served and
+when each model turn was answered, so tests and benchmarks can measure what codex and our runner
+do.
 
 Needs the ``test`` extra (trustme, zstandard). Bind is 127.0.0.1 only.
 """
@@ -15,6 +16,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import re
+import shlex
 import socket
 import ssl
 import threading
@@ -34,6 +37,9 @@ Scenario = Literal[
     "image_code_mode",  # the model's JavaScript in codex's code-mode exec tool calls imagegen
     "image_hosted",  # a hosted image_generation_call item (0.125-0.142)
     "image_hosted_failed",  # a hosted call that failed (0.125/0.131 leave a 0-byte file)
+    # The "copy the file to this path" flow other tools ask for: the image call, then a shell
+    # copy from the code-mode exec tool (0.149+), then the closing message.
+    "image_then_copy",
     "text_only",  # the model answers without calling the tool
     "images_403",  # the images endpoint refuses: image_generation_not_supported
     "responses_429",  # every responses request gets 429
@@ -42,11 +48,14 @@ Scenario = Literal[
     "hang",  # responses never answer
 ]
 SCENARIOS: tuple[str, ...] = (
-    "image", "image_code_mode", "image_hosted", "image_hosted_failed", "text_only", "images_403",
-    "responses_429", "usage_limit", "unauthorized", "hang",
+    "image", "image_code_mode", "image_hosted", "image_hosted_failed", "image_then_copy",
+    "text_only", "images_403", "responses_429", "usage_limit", "unauthorized", "hang",
 )  # fmt: skip
 ACCOUNT_ID = "acc-0f3c2b7e-fake"
 _IO_TIMEOUT_S = 30.0
+# How codex 0.149+ tells the model where the image went, in the image call's output.
+_SAVED_AS = re.compile(r"\bas (\S+?\.png) by default")
+_COPY_CALL = "call_copy_"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +82,7 @@ class MockBackend:
         final_delay_s: float = 0.0,
         directory: Path | None = None,
         call_arguments: dict[str, Any] | None = None,
+        copy_to: str = "image.png",
     ) -> None:
         if scenario not in SCENARIOS:
             raise ValueError(f"unknown backend scenario {scenario!r}; one of {SCENARIOS}")
@@ -83,8 +93,12 @@ class MockBackend:
         # What the scripted model passes to image_gen.imagegen (prompt, referenced_image_paths,
         # num_last_images_to_include, transparent_background ...).
         self.call_arguments = call_arguments or {"prompt": "a fox"}
+        # Where the scripted model of "image_then_copy" copies the image (relative: codex's cwd).
+        self.copy_to = copy_to
         self.requests: list[Request] = []
         self.image_served_at: float | None = None
+        self.turns_answered: list[float] = []
+        """When each model turn (a responses request with input) was completely answered."""
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._dir = directory
@@ -158,6 +172,23 @@ class MockBackend:
     def record(self, request: Request) -> None:
         with self._lock:
             self.requests.append(request)
+
+    def model_turns(self) -> list[Request]:
+        """The responses requests that asked the model for a turn (prewarm requests excluded)."""
+        with self._lock:
+            return [
+                r
+                for r in self.requests
+                if r.method == "POST"
+                and r.path.endswith("/codex/responses")
+                and r.body is not None
+                and r.body.get("generate") is not False
+                and r.body.get("input")
+            ]
+
+    def answered(self) -> None:
+        with self._lock:
+            self.turns_answered.append(time.time())
 
     def sleep(self, seconds: float) -> None:
         """A delay that ends early when the server stops."""
@@ -326,11 +357,15 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(401, {"detail": "Could not parse your authentication token."})
         response_id = f"resp_{uuid.uuid4().hex[:16]}"
         if body.get("generate") is False or not body.get("input"):
-            return self._stream(response_id, [])  # a prewarm request
+            return self._stream(response_id, [], turn=False)  # a prewarm request
+        if scenario == "image_then_copy" and not _has_tool_output(body, _COPY_CALL):
+            saved = _saved_path(body)
+            if saved is not None:
+                return self._stream(response_id, [_copy_call(saved, mock.copy_to)])
         if _has_tool_output(body):
             mock.sleep(mock.final_delay_s)
             return self._stream(response_id, [_message("Here is the image.")])
-        if scenario in ("image", "images_403"):
+        if scenario in ("image", "images_403", "image_then_copy"):
             call = {"type": "function_call", "id": f"fc_{uuid.uuid4().hex[:12]}",
                     "call_id": f"call_{uuid.uuid4().hex[:24]}", "namespace": "image_gen",
                     "name": "imagegen", "arguments": json.dumps(mock.call_arguments)}  # fmt: skip
@@ -365,12 +400,19 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def _stream(
-        self, response_id: str, items: list[dict[str, Any]], final_delay: bool = False
+        self,
+        response_id: str,
+        items: list[dict[str, Any]],
+        final_delay: bool = False,
+        turn: bool = True,
     ) -> None:
         try:
             self._stream_events(response_id, items, final_delay)
         except OSError:
             self.close_connection = True  # codex went away (stopped early): nothing to tell
+            return
+        if turn:
+            self.mock.answered()
 
     def _stream_events(
         self, response_id: str, items: list[dict[str, Any]], final_delay: bool
@@ -407,11 +449,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _event(self, event: dict[str, Any]) -> None:
         payload = f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
-        try:
-            self.wfile.write(payload)
-            self.wfile.flush()
-        except OSError:
-            pass
+        self.wfile.write(payload)  # an OSError (codex went away) ends the stream in _stream
+        self.wfile.flush()
 
     def _json(self, status: int, data: dict[str, Any]) -> None:
         self._send(status, json.dumps(data).encode(), "application/json")
@@ -448,9 +487,39 @@ def _message(text: str) -> dict[str, Any]:
     }
 
 
-def _has_tool_output(body: dict[str, Any]) -> bool:
+def _has_tool_output(body: dict[str, Any], call_prefix: str = "") -> bool:
     items = body.get("input")
     return isinstance(items, list) and any(
-        isinstance(i, dict) and i.get("type") in ("function_call_output", "custom_tool_call_output")
+        isinstance(i, dict)
+        and i.get("type") in ("function_call_output", "custom_tool_call_output")
+        and str(i.get("call_id", "")).startswith(call_prefix)
         for i in items
     )
+
+
+def _saved_path(body: dict[str, Any]) -> str | None:
+    """Where codex says it saved the image, from the image call's output in the input."""
+    for item in body.get("input") or []:
+        if isinstance(item, dict) and item.get("type") == "function_call_output":
+            found = _SAVED_AS.search(json.dumps(item.get("output")))
+            if found:
+                return found.group(1)
+    return None
+
+
+def _copy_call(source: str, target: str) -> dict[str, Any]:
+    """What a model does when asked to put the image at a path: a shell copy, from the code-mode
+    exec tool, as gpt-6.1-sol calls tools in 0.169 (``tools.exec_command``)."""
+    command = f"cp {shlex.quote(source)} {shlex.quote(target)}"
+    code = (
+        '// @exec: {"yield_time_ms": 30000}\n'
+        f"const result = await tools.exec_command({{cmd: {json.dumps(command)}}});\n"
+        "text(result.output);\n"
+    )
+    return {
+        "type": "custom_tool_call",
+        "id": f"ctc_{uuid.uuid4().hex[:12]}",
+        "call_id": f"{_COPY_CALL}{uuid.uuid4().hex[:16]}",
+        "name": "exec",
+        "input": code,
+    }

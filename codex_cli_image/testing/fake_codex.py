@@ -19,6 +19,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import random
 import signal
 import struct
 import subprocess
@@ -47,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "height": 64,
     "alpha": False,  # an RGBA image (as for a transparent background)
     "copy_reference": False,  # "edit" by returning the first -i image unchanged
+    "image_file": None,  # a file whose bytes are the image (e.g. a large PNG), as the backend sent
     "message": None,  # the closing agent message; None: a default per scenario
     "error_message": None,  # for scenario "turn_failed"
     # login status answer: chatgpt | apikey | agent | pat | none | error; None: from auth.json
@@ -681,6 +683,8 @@ class Turn:
             {"thread_id": self.thread_id, "prompt_sha256": _sha256(self.ex.prompt)},
             alpha=bool(self.opts["alpha"]),
         )
+        if self.opts["image_file"]:
+            png = Path(self.opts["image_file"]).read_bytes()
         if self.opts["copy_reference"] and self.ex.images:
             png = (self.ex.cwd / self.ex.images[0]).read_bytes()
         if scenario == "hosted_failed":
@@ -968,17 +972,31 @@ def _chunk(kind: bytes, body: bytes) -> bytes:
 
 
 def make_png(
-    width: int, height: int, seed: str, text: dict[str, str] | None = None, *, alpha: bool = False
+    width: int,
+    height: int,
+    seed: str,
+    text: dict[str, str] | None = None,
+    *,
+    alpha: bool = False,
+    noise: bool = False,
 ) -> bytes:
-    """A valid RGB (or RGBA) PNG whose colour comes from ``seed``, with optional tEXt chunks."""
+    """A valid RGB (or RGBA) PNG whose colour comes from ``seed``, with optional tEXt chunks.
+
+    ``noise``: random pixels (from ``seed``), stored uncompressed, so the file is as large as its
+    pixels (2644 x 2644 RGB: 20 MiB), as a photo-like image from the backend can be.
+    """
     digest = hashlib.sha256(seed.encode("utf-8")).digest()
     pixel = digest[:3] + (b"\x80" if alpha else b"")
-    row = b"\x00" + pixel * width
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 6 if alpha else 2, 0, 0, 0)
     chunks = [_chunk(b"IHDR", ihdr)]
     for key, value in (text or {}).items():
         chunks.append(_chunk(b"tEXt", key.encode("latin-1") + b"\x00" + value.encode("latin-1")))
-    chunks.append(_chunk(b"IDAT", zlib.compress(row * height, 6)))
+    if noise:
+        randbytes = random.Random(digest).randbytes
+        rows = b"".join(b"\x00" + randbytes(len(pixel) * width) for _ in range(height))
+        chunks.append(_chunk(b"IDAT", zlib.compress(rows, 0)))
+    else:
+        chunks.append(_chunk(b"IDAT", zlib.compress((b"\x00" + pixel * width) * height, 6)))
     chunks.append(_chunk(b"IEND", b""))
     return b"\x89PNG\r\n\x1a\n" + b"".join(chunks)
 

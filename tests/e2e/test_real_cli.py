@@ -14,7 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from codex_cli_image import CodexImageError, Progress, agenerate, generate
+from codex_cli_image import CodexImageError, Progress, agenerate, generate, locate
 from codex_cli_image.testing import make_png
 from codex_cli_image.testing.backend import MockBackend
 
@@ -213,3 +213,26 @@ def test_references_reach_the_image_tool(
     if version >= (0, 149, 0):
         (edit,) = [r.body for r in mock.requests if r.path.endswith("/images/edits")]
         assert edit is not None and edit["images"][0]["image_url"].endswith(encoded)
+
+
+def test_copy_flow_runs_the_scripted_shell_copy(
+    shim: Path, version: tuple[int, int, int], backend: Start, signed_in: SignIn, tmp_path: Path
+) -> None:
+    """The "copy the image to this path" flow the benchmarks compare us with (bench/turns.py):
+    codex runs the scripted model's shell copy from code mode, two model turns after the image."""
+    if version < (0, 149, 0):
+        pytest.skip("code mode arrived with the client-side image tool in 0.149")
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    mock = backend("image_then_copy", copy_to="fox.png")
+    signed_in(mock)
+    codex = locate(shim)
+    run = subprocess.run(
+        codex.command("exec", "--json", "--skip-git-repo-check", "--sandbox", "workspace-write",
+                      "-c", "analytics.enabled=false", "-"),
+        input=b"Make an image of a fox and save it as fox.png.",
+        capture_output=True, cwd=workspace, env=dict(codex.env), timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (workspace / "fox.png").read_bytes() == mock.image
+    assert len(mock.model_turns()) == 3 and len(mock.turns_answered) == 3
