@@ -178,9 +178,9 @@ async def agenerate(
     Raises :class:`~codex_cli_image.CodexImageError` (input, launch, auth, quota, transient).
     """
     started = time.monotonic()
-    deadline = started + timeout
     check_prompt(prompt)
     check_options(timeout=timeout, retries=retries, model=model)
+    deadline = started + timeout
     fit_size = parse_size(fit) if fit else None
     if fit_size is not None:
         await anyio.to_thread.run_sync(require_pillow)
@@ -272,7 +272,16 @@ async def agenerate(
         remove_codex_copy(produced.codex_file)
     fitted = None
     if fit_size is not None:
-        fitted = await anyio.to_thread.run_sync(_fit_beside, produced.data, path, fit_size)
+        try:
+            fitted = await anyio.to_thread.run_sync(
+                _fit_beside, produced.data, path, fit_size, overwrite
+            )
+        except Exception as exc:  # the image is delivered and paid for: never lose it over this
+            log.warning("the fitted copy failed", exc_info=exc)
+            warnings.append(
+                f"The {fit_size[0]}x{fit_size[1]} copy could not be made "
+                f"({getattr(exc, 'strerror', None) or exc}); the image itself is saved."
+            )
     mismatch, geometry_warnings = compare_geometry(geometry, produced.info)
     result = ImageResult(
         path=path,
@@ -300,13 +309,13 @@ async def agenerate(
 
 def check_options(*, timeout: float, retries: int, model: str | None) -> None:
     """The per-call options every image shares; :class:`InputError` naming a bad one."""
-    if not (isinstance(timeout, (int, float)) and timeout > 0):
+    if isinstance(timeout, bool) or not (isinstance(timeout, (int, float)) and timeout > 0):
         raise InputError(
             "The timeout must be a positive number of seconds.",
             reason="invalid_timeout",
             hint="Pass a timeout in seconds, e.g. 600.",
         )
-    if not isinstance(retries, int) or retries < 0:
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise InputError(
             "retries must be a whole number, 0 or more.",
             reason="invalid_retries",
@@ -320,20 +329,11 @@ def check_options(*, timeout: float, retries: int, model: str | None) -> None:
         )
 
 
-def _fit_beside(data: bytes, original: Path, size: tuple[int, int]) -> FittedImage:
-    """Write the exact-size copy next to ``original`` (never over a file)."""
+def _fit_beside(data: bytes, original: Path, size: tuple[int, int], overwrite: bool) -> FittedImage:
+    """Write the exact-size copy next to ``original`` (replacing only with ``overwrite``)."""
     fitted = fit_png(data, size)
-    target = Target(original.with_name(f"{original.stem}-{size[0]}x{size[1]}.png"),
-                    overwrite=False, named_by_us=True)  # fmt: skip
-    try:
-        path, _ = deliver(fitted, target)
-    except OSError as exc:
-        raise InputError(
-            f"The image was saved to {original}, but its {size[0]}x{size[1]} copy could not be "
-            f"written: {exc.strerror or exc}.",
-            reason="output_write_failed",
-            hint="Free some space or choose another output folder; the original is kept.",
-        ) from exc
+    name = original.with_name(f"{original.stem}-{size[0]}x{size[1]}.png")
+    path, _ = deliver(fitted, Target(name, overwrite=overwrite, named_by_us=True))
     info = inspect_png(fitted)
     return FittedImage(path, info.width, info.height, len(fitted),
                        hashlib.sha256(fitted).hexdigest())  # fmt: skip

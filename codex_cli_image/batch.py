@@ -31,6 +31,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from .api import DEFAULT_TIMEOUT_S, ImageResult, agenerate, check_options, run_blocking
 from .errors import CodexImageError, InputError, QuotaError, TransientError
+from .fit import require_pillow
 from .output import plan_output
 from .prompt import check_prompt
 from .request import MAX_REFERENCES, check_references, parse_aspect, parse_size
@@ -273,6 +274,8 @@ def _prepare(
                 reason="output_dir_unusable",
                 hint="Choose a folder you can write to.",
             ) from exc
+    if any(request.fit for request in requests):
+        require_pillow()
     outputs: list[Path | None] = []
     claimed: dict[str, int] = {}
     for index, request in enumerate(requests):

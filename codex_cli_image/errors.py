@@ -34,10 +34,12 @@ __all__ = [
 # keys; bearer headers; long key=value secrets). Messages quote codex's own output, which we do
 # not control, so every error text passes through this before anyone can print it.
 _SECRETS = re.compile(
-    r"(?P<label>(?i:\bbearer\s+|(?:token|api[_-]?key|secret|password)[\"']?\s*[:=]\s*[\"']?))"
+    r"(?P<label>(?i:\b(?:bearer|basic)\s+"
+    r"|(?:token|api[_-]?key|secret|password)[\"']?\s*[:=]\s*[\"']?))"
     r"[A-Za-z0-9._~+/=-]{8,}"
     r"|eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"
-    r"|\b(?:sk|rk|sess)-[A-Za-z0-9_-]{8,}"
+    # Key-shaped: long, with a digit, not part of a path or file name (rk-2024-cards.png).
+    r"|(?<![\w/\\.-])(?:sk|rk|sess)-(?=[A-Za-z0-9_-]*\d)[A-Za-z0-9_-]{20,}(?![A-Za-z0-9_-]|\.\w)"
 )
 
 

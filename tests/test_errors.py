@@ -65,13 +65,18 @@ def test_errors_survive_pickling() -> None:
     [
         ("401: Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxMjMifQ.c2ln", "401: Bearer [redacted]"),
         ("id eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxMjMifQ.c2ln end", "id [redacted] end"),
-        ("Incorrect API key: sk-proj-abcdefghij1234.", "Incorrect API key: [redacted]."),
+        ("Incorrect API key: sk-proj-abcdefghij1234567890.", "Incorrect API key: [redacted]."),
         ('{"refresh_token": "rt_0123456789abcdef"}', '{"refresh_token": "[redacted]"}'),
         ("api_key=abcdefgh12345678 and", "api_key=[redacted] and"),
         ("429 Too Many Requests, id: req-401-abc", "429 Too Many Requests, id: req-401-abc"),
         ("try again at 3:45 PM (https://chatgpt.com/codex/settings/usage)",
          "try again at 3:45 PM (https://chatgpt.com/codex/settings/usage)"),
         ("max_output_tokens: 12345678", "max_output_tokens: 12345678"),
+        ("Could not write /u/rk-2024-holiday-cards-final01.png",
+         "Could not write /u/rk-2024-holiday-cards-final01.png"),
+        ("saved as sk-landscape-2024-final-version-3.png",
+         "saved as sk-landscape-2024-final-version-3.png"),
+        ("Authorization: Basic dXNlcjpwYXNzd29yZA==", "Authorization: Basic [redacted]"),
     ],
 )  # fmt: skip
 def test_secrets_in_quoted_codex_output_are_redacted(text: str, shown: str) -> None:

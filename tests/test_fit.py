@@ -7,11 +7,14 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from codex_cli_image import CodexImageError
+from codex_cli_image import api as api_module
 from codex_cli_image.api import generate
+from codex_cli_image.batch import generate_many
 from codex_cli_image.fit import crop_box, fit_png
 from codex_cli_image.png import inspect_png
 from codex_cli_image.testing import FakeCodex, make_png
@@ -95,3 +98,43 @@ def test_cli_prints_both_paths(fake_codex: FakeCodex, tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [str(tmp_path / "a.png"), str(tmp_path / "a-16x16.png")]
+
+
+def test_a_failed_copy_keeps_the_delivered_image(
+    fake_codex: FakeCodex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(data: bytes, size: tuple[int, int]) -> bytes:
+        raise ValueError("decoder exploded")
+
+    monkeypatch.setattr(api_module, "fit_png", broken)
+    result = generate("a fox", output=tmp_path / "fox.png", fit="32x32", timeout=30)
+    assert result.path.exists() and result.fitted is None
+    assert any("32x32 copy could not be made (decoder exploded)" in w for w in result.warnings)
+
+
+def test_overwrite_applies_to_the_copy_too(fake_codex: FakeCodex, tmp_path: Path) -> None:
+    for _ in range(2):
+        result = generate("a fox", output=tmp_path / "fox.png", fit="16x16", overwrite=True)
+    assert result.fitted is not None and result.fitted.path == tmp_path / "fox-16x16.png"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".png") == [
+        "fox-16x16.png",
+        "fox.png",
+    ]
+
+
+def test_a_batch_without_pillow_is_refused_before_any_job(
+    fake_codex: FakeCodex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in [n for n in sys.modules if n == "PIL" or n.startswith("PIL.")] + ["PIL"]:
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(CodexImageError) as info:
+        generate_many(["a fox", {"prompt": "a hen", "fit": "32x32"}], out_dir=tmp_path)
+    assert info.value.reason == "fit_needs_pillow" and fake_codex.calls == []
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("timeout", ["10", None, True, 0, -1])
+def test_a_timeout_of_the_wrong_type_is_an_input_error(fake_codex: FakeCodex, timeout: Any) -> None:
+    with pytest.raises(CodexImageError) as info:
+        generate("a fox", timeout=timeout)
+    assert info.value.reason == "invalid_timeout" and fake_codex.calls == []
