@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -13,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psutil
+
+log = logging.getLogger(__name__)
 
 # How long a terminated tree gets to exit on its own before it is killed.
 TERMINATE_GRACE_S = 2.0
@@ -50,11 +53,13 @@ class ProcessJob:
         self._handle: int | None = None
         if sys.platform == "win32":
             self._handle = _win_create_job()
+            if self._handle is None:
+                log.debug("no job object: codex's helpers rely on the tree kill alone")
 
     def add(self, pid: int) -> None:
         """Put ``pid`` in the job (best effort: without a job the tree kill still runs)."""
-        if self._handle is not None:
-            _win_assign(self._handle, pid)
+        if self._handle is not None and not _win_assign(self._handle, pid):
+            log.debug("codex (pid %d) could not join a job object", pid)
 
     def close(self) -> None:
         """End every process still in the job, and release it."""
@@ -132,12 +137,15 @@ def _win_create_job() -> int | None:
     return int(job)
 
 
-def _win_assign(job: int, pid: int) -> None:
+def _win_assign(job: int, pid: int) -> bool:
     kernel32 = _kernel32()
     process_set_quota, process_terminate = 0x0100, 0x0001
     process = kernel32.OpenProcess(process_set_quota | process_terminate, False, pid)
-    if process:
-        kernel32.AssignProcessToJobObject(job, process)
+    if not process:
+        return False
+    try:
+        return bool(kernel32.AssignProcessToJobObject(job, process))
+    finally:
         kernel32.CloseHandle(process)
 
 

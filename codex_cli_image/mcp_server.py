@@ -65,10 +65,13 @@ class _Calls:
 
     def __init__(self) -> None:
         self._scopes: set[anyio.CancelScope] = set()
+        self._closing = False
 
     @contextlib.contextmanager
     def track(self) -> Iterator[anyio.CancelScope]:
         with anyio.CancelScope() as scope:
+            if self._closing:  # a call that arrives while the server stops never starts codex
+                scope.cancel()
             self._scopes.add(scope)
             try:
                 yield scope
@@ -76,11 +79,13 @@ class _Calls:
                 self._scopes.discard(scope)
 
     async def cancel_all(self, wait_s: float = 30.0) -> None:
-        """Cancel every call and wait (bounded) until each has ended its codex tree."""
-        for scope in list(self._scopes):
-            scope.cancel()
+        """Cancel every call, also those that begin meanwhile, and wait (bounded) until each
+        has ended its codex tree."""
+        self._closing = True
         with anyio.move_on_after(wait_s):
-            while self._scopes:  # noqa: ASYNC110 (scopes leave as their clean-up finishes)
+            while self._scopes:  # scopes leave as their clean-up finishes
+                for scope in list(self._scopes):
+                    scope.cancel()
                 await anyio.sleep(0.05)
 
 

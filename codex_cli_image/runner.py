@@ -190,9 +190,9 @@ async def _run(attempt: Attempt, workspace: Path) -> Produced:
         creationflags=int(group.get("creationflags", 0)),
     )
     job = _proc.ProcessJob()  # Windows: codex's helpers join it, and end with it
-    job.add(process.pid)
     timed_out = False
     try:
+        job.add(process.pid)
         with anyio.move_on_after(max(0.0, attempt.deadline - time.monotonic())) as deadline:
             async with anyio.create_task_group() as tasks:
                 # Sent while stdout and stderr drain: codex may write before it reads.
@@ -388,12 +388,14 @@ def _revised_prompt(attempt: Attempt, state: _State, image: Path) -> str | None:
 
 async def _stop(process: anyio.abc.Process, job: _proc.ProcessJob) -> None:
     """End codex and everything it started, then reap it and close its pipes."""
-    if process.returncode is None:
-        await anyio.to_thread.run_sync(_proc.kill_tree, process.pid)
-    else:
-        # Helpers codex left behind in its group.
-        _proc.kill_group(process.pid, created_before=time.time())
-    job.close()
+    try:
+        if process.returncode is None:
+            await anyio.to_thread.run_sync(_proc.kill_tree, process.pid)
+        else:
+            # Helpers codex left behind in its group.
+            _proc.kill_group(process.pid, created_before=time.time())
+    finally:
+        job.close()
     with anyio.move_on_after(5):
         await process.wait()
     for stream in (process.stdin, process.stdout, process.stderr):
