@@ -15,6 +15,8 @@ from typing import Any
 
 import psutil
 
+from .errors import TransientError
+
 log = logging.getLogger(__name__)
 
 # How long a terminated tree gets to exit on its own before it is killed.
@@ -25,8 +27,17 @@ _REAP_S = 1.0
 _STOP_POLL_S = 0.05
 
 
-class Stopped(Exception):
-    """A bounded run was told to stop (its caller is being cancelled); its tree is gone."""
+class Stopped(TransientError):
+    """A bounded run was told to stop (its caller is being cancelled); its tree is gone.
+
+    Part of the error tree, since public functions (probe_version, check_login) raise it."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Stopped before it finished: the caller asked to stop.",
+            reason="stopped",
+            hint="Run it again if it is still needed.",
+        )
 
 
 def new_group_kwargs() -> dict[str, Any]:

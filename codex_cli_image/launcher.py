@@ -648,8 +648,8 @@ def probe_version(
 ) -> CodexVersion:
     """Run ``codex --version`` and parse it. Raises :class:`LaunchError`.
 
-    ``stop``: set it from another thread to end the probe at once (it then raises
-    ``_proc.Stopped`` once the child's tree is gone).
+    ``stop``: set it from another thread to end the probe at once (it then raises a
+    :class:`TransientError` with reason ``stopped`` once the child's tree is gone).
     """
     try:
         returncode, out, err = _proc.run_bounded(
