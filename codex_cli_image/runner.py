@@ -213,7 +213,7 @@ async def _run(attempt: Attempt, workspace: Path) -> Produced:
             await _stop(process, job)
     # The file may have landed between the last look and the exit.
     if state.image is None and state.thread_id is not None:
-        await anyio.to_thread.run_sync(_look_for_image, state, attempt.codex_home)
+        await anyio.to_thread.run_sync(_look_for_image, state, attempt.codex_home, True)
         if state.image is not None:
             attempt.emit("image_saved", str(state.image[0]), state.thread_id)
     if state.image is not None:
@@ -311,12 +311,13 @@ async def _watch_images(state: _State, attempt: Attempt, scope: anyio.CancelScop
         scope.cancel()  # the image is safe: stop codex without waiting for its closing message
 
 
-def _look_for_image(state: _State, codex_home: Path) -> None:
+def _look_for_image(state: _State, codex_home: Path, final: bool = False) -> None:
     """Accept the first PNG in the thread's folder that is new and valid.
 
     A PNG that verifies (IEND last, every CRC) is complete, so it is taken at once: waiting for
-    its size to settle cost a poll. One read while codex was still writing fails as truncated;
-    that file is read again only once its size or time changes.
+    its size to settle cost a poll. While codex runs, a file whose last bytes are not IEND is
+    still being written and is not read at all (reading a large file written in pieces on
+    every poll would cost time squared); the ``final`` look reads whatever is there.
     """
     folder = codex_home / "generated_images" / (state.thread_id or "")
     try:
@@ -333,6 +334,8 @@ def _look_for_image(state: _State, codex_home: Path) -> None:
         seen = (stat.st_size, stat.st_mtime_ns)
         if state.refused.get(path) == seen:
             continue
+        if not final and not _ends_with_iend(path, stat.st_size):
+            continue
         try:
             data = path.read_bytes()
             info = inspect_png(data)
@@ -345,6 +348,20 @@ def _look_for_image(state: _State, codex_home: Path) -> None:
         state.image = (path, data, info)
         state.invalid = None
         return
+
+
+_IEND_CHUNK = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def _ends_with_iend(path: Path, size: int) -> bool:
+    if size < len(_IEND_CHUNK):
+        return False
+    try:
+        with path.open("rb") as handle:
+            handle.seek(size - len(_IEND_CHUNK))
+            return handle.read(len(_IEND_CHUNK)) == _IEND_CHUNK
+    except OSError:
+        return False
 
 
 def _rollout_records(attempt: Attempt, state: _State, *, keep_image: bool) -> list[ImageRecord]:

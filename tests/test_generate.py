@@ -185,9 +185,10 @@ def test_a_verified_png_is_taken_at_the_first_look(tmp_path: Path) -> None:
     async def looks() -> None:
         state = runner._State(started_wall=time.time(), thread_id="thread-1")
         (folder / "exec-1.png").write_bytes(png[:-20])  # codex is still writing
-        runner._look_for_image(state, tmp_path)
+        runner._look_for_image(state, tmp_path)  # no IEND at the end yet: not even read
+        assert state.image is None and state.invalid is None and not state.refused
+        runner._look_for_image(state, tmp_path, final=True)  # codex has exited: read it
         assert state.image is None and state.invalid and "truncated" in state.invalid
-        runner._look_for_image(state, tmp_path)  # unchanged: not read again
         assert list(state.refused) == [folder / "exec-1.png"]
         (folder / "exec-1.png").write_bytes(png)
         runner._look_for_image(state, tmp_path)
