@@ -178,9 +178,16 @@ def run_timed(
     try:
         out, err = proc.communicate(stdin, timeout=timeout_s)
     except BaseException:
+        # SIGTERM first: our CLI turns it into its clean-up (codex runs in a session of its
+        # own, which a SIGKILL to this group would not reach), then SIGKILL what is left.
         with contextlib.suppress(OSError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
         raise
     finally:
         done.set()
@@ -225,6 +232,8 @@ class Lab:
     def __init__(self, root: Path, version: str) -> None:
         self.root = root
         self.version = version
+        self.tmp = root / "tmp"
+        self.tmp.mkdir(exist_ok=True)
         shim = realcodex.installed(version)
         if shim is None:
             raise BenchError(
@@ -243,6 +252,7 @@ class Lab:
         """The caller's environment without codex settings, with HOME inside the lab."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED)}
         env["HOME"] = str(self.user_home)
+        env["TMPDIR"] = str(self.tmp)  # our runner's workspaces stay in the lab
         return env
 
     @contextlib.contextmanager

@@ -65,8 +65,10 @@ def run(lab: Lab, repeat: int = REPEAT) -> Section:
         side_by_side(repeat, bare, generate, "overhead")
 
     bare_stat, ours_stat = Stat.of(bare_exit), Stat.of(ours)
-    allowed = max(1.10 * bare_stat.median, bare_stat.median + 0.150)
     pair = ratios(ours, bare_exit)
+    extra_ms = [d * 1000 for d in differences(ours, bare_exit)]
+    # Judged on the side-by-side pairs: within 10 %, or within 150 ms, whichever is larger.
+    within = Stat.of(pair).median <= 1.10 or Stat.of(extra_ms).median <= 150
     section.rows = [
         Row("bare `codex exec --json`, to its exit", bare_stat, "s"),
         Row("bare `codex exec --json`, PNG complete on disk", Stat.of(bare_png), "s"),
@@ -76,13 +78,9 @@ def run(lab: Lab, repeat: int = REPEAT) -> Section:
             Stat.of(pair),
             "x",
             "≤ max(1.10×, +150 ms)",
-            ours_stat.median <= allowed,
+            within,
         ),
-        Row(
-            "generate − bare exit (pairs)",
-            Stat.of([d * 1000 for d in differences(ours, bare_exit)]),
-            "ms",
-        ),
+        Row("generate − bare exit (pairs)", Stat.of(extra_ms), "ms"),
         Row(
             "generate − bare PNG on disk (pairs)",
             Stat.of([d * 1000 for d in differences(ours, bare_png)]),

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -46,6 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = machine(args.codex_version)
     root = Path(tempfile.mkdtemp(prefix="codex-image-bench-", dir=_lab_parent()))
     sections: list[Section] = []
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # clean up as for Ctrl-C
+    lab = None
     try:
         lab = Lab(root, args.codex_version)
         for name in chosen:
@@ -55,12 +58,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             sections.append(BENCHMARKS[name](lab, **kwargs))
             log(f"[{name}] {time.monotonic() - started:.0f} s")
         left = lab.leftovers()
+        lab = None
         if left:
             raise BenchError(f"processes were left running (now killed): {left}")
     except BenchError as error:
         log(f"benchmark failed: {error}")
         return 1
     finally:
+        signal.signal(signal.SIGTERM, previous)
+        if lab is not None:  # a failed or interrupted run: end what it started first
+            lab.leftovers()
         shutil.rmtree(root, ignore_errors=True)
     info["note"] = args.note
     text = render(sections, info)
@@ -72,6 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             update_readme(text)
             log(f"table written to {README}")
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _parser() -> argparse.ArgumentParser:
