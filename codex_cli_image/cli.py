@@ -109,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
         help="make many images from a file of requests",
         description="Make one image per request in FILE, a few at a time. FILE holds JSON Lines "
         "(one object per line: prompt, and optionally output, references, aspect, size, "
-        "transparent) or one prompt per line.",
+        "transparent, fit) or one prompt per line.",
     )
     batch.add_argument("file", metavar="FILE", help="the requests; - reads them from stdin")
     batch.add_argument(
@@ -324,7 +324,10 @@ def _batch(args: argparse.Namespace) -> int:
         raise
     summary = _summary(outcomes, time.monotonic() - started)
     if args.json:
-        print(json.dumps({"summary": summary}))
+        try:
+            print(json.dumps({"summary": summary}), flush=True)
+        except BrokenPipeError:
+            _silence_stdout()
     elif not args.quiet:
         line = f"batch: {summary['ok']} ok, {summary['failed']} failed"
         line += f", {summary['not_started']} not started in {summary['elapsed_s']:.1f} s"
