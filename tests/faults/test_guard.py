@@ -48,8 +48,17 @@ def test_an_orphan_elsewhere_in_the_system_is_caught(guard: Guard) -> None:
     )
     wait_for(lambda: pid_file.exists() and pid_file.read_text().strip())
     pid = int(pid_file.read_text())
+    # Until it has exec'd, its environment may not be readable yet (seen once under load).
+    wait_for(lambda: _name(pid) == "sleep", 10, "the orphan to start sleeping")
     _fails(guard, "processes left behind")
     wait_for(lambda: not _running(pid), 10, "the orphan to be ended")
+
+
+def _name(pid: int) -> str:
+    try:
+        return psutil.Process(pid).name()
+    except psutil.Error:
+        return ""
 
 
 def _running(pid: int) -> bool:
