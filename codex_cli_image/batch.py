@@ -30,7 +30,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
 from .api import DEFAULT_TIMEOUT_S, ImageResult, agenerate, check_options, run_blocking
-from .errors import CodexImageError, InputError, QuotaError, TransientError
+from .errors import CodexImageError, InputError, QuotaError, TransientError, internal_error
 from .fit import require_pillow
 from .output import plan_output
 from .prompt import check_prompt
@@ -424,7 +424,7 @@ async def agenerate_many(
                     )
                     outcome = BatchOutcome(index, request, "ok", result, line=line_of(index))
                 except Exception as exc:
-                    error = exc if isinstance(exc, CodexImageError) else _internal(exc)
+                    error = exc if isinstance(exc, CodexImageError) else _unexpected(exc)
                     if isinstance(error, QuotaError):
                         # Recorded before the slot is freed, so nothing new starts meanwhile.
                         if error.reason == "rate_limited":
@@ -472,16 +472,6 @@ async def agenerate_many(
 
 def _forward(callback: BatchProgressCallback, index: int, progress: Progress) -> None:
     callback(index, progress)
-
-
-def _internal(exc: Exception) -> TransientError:
-    """A bug of ours in one job is that job's failure, not the end of the batch."""
-    log.error("unexpected error in a batch job", exc_info=exc)
-    return TransientError(
-        f"Unexpected error: {type(exc).__name__}: {exc}",
-        reason="internal_error",
-        hint="Retry; if it happens again, report it with the log of the codex_cli_image logger.",
-    )
 
 
 def _not_started(
@@ -553,3 +543,8 @@ def generate_many(
         return sorted(collected, key=lambda outcome: outcome.index)
 
     return run_blocking(collect)
+
+
+def _unexpected(exc: Exception) -> TransientError:
+    log.error("unexpected error in a batch job", exc_info=exc)
+    return internal_error(exc)

@@ -155,6 +155,16 @@ class TransientError(CodexImageError):
     kind = "transient"
 
 
+def internal_error(exc: BaseException) -> TransientError:
+    """A bug of ours, as an error a caller can handle (one batch job, one MCP call) instead of
+    the end of everything; log ``exc`` with its traceback where it is caught."""
+    return TransientError(
+        f"Unexpected error: {type(exc).__name__}: {exc}",
+        reason="internal_error",
+        hint="Retry; if it happens again, report it with the log of the codex_cli_image logger.",
+    )
+
+
 def _rebuild(
     cls: type[CodexImageError], args: tuple[object, ...], state: dict[str, object]
 ) -> CodexImageError:

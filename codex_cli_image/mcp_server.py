@@ -29,7 +29,7 @@ from pydantic import Field
 from . import __version__
 from .api import DEFAULT_TIMEOUT_S, agenerate
 from .doctor import doctor
-from .errors import CodexImageError, InputError, TransientError
+from .errors import CodexImageError, InputError, TransientError, internal_error
 from .prompt import check_prompt
 
 __all__ = ["ServerOptions", "build_server", "serve"]
@@ -153,7 +153,7 @@ def build_server(options: ServerOptions, calls: _Calls | None = None) -> MCPServ
         except CodexImageError as error:
             return _tool_error(error)
         except Exception as exc:  # a bug of ours must not cost the agent its whole server
-            return _tool_error(_internal(exc))
+            return _tool_error(_unexpected(exc))
         data = result.to_dict()
         summary = f"Saved a {result.width}x{result.height} PNG to {result.path}"
         content: list[TextContent | ImageContent] = [
@@ -222,15 +222,6 @@ def _unusable(requested: str | None, why: str) -> InputError:
     )
 
 
-def _internal(exc: Exception) -> TransientError:
-    log.error("unexpected error in generate_image", exc_info=exc)
-    return TransientError(
-        f"Unexpected error: {type(exc).__name__}: {exc}",
-        reason="internal_error",
-        hint="Retry; if it happens again, report it with the server's stderr.",
-    )
-
-
 def _tool_error(error: CodexImageError) -> CallToolResult:
     data: dict[str, Any] = {"ok": False, "error": error.to_dict()}
     text = f"{error.kind} error ({error.reason}): {error.message}\nWhat to do: {error.hint}"
@@ -267,3 +258,8 @@ async def _stop_on_signal(calls: _Calls) -> None:
             sys.stderr.flush()
             # Not a normal exit: that would wait for the SDK's stdin reader thread.
             os._exit(130)
+
+
+def _unexpected(exc: Exception) -> TransientError:
+    log.error("unexpected error in generate_image", exc_info=exc)
+    return internal_error(exc)

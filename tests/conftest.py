@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import psutil
 import pytest
 
+from codex_cli_image import api as api_module
 from codex_cli_image.testing import realcodex
 
 from helpers import IN_CI, NPM_CACHE
@@ -40,6 +42,18 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in _CALLER_ENV:
         monkeypatch.delenv(name, raising=False)
     return home
+
+
+@pytest.fixture
+def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Temporary files (our runner's workspaces) go here, so a test can prove none is left, and
+    retries wait 10 ms instead of seconds."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(api_module, "_BACKOFF_S", 0.01)
+    return scratch
 
 
 @pytest.fixture(autouse=True)

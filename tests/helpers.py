@@ -9,7 +9,9 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
-from codex_cli_image.testing import realcodex
+import psutil
+
+from codex_cli_image.testing import FakeCodex, realcodex
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "fixtures"
@@ -43,3 +45,16 @@ def offline(argv: Sequence[str]) -> list[str]:
     if sys.platform.startswith("linux") and unshare and os.geteuid() == 0:
         return [unshare, "-n", *argv]
     return list(argv)
+
+
+def survivors(fake: FakeCodex) -> list[int]:
+    """The fake codex processes (and their helpers) of ``fake`` that are still running."""
+    pids = [c.pid for c in fake.calls] + [c.helper_pid for c in fake.calls if c.helper_pid]
+    alive = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive

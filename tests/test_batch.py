@@ -8,16 +8,13 @@ import signal
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import anyio
-import psutil
 import pytest
 
-from codex_cli_image import api as api_module
 from codex_cli_image import batch as batch_module
 from codex_cli_image.batch import (
     BatchOutcome,
@@ -31,37 +28,14 @@ from codex_cli_image.errors import CodexImageError, InputError
 from codex_cli_image.runner import Progress
 from codex_cli_image.testing import FakeCodex
 
-from helpers import png_ok
+from helpers import png_ok, survivors
 
-pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture(autouse=True)
-def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Workspaces go here, so a test can prove none is left behind."""
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    monkeypatch.setenv("TMPDIR", str(scratch))
-    monkeypatch.setattr(api_module, "_BACKOFF_S", 0.01)
-    return scratch
+pytestmark = [pytest.mark.timeout(90), pytest.mark.usefixtures("private_tmp")]
 
 
 @pytest.fixture
 def out(tmp_path: Path) -> Path:
     return tmp_path / "out"
-
-
-def survivors(fake: FakeCodex) -> list[int]:
-    pids = [c.pid for c in fake.calls] + [c.helper_pid for c in fake.calls if c.helper_pid]
-    alive = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
 
 
 def text_chunks(png: bytes) -> dict[str, str]:

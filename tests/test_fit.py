@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +18,7 @@ from codex_cli_image.fit import crop_box, fit_png
 from codex_cli_image.png import inspect_png
 from codex_cli_image.testing import FakeCodex, make_png
 
-pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(autouse=True)
-def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    monkeypatch.setenv("TMPDIR", str(scratch))
-    return scratch
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("private_tmp")]
 
 
 @pytest.mark.parametrize(

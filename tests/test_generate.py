@@ -8,14 +8,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import anyio
-import psutil
 import pytest
 
 from codex_cli_image import CodexImageError, runner
@@ -25,20 +23,9 @@ from codex_cli_image.failures import SENTINEL
 from codex_cli_image.runner import Progress
 from codex_cli_image.testing import FakeCodex, make_png
 
-from helpers import FIXTURES, png_ok
+from helpers import FIXTURES, png_ok, survivors
 
-pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(autouse=True)
-def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Workspaces go here, so a test can prove none is left behind."""
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    monkeypatch.setenv("TMPDIR", str(scratch))
-    monkeypatch.setattr(api_module, "_BACKOFF_S", 0.01)
-    return scratch
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("private_tmp")]
 
 
 @pytest.fixture
@@ -60,18 +47,6 @@ def fails(fake: FakeCodex, out: Path, scenario: str, **kwargs: Any) -> CodexImag
     with pytest.raises(CodexImageError) as info:
         run(fake, out, scenario, **kwargs)
     return info.value
-
-
-def survivors(fake: FakeCodex) -> list[int]:
-    pids = [c.pid for c in fake.calls] + [c.helper_pid for c in fake.calls if c.helper_pid]
-    alive = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
 
 
 # --- success ---------------------------------------------------------------------------------

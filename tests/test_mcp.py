@@ -8,13 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import anyio
-import psutil
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult, ImageContent, TextContent
@@ -23,16 +21,9 @@ from codex_cli_image import cli
 from codex_cli_image.mcp_server import _Calls
 from codex_cli_image.testing import FakeCodex
 
-pytestmark = pytest.mark.timeout(90)
+from helpers import survivors
 
-
-@pytest.fixture(autouse=True)
-def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    monkeypatch.setenv("TMPDIR", str(scratch))
-    return scratch
+pytestmark = [pytest.mark.timeout(90), pytest.mark.usefixtures("private_tmp")]
 
 
 @pytest.fixture
@@ -54,18 +45,6 @@ def call(out: Path, tool: str, arguments: dict[str, Any], *extra: str) -> CallTo
             return await client.call_tool(tool, arguments)
 
     return anyio.run(main)
-
-
-def survivors(fake: FakeCodex) -> list[int]:
-    pids = [c.pid for c in fake.calls] + [c.helper_pid for c in fake.calls if c.helper_pid]
-    alive = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
 
 
 def test_tools_are_listed_with_their_parameters(fake_codex: FakeCodex, out: Path) -> None:
