@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import re
 import shlex
@@ -30,7 +31,7 @@ from typing import Any, Literal
 
 from .fake_codex import make_png
 
-__all__ = ["SCENARIOS", "MockBackend", "Request", "codex_home_for"]
+__all__ = ["SCENARIOS", "MockBackend", "Request", "codex_home_for", "image_for"]
 
 Scenario = Literal[
     "image",  # a direct image_gen.imagegen call (0.149+), then a closing message
@@ -83,6 +84,7 @@ class MockBackend:
         directory: Path | None = None,
         call_arguments: dict[str, Any] | None = None,
         copy_to: str = "image.png",
+        echo_request: bool = False,
     ) -> None:
         if scenario not in SCENARIOS:
             raise ValueError(f"unknown backend scenario {scenario!r}; one of {SCENARIOS}")
@@ -95,6 +97,9 @@ class MockBackend:
         self.call_arguments = call_arguments or {"prompt": "a fox"}
         # Where the scripted model of "image_then_copy" copies the image (relative: codex's cwd).
         self.copy_to = copy_to
+        # The scripted model asks the tool for the user's own request, and each image is made
+        # from the prompt it was asked for: many codex runs on one mock get different images.
+        self.echo_request = echo_request
         self.requests: list[Request] = []
         self.image_served_at: float | None = None
         self.turns_answered: list[float] = []
@@ -306,14 +311,14 @@ class _Handler(BaseHTTPRequestHandler):
                 401, {"error": "invalid_grant", "error_description": "refresh_token_reused"}
             )
         if path.endswith("/images/generations") or path.endswith("/images/edits"):
-            return self._images()
+            return self._images(body or {})
         if path.endswith("/codex/responses") and method == "POST":
             return self._responses(body or {})
         return self._send(404, b"")
 
     # --- answers ---
 
-    def _images(self) -> None:
+    def _images(self, body: dict[str, Any]) -> None:
         mock = self.mock
         if mock.scenario == "images_403":
             refusal = {
@@ -323,7 +328,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(403, {"error": refusal})
         mock.sleep(mock.image_delay_s)
         mock.image_served_at = time.time()
-        encoded = base64.b64encode(mock.image).decode()
+        image = mock.image
+        if mock.echo_request and isinstance(body.get("prompt"), str):
+            image = image_for(body["prompt"])
+        encoded = base64.b64encode(image).decode()
         return self._json(
             200,
             {
@@ -366,9 +374,10 @@ class _Handler(BaseHTTPRequestHandler):
             mock.sleep(mock.final_delay_s)
             return self._stream(response_id, [_message("Here is the image.")])
         if scenario in ("image", "images_403", "image_then_copy"):
+            arguments = json.dumps(_arguments(mock, body))
             call = {"type": "function_call", "id": f"fc_{uuid.uuid4().hex[:12]}",
                     "call_id": f"call_{uuid.uuid4().hex[:24]}", "namespace": "image_gen",
-                    "name": "imagegen", "arguments": json.dumps(mock.call_arguments)}  # fmt: skip
+                    "name": "imagegen", "arguments": arguments}  # fmt: skip
             return self._stream(response_id, [call])
         if scenario == "image_code_mode":
             code = (
@@ -464,6 +473,34 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
         except OSError:
             pass
+
+
+def image_for(prompt: str) -> bytes:
+    """The image an ``echo_request`` mock serves for ``prompt`` (its hash in a tEXt chunk)."""
+    digest = hashlib.sha256(prompt.encode("utf-8")).hexdigest()
+    return make_png(96, 64, prompt, {"prompt_sha256": digest})
+
+
+def _arguments(mock: MockBackend, body: dict[str, Any]) -> dict[str, Any]:
+    arguments = dict(mock.call_arguments)
+    if mock.echo_request:
+        request = _user_request(body)
+        if request is not None:
+            arguments["prompt"] = request
+    return arguments
+
+
+def _user_request(body: dict[str, Any]) -> str | None:
+    """The text between the request markers of our instruction, as a model would pass it."""
+    begin, end = "<<<IMAGE REQUEST>>>", "<<<END OF IMAGE REQUEST>>>"
+    for item in body.get("input") or []:
+        if not isinstance(item, dict) or item.get("role") != "user":
+            continue
+        for part in item.get("content") or []:
+            text = part.get("text") if isinstance(part, dict) else None
+            if isinstance(text, str) and begin in text and end in text:
+                return text.split(begin, 1)[1].split(end, 1)[0].strip()
+    return None
 
 
 def _accounts() -> dict[str, Any]:

@@ -15,8 +15,9 @@ import anyio
 import pytest
 
 from codex_cli_image import CodexImageError, Progress, agenerate, generate, locate
+from codex_cli_image.batch import generate_many
 from codex_cli_image.testing import make_png
-from codex_cli_image.testing.backend import MockBackend
+from codex_cli_image.testing.backend import MockBackend, image_for
 
 pytestmark = pytest.mark.timeout(180)
 Start = Callable[..., MockBackend]
@@ -236,3 +237,22 @@ def test_copy_flow_runs_the_scripted_shell_copy(
     assert run.returncode == 0, run.stderr[-2000:]
     assert (workspace / "fox.png").read_bytes() == mock.image
     assert len(mock.model_turns()) == 3 and len(mock.turns_answered) == 3
+
+
+def test_a_batch_attributes_each_image_to_its_own_request(
+    shim: Path, version: tuple[int, int, int], backend: Start, signed_in: SignIn, tmp_path: Path
+) -> None:
+    """Several real codex runs at once on one CODEX_HOME and one backend: each request gets the
+    image made from its own prompt (the mock draws each image from the prompt it was asked)."""
+    if version < (0, 149, 0):
+        pytest.skip("the scripted model calls the client-side image tool (0.149+)")
+    mock = backend("image", echo_request=True, image_delay_s=0.5)
+    signed_in(mock)
+    prompts = ["a red fox", "a blue hen", "a green owl", "a grey cat"]
+    outcomes = generate_many(prompts, concurrency=2, out_dir=tmp_path / "out", codex=shim,
+                             allow_relay=True, timeout=90)  # fmt: skip
+    assert [o.status for o in outcomes] == ["ok"] * 4, [o.error for o in outcomes]
+    for outcome, prompt in zip(outcomes, prompts, strict=True):
+        assert outcome.result is not None
+        assert outcome.result.path.read_bytes() == image_for(prompt)
+    assert len({o.result.thread_id for o in outcomes if o.result}) == 4
