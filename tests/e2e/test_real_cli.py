@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -256,3 +257,28 @@ def test_a_batch_attributes_each_image_to_its_own_request(
         assert outcome.result is not None
         assert outcome.result.path.read_bytes() == image_for(prompt)
     assert len({o.result.thread_id for o in outcomes if o.result}) == 4
+
+
+def test_mcp_server_makes_an_image_with_the_real_cli(
+    shim: Path, image_scenario: str, backend: Start, signed_in: SignIn, tmp_path: Path
+) -> None:
+    """An agent's view: the SDK's stdio client calls generate_image on `codex-image mcp`."""
+    from mcp import Client, StdioServerParameters
+
+    mock = backend(image_scenario)
+    signed_in(mock)
+    out = tmp_path / "images"
+    server = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "codex_cli_image", "mcp", "--out-dir", str(out), "--codex", str(shim),
+              "--allow-relay"],
+        env=dict(os.environ),
+    )  # fmt: skip
+
+    async def main() -> Any:
+        async with Client(server) as client:
+            return await client.call_tool("generate_image", {"prompt": "a red fox"})
+
+    result = anyio.run(main)
+    assert not result.is_error, result.content
+    assert Path(result.structured_content["path"]).read_bytes() == mock.image
