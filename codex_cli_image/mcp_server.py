@@ -120,7 +120,7 @@ def build_server(options: ServerOptions, calls: _Calls | None = None) -> MCPServ
             str | None, Field(description="square, landscape, portrait or W:H such as 16:9.")
         ] = None,
         size: Annotated[str | None, Field(description="Pixel size WxH, e.g. 1024x1536.")] = None,
-        transparent: Annotated[bool, Field(description="Ask for a transparent background")] = False,
+        transparent: Annotated[bool, Field(description="A transparent background.")] = False,
     ) -> CallToolResult:
         """Make one image with the signed-in Codex CLI (gpt-image) and save it as a verified
         PNG. Returns the file's path, size and metadata, and the image itself when small.
@@ -160,9 +160,13 @@ def build_server(options: ServerOptions, calls: _Calls | None = None) -> MCPServ
             TextContent(type="text", text=f"{summary}.\n{json.dumps(data)}")
         ]
         if result.bytes <= options.inline_max_bytes:
-            png = await anyio.to_thread.run_sync(result.path.read_bytes)
-            encoded = base64.b64encode(png).decode("ascii")
-            content.append(ImageContent(type="image", data=encoded, mime_type="image/png"))
+            try:
+                png = await anyio.to_thread.run_sync(result.path.read_bytes)
+            except OSError:  # moved or removed already: the path and metadata still stand
+                png = b""
+            if png:
+                encoded = base64.b64encode(png).decode("ascii")
+                content.append(ImageContent(type="image", data=encoded, mime_type="image/png"))
         return CallToolResult(content=list(content), structured_content=data)
 
     @server.tool(
