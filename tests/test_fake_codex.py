@@ -309,8 +309,15 @@ def test_hang_until_terminated(fake: FakeCodex) -> None:
     proc.stdout.close()
 
 
-def test_hang_ignoring_sigterm_needs_sigkill(fake: FakeCodex) -> None:
-    proc = start_fake(fake, "hang_ignore_sigterm")
+@pytest.mark.parametrize(
+    ("scenario", "options"),
+    [("hang_ignore_sigterm", {}), ("hang_after_image", {"ignore_sigterm": True})],
+    ids=["hang_ignore_sigterm", "ignore_sigterm_in_any_scenario"],
+)
+def test_hang_ignoring_sigterm_needs_sigkill(
+    fake: FakeCodex, scenario: str, options: dict[str, Any]
+) -> None:
+    proc = start_fake(fake, scenario, **options)
     wait_for(lambda: hanging(fake))
     proc.terminate()
     with pytest.raises(subprocess.TimeoutExpired):
@@ -396,18 +403,6 @@ def test_sigkill_itself(fake: FakeCodex, moment: str, events: int, image: str | 
     else:
         (path,) = images
         assert png_ok(path.read_bytes()) == (image == "complete")
-
-
-def test_ignore_sigterm_in_any_scenario(fake: FakeCodex) -> None:
-    proc = start_fake(fake, "hang_after_image", ignore_sigterm=True)
-    wait_for(lambda: hanging(fake))
-    proc.terminate()
-    with pytest.raises(subprocess.TimeoutExpired):
-        proc.wait(0.5)
-    _proc.kill_tree(proc.pid, grace_s=0.2)
-    assert proc.wait(5) == -signal.SIGKILL
-    assert proc.stdout is not None
-    proc.stdout.close()
 
 
 def test_stderr_flood(fake: FakeCodex) -> None:
