@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from codex_cli_image.failures import SENTINEL, RunOutcome, classify, parse_retry
-from codex_cli_image.testing.fake_codex import FAILURES
+from codex_cli_image.testing.fake_codex import failure_text
 
 TZ = dt.timezone(dt.timedelta(hours=-5))
 NOW = dt.datetime(2026, 11, 21, 14, 0, 0, tzinfo=TZ)
@@ -33,7 +33,8 @@ def failed(message: str, **kwargs: object) -> RunOutcome:
     ],
 )
 def test_codex_failure_texts(scenario: str, kind: str, reason: str) -> None:
-    error = classify(failed(FAILURES[scenario], thread_id="t-1", codex_version="0.169.0"), now=NOW)
+    outcome = failed(failure_text(scenario, NOW), thread_id="t-1", codex_version="0.169.0")
+    error = classify(outcome, now=NOW)
     assert (error.kind, error.reason) == (kind, reason)
     assert error.exit_code == 1 and error.thread_id == "t-1" and error.codex_version == "0.169.0"
     assert error.hint
@@ -76,14 +77,48 @@ def test_content_policy_is_an_input_error() -> None:
 
 
 def test_usage_limit_carries_the_reset_time() -> None:
-    error = classify(failed(FAILURES["usage_limit"]), now=NOW)
+    error = classify(failed(failure_text("usage_limit", NOW)), now=NOW)
     assert error.reason == "usage_limit"
     assert error.retry_at == "2026-11-21T15:45:00-05:00" and error.retry_after_s == 6300.0
-    dated = classify(failed(FAILURES["usage_limit_date"]), now=NOW)
+    dated = classify(failed(failure_text("usage_limit_date", NOW)), now=NOW)
     assert dated.retry_at == "2026-11-23T15:45:00-05:00"
     assert dated.retry_after_s == 2 * 86400 + 6300
     later = classify(failed("You've hit your usage limit. Try again later."), now=NOW)
     assert later.retry_at is None and later.retry_after_s is None
+
+
+@pytest.mark.parametrize(
+    ("now", "printed"),
+    [
+        (NOW, "Nov 23rd, 2026 3:45 PM"),
+        (dt.datetime(2026, 12, 29, 23, 30, tzinfo=TZ), "Jan 1st, 2027 1:15 AM"),
+        (dt.datetime(2027, 2, 9, 10, 14, 59, tzinfo=TZ), "Feb 11th, 2027 11:59 AM"),
+        (dt.datetime(2027, 2, 20, 11, 0, tzinfo=TZ), "Feb 22nd, 2027 12:45 PM"),
+    ],
+)
+def test_the_fakes_dated_reset_parses_back(now: dt.datetime, printed: str) -> None:
+    """The fake prints a usage limit's reset date as codex does, and we read it back exactly."""
+    text = failure_text("usage_limit_date", now)
+    assert f"try again at {printed}." in text
+    error = classify(failed(text), now=now)
+    assert (
+        error.retry_at
+        == (now + dt.timedelta(days=2, hours=1, minutes=45))
+        .replace(second=0, microsecond=0)
+        .isoformat()
+    )
+
+
+@pytest.mark.parametrize(
+    ("scenario", "ahead"), [("usage_limit", 6300), ("usage_limit_date", 2 * 86400 + 6300)]
+)
+def test_the_fakes_reset_lies_ahead_of_the_real_clock(scenario: str, ahead: int) -> None:
+    """Regression guard: the fake once printed a fixed date (Nov 23rd, 2026); once it had passed,
+    retry_after_s was 0 on every machine. Its reset is now made from the clock it runs at."""
+    now = dt.datetime.now().astimezone()
+    error = classify(failed(failure_text(scenario)), now=now)
+    assert error.retry_after_s is not None
+    assert ahead - 120 <= error.retry_after_s <= ahead  # printed to the minute
 
 
 @pytest.mark.parametrize(
@@ -153,7 +188,7 @@ def test_usage_errors_of_codex_are_launch_errors() -> None:
 
 
 def test_a_failure_seen_before_the_timeout_wins() -> None:
-    outcome = RunOutcome(exit_code=None, timed_out=True, turn_failed=FAILURES["usage_limit"])
+    outcome = RunOutcome(exit_code=None, timed_out=True, turn_failed=failure_text("usage_limit"))
     assert classify(outcome, now=NOW).reason == "usage_limit"
 
 

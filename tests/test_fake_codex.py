@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import json
 import os
@@ -24,7 +25,7 @@ from codex_cli_image.testing import (
     chatgpt_auth,
     make_png,
 )
-from codex_cli_image.testing.fake_codex import FAILURES
+from codex_cli_image.testing.fake_codex import FAILURES, failure_text
 
 from helpers import png_ok
 
@@ -231,8 +232,11 @@ def test_broken_images(fake: FakeCodex, scenario: str) -> None:
 def test_failures_end_with_turn_failed_and_exit_1(fake: FakeCodex, scenario: str) -> None:
     run = run_fake(fake, scenario)
     assert run.returncode == 1
-    assert run.events[-1] == {"type": "turn.failed", "error": {"message": FAILURES[scenario]}}
-    assert FAILURES[scenario] in run.stderr.decode()
+    assert run.events[-1]["type"] == "turn.failed"
+    message = run.events[-1]["error"]["message"]
+    head, _, tail = FAILURES[scenario].partition("{reset}")
+    assert message.startswith(head) and message.endswith(tail)
+    assert f"ERROR: {message}" in run.stderr.decode()
     assert fake.generated_images() == []
     if scenario == "stream_disconnected":
         notices = [e for e in run.events if e["type"] == "error"]
@@ -240,8 +244,9 @@ def test_failures_end_with_turn_failed_and_exit_1(fake: FakeCodex, scenario: str
 
 
 def test_failure_texts_are_the_real_ones() -> None:
-    assert "try again at 3:45 PM." in FAILURES["usage_limit"]
-    assert "try again at Nov 23rd, 2026 3:45 PM." in FAILURES["usage_limit_date"]
+    now = dt.datetime(2026, 11, 21, 14, 0, tzinfo=dt.timezone.utc)
+    assert "try again at 3:45 PM." in failure_text("usage_limit", now)
+    assert "try again at Nov 23rd, 2026 3:45 PM." in failure_text("usage_limit_date", now)
     assert "429 Too Many Requests" in FAILURES["rate_limited"]
     assert "req-401-abc" in FAILURES["rate_limited"]  # a 401 that is not a 401
     assert FAILURES["unauthorized"].startswith("unexpected status 401 Unauthorized")

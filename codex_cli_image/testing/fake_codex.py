@@ -72,16 +72,17 @@ DEFAULTS: dict[str, Any] = {
     "huge_bytes": 8 * 1024 * 1024,
 }
 
-# Closing texts codex prints for failed turns (codex-facts section 7), keyed by scenario.
+# Closing texts codex prints for failed turns (codex-facts section 7), keyed by scenario. A usage
+# limit names its reset time, in local time, as `{reset}`: see failure_text().
 FAILURES: dict[str, str] = {
     # As 0.169 prints it, with a typographic apostrophe.
     "usage_limit": (
         "You\u2019ve hit your usage limit. Upgrade to Pro (https://chatgpt.com/explore/pro), visit "
-        "https://chatgpt.com/settings/usage to purchase more credits or try again at 3:45 PM."
+        "https://chatgpt.com/settings/usage to purchase more credits or try again at {reset}."
     ),
     "usage_limit_date": (
         "You've hit your usage limit. Visit https://chatgpt.com/codex/settings/usage to purchase "
-        "more credits or try again at Nov 23rd, 2026 3:45 PM."
+        "more credits or try again at {reset}."
     ),
     "rate_limited": (
         "exceeded retry limit, last status: 429 Too Many Requests, request id: req-401-abc"
@@ -108,6 +109,26 @@ FAILURES: dict[str, str] = {
         "(https://chatgpt.com/backend-api/codex/responses)"
     ),
 }
+
+# How far ahead a usage limit resets: codex prints the time alone when the reset is within a day,
+# else the date too (`%b %-d<suffix>, %Y %-I:%M %p`).
+_RESETS = {"usage_limit": dt.timedelta(hours=1, minutes=45),
+           "usage_limit_date": dt.timedelta(days=2, hours=1, minutes=45)}  # fmt: skip
+
+
+def failure_text(scenario: str, now: dt.datetime | None = None) -> str:
+    """The text codex prints for a failed turn of ``scenario``; a reset time is made from ``now``
+    (default: the clock), as codex makes it from the backend's `resets_at`, so it never passes."""
+    template = FAILURES[scenario]
+    if scenario not in _RESETS:
+        return template
+    at = (now or dt.datetime.now().astimezone()) + _RESETS[scenario]
+    clock = f"{at.hour % 12 or 12}:{at.minute:02d} {'AM' if at.hour < 12 else 'PM'}"
+    if scenario == "usage_limit":
+        return template.format(reset=clock)
+    suffix = {1: "st", 2: "nd", 3: "rd"}.get(at.day % 10 if at.day // 10 != 1 else 0, "th")
+    return template.format(reset=f"{at:%b} {at.day}{suffix}, {at.year} {clock}")
+
 
 SCENARIOS = (
     "success",
@@ -843,7 +864,7 @@ class Turn:
         message = (
             self.opts["error_message"] or "something went wrong"
             if self.scenario == "turn_failed"
-            else FAILURES[self.scenario]
+            else failure_text(self.scenario)
         )
         if self.scenario == "stream_disconnected":
             for n in range(1, 6):
