@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import zlib
 from collections.abc import Sequence
@@ -58,3 +59,10 @@ def survivors(fake: FakeCodex) -> list[int]:
         except psutil.NoSuchProcess:
             pass
     return alive
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` for a child that a test sends SIGINT: start it with SIGINT at its default
+    disposition. A suite started as a background job (``cmd &``, nohup, many CI agents) inherits
+    SIGINT as ignored, which Python and our CLI rightly keep; the test means a Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -28,7 +28,7 @@ from codex_cli_image.errors import CodexImageError, InputError
 from codex_cli_image.runner import Progress
 from codex_cli_image.testing import FakeCodex
 
-from helpers import png_ok, survivors
+from helpers import default_sigint, png_ok, survivors
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.usefixtures("private_tmp")]
 
@@ -442,6 +442,7 @@ def test_cli_interrupt_stops_every_job(
         stderr=subprocess.PIPE,
         text=True,
         env=dict(os.environ),
+        preexec_fn=default_sigint,
     )
     deadline = time.monotonic() + 30
     while sum(1 for c in fake_codex.exec_calls if c.helper_pid) < 2:

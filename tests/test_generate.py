@@ -23,7 +23,7 @@ from codex_cli_image.failures import SENTINEL
 from codex_cli_image.runner import Progress
 from codex_cli_image.testing import FakeCodex, make_png
 
-from helpers import FIXTURES, png_ok, survivors
+from helpers import FIXTURES, default_sigint, png_ok, survivors
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("private_tmp")]
 
@@ -377,6 +377,7 @@ def start_cli_with_helper(fake: FakeCodex, out: Path) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         env=dict(os.environ),
+        preexec_fn=default_sigint,
     )
     deadline = time.monotonic() + 20
     while not (fake.exec_calls and fake.exec_calls[-1].helper_pid):

@@ -42,7 +42,7 @@ from codex_cli_image import CodexImageError, ImageResult, generate
 from codex_cli_image.runner import Progress
 from codex_cli_image.testing import FakeCodex, chatgpt_auth, make_png
 
-from helpers import png_ok
+from helpers import default_sigint, png_ok
 
 MARK = "FAULT_SECRET"
 PROMPT = "a lighthouse in a storm"
@@ -244,6 +244,7 @@ class Guard:
             stderr=subprocess.PIPE,
             text=True,
             env=dict(os.environ),
+            preexec_fn=default_sigint,
         )
         return RunningCli(proc, self)
 
