@@ -93,7 +93,8 @@ def test_rollout_only_image(fake_codex: FakeCodex, out: Path) -> None:
 def test_early_stop_does_not_wait_for_the_closing_message(fake_codex: FakeCodex, out: Path) -> None:
     started = time.monotonic()
     result = run(fake_codex, out, options={"final_delay": 20})
-    assert time.monotonic() - started < 5 and result.usage is None
+    # Waiting for the closing message would take 20 s; the bound leaves room for a busy machine.
+    assert time.monotonic() - started < 12 and result.usage is None
     assert survivors(fake_codex) == []
 
 
@@ -334,7 +335,8 @@ def test_timeout_ends_the_whole_tree(
     started = time.monotonic()
     error = fails(fake_codex, out, scenario, timeout=1.0)
     assert error.kind == "transient" and error.reason == "timeout"
-    assert time.monotonic() - started < 8
+    # The deadline (1 s), the SIGTERM grace (2 s), the kill; a codex left to hang runs 120 s.
+    assert time.monotonic() - started < 12
     assert survivors(fake_codex) == []
     assert list(private_tmp.iterdir()) == [] and list(out.iterdir()) == []
 
@@ -580,7 +582,7 @@ def test_deadline_holds_while_codex_does_not_read_a_large_prompt(
     started = time.monotonic()
     error = fails(fake_codex, out, "success", prompt="\U0001f98a" * 32_000, timeout=2,
                   options={"stdin_delay": 30})  # fmt: skip
-    assert error.reason == "timeout" and time.monotonic() - started < 8
+    assert error.reason == "timeout" and time.monotonic() - started < 12  # codex waits 30 s
     assert survivors(fake_codex) == []
 
 
@@ -589,7 +591,7 @@ def test_deadline_bounds_the_preflight(fake_codex: FakeCodex, out: Path) -> None
     started = time.monotonic()
     with pytest.raises(CodexImageError):
         run(fake_codex, out, options={"version_delay": 20}, timeout=1)
-    assert time.monotonic() - started < 5 and fake_codex.exec_calls == []
+    assert time.monotonic() - started < 10 and fake_codex.exec_calls == []  # not 20 s
 
 
 @pytest.mark.bad_input

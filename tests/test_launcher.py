@@ -375,7 +375,7 @@ def test_probe_timeout_kills_the_whole_tree(tmp_path: Path, isolated_home: Path)
     with pytest.raises(LaunchError) as info:
         probe_version(codex, timeout_s=0.5)
     assert info.value.reason == "version_probe_timeout"
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 10  # not the 30 s the script would take
     grandchild = int(pid_file.read_text())
     assert not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == "zombie"
 
@@ -488,7 +488,7 @@ def test_probe_told_to_stop_ends_the_child_at_once(tmp_path: Path, isolated_home
     started = time.monotonic()
     with pytest.raises(_proc.Stopped):
         probe_version(codex, timeout_s=20, stop=stop)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 10  # stopped at 0.5 s, not at the 20 s deadline
     pid = int(pid_file.read_text())
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
 
@@ -507,7 +507,7 @@ def test_probe_deadline_holds_when_an_escaped_process_keeps_the_pipe(
     try:
         with pytest.raises(LaunchError):
             probe_version(codex, timeout_s=0.5)
-        assert time.monotonic() - started < 4
+        assert time.monotonic() - started < 10  # not the 20 s the escaped process lives
     finally:
         while not pid_file.exists():
             time.sleep(0.01)

@@ -232,4 +232,4 @@ def test_stopping_also_cancels_calls_that_begin_meanwhile() -> None:
 
     started = time.monotonic()
     anyio.run(main)
-    assert time.monotonic() - started < 5 and sorted(ended) == ["early", "late"]
+    assert time.monotonic() - started < 10 and sorted(ended) == ["early", "late"]  # not 30 s
