@@ -1,25 +1,33 @@
 #!/usr/bin/env bash
 # The test command from the README: on a fresh clone it creates .venv, installs the package with
 # its test and lint tools, installs the real Codex CLI versions the end-to-end tests run (npm, into
-# a cache outside the repo), then runs ruff, mypy and the whole pytest suite.
+# a cache outside the repo), then runs ruff, mypy and the whole pytest suite. It says what it
+# installs; a first run downloads about 1.6 GB and takes about 10 minutes on 2 CPUs.
 # Arguments go to pytest, e.g. `scripts/test.sh -k launcher`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+say() { printf '==> %s\n' "$*" >&2; }
+
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
+  say "creating .venv with $("$python" --version 2>&1)"
   "$python" -m venv .venv
 fi
+say "installing codex-cli-image with its test and lint tools into .venv (pip, ~60 MB the first time)"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test,dev]'
 
 export CODEX_IMAGE_NPM_CACHE="${CODEX_IMAGE_NPM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/codex-cli-image/npm}"
 if command -v npm >/dev/null 2>&1; then
+  say "the real Codex CLI releases the end-to-end tests run, cached in $CODEX_IMAGE_NPM_CACHE"
   .venv/bin/python -m codex_cli_image.testing.realcodex >/dev/null
 else
-  echo "note: npm not found: the real-CLI tests will be skipped here (in CI they fail instead)" >&2
+  say "note: npm not found: the real-CLI tests will be skipped here (in CI they fail instead)"
 fi
 
+say "ruff, ruff format --check, mypy"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
+say "pytest (about 6 minutes on 2 CPUs; the end-to-end tests in a private network namespace need root)"
 exec .venv/bin/python -m pytest "$@"

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 # The Codex CLI versions the real-CLI tests run against; adding one is one line. The first is
@@ -86,10 +87,28 @@ def install(version: str, *, root: Path | None = None, timeout_s: float = 900) -
     return shim_path(version, root)
 
 
+def _size(folder: Path) -> int:
+    return sum(p.lstat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Install each version, saying on stderr what is downloaded (a release is 300-450 MB), and
+    print each npm shim's path on stdout."""
     versions = (sys.argv[1:] if argv is None else argv) or list(VERSIONS)
     for version in versions:
-        print(install(version))
+        shim = installed(version)
+        if shim is None:
+            where = cache_root() / version
+            print(f"real codex {version}: installing @openai/codex@{version} from npm "
+                  f"into {where} (300-450 MB)...", file=sys.stderr, flush=True)  # fmt: skip
+            started = time.monotonic()
+            shim = install(version)
+            size = _size(cache_root() / version) / 1e6
+            print(f"real codex {version}: installed, {size:.0f} MB in "
+                  f"{time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)  # fmt: skip
+        else:
+            print(f"real codex {version}: already installed", file=sys.stderr, flush=True)
+        print(shim)
     return 0
 
 
