@@ -11,8 +11,9 @@ import re
 import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 
+from .endpoint import EndpointFailure, find_endpoint_failure, parse_endpoint_failure
 from .errors import (
     AuthError,
     CodexImageError,
@@ -35,10 +36,13 @@ _AT = re.compile(
     r"(?P<year>\d{4})\s+)?(?P<hour>\d{1,2}):(?P<minute>\d{2})\s*(?P<ampm>[AaPp]\.?[Mm]\.?)?",
     re.IGNORECASE,
 )
+# "try again in 3 days 6 hours", "in 45 minutes", and the short forms "in 12s", "1m30s", "3h".
+_UNITS = r"(?:days?|d|hours?|hrs?|h|minutes?|mins?|m(?!s)|seconds?|secs?|s|ms)"
 _IN = re.compile(
-    r"try again in\s+(?P<spec>(?:\d+\s*(?:days?|hours?|minutes?|seconds?)[\s,]*(?:and\s+)?)+)", re.I
+    rf"try again in\s+(?P<spec>(?:\d+(?:\.\d+)?\s*{_UNITS}(?![a-z])[\s,]*(?:and\s+)?)+)", re.I
 )
-_UNIT = re.compile(r"(\d+)\s*(day|hour|minute|second)", re.I)
+_UNIT = re.compile(rf"(\d+(?:\.\d+)?)\s*({_UNITS})", re.I)
+_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 
 
 def _number(code: int) -> re.Pattern[str]:
@@ -62,6 +66,8 @@ class RunOutcome:
     image_failure: str | None = None
     invalid_image: str | None = None
     """Why the image that was found is not a valid PNG."""
+    invalid_source: Literal["file", "log"] = "file"
+    """Where it was found: a file codex saved, or the session log (hosted tools)."""
     timeout_s: float | None = None
     codex_version: str | None = None
     thread_id: str | None = None
@@ -143,6 +149,9 @@ def classify(outcome: RunOutcome, *, now: dt.datetime) -> CodexImageError:
             "with `npm install -g @openai/codex@latest`.",
         )  # fmt: skip
     texts_and_stderr = [*texts, outcome.stderr_tail] if outcome.exit_code else texts
+    endpoint = _endpoint_failure(outcome)
+    if endpoint is not None and endpoint.status is not None and not outcome.turn_failed:
+        return _endpoint_error(endpoint, outcome, now)
     for rule in _RULES:
         text = _first_match(rule.patterns, texts_and_stderr)
         if text is None:
@@ -184,7 +193,12 @@ def classify(outcome: RunOutcome, *, now: dt.datetime) -> CodexImageError:
     if outcome.invalid_image:
         return _error(
             TransientError, outcome,
-            f"codex saved a file that is not a valid PNG: {outcome.invalid_image}.",
+            (
+                f"codex saved a file that is not a valid PNG: {outcome.invalid_image}."
+                if outcome.invalid_source == "file"
+                else f"codex saved no file, and the image in its session log is not usable: "
+                f"{outcome.invalid_image}."
+            ),
             "invalid_image", "Retry.",
         )  # fmt: skip
     if outcome.exit_code == 0:
@@ -199,6 +213,87 @@ def classify(outcome: RunOutcome, *, now: dt.datetime) -> CodexImageError:
         "codex_failed",
         "Retry; if it keeps failing, run `codex exec` by hand to see the whole error.",
     )  # fmt: skip
+
+
+def _endpoint_failure(outcome: RunOutcome) -> EndpointFailure | None:
+    """The images endpoint's refusal: from the image call's output in the rollout, else from
+    codex's stderr line (codex exits 0 after one, so stderr is read whatever the exit)."""
+    for text in (outcome.image_failure, outcome.stderr_tail):
+        line = find_endpoint_failure(text or "")
+        if line is not None:
+            return parse_endpoint_failure(line)
+    return None
+
+
+# The backend's error codes and types (lowercase) that decide the class before the status does.
+_CONTENT_POLICY = frozenset({"moderation_blocked", "image_generation_user_error",
+                             "content_policy_violation", "safety_violation"})  # fmt: skip
+_USAGE_LIMIT = frozenset({"usage_limit_reached", "usage_limit_exceeded"})
+_NO_CREDITS = frozenset({"insufficient_quota", "billing_hard_limit_reached"})
+_RATE_LIMIT = frozenset({"rate_limit_exceeded", "rate_limit_error", "requests", "tokens"})
+
+
+def _endpoint_error(
+    failure: EndpointFailure, outcome: RunOutcome, now: dt.datetime
+) -> CodexImageError:
+    """Sort a refusal of the images endpoint by the backend's code and type, then its status."""
+    status = failure.status or 0
+    words = {word for word in (failure.code, failure.type) if word}
+    said = f" The backend said ({status}): {_short(failure.message)}" if failure.message else (
+        f" The backend answered {status} with no explanation."
+    )  # fmt: skip
+    if words & _CONTENT_POLICY:
+        return _error(InputError, outcome, "The safety system refused the image request." + said,
+                      "content_policy", "Rephrase the prompt; retrying the same prompt will "
+                      "not help.")  # fmt: skip
+    if words & _USAGE_LIMIT or (status == 429 and "usage limit" in (failure.message or "").lower()):
+        error: CodexImageError = _error(
+            QuotaError, outcome, "The ChatGPT usage limit for images is reached." + said,
+            "usage_limit", "Wait until the limit resets (see retry_at), or check "
+            "https://chatgpt.com/codex/settings/usage.",
+        )  # fmt: skip
+        return _with_retry(error, failure, now)
+    if words & _NO_CREDITS:
+        error = _error(QuotaError, outcome, "The workspace has no credits left for images." + said,
+                       "credits_exhausted", "Add credits or raise the spend cap, or wait for "
+                       "the next billing cycle.")  # fmt: skip
+        return _with_retry(error, failure, now)
+    if status == 429 or words & _RATE_LIMIT:
+        error = _error(QuotaError, outcome, "The images endpoint is rate limiting requests." + said,
+                       "rate_limited", "Wait (see retry_after_s) and run fewer generations at "
+                       "once (about 2 at a time is safe).")  # fmt: skip
+        return _with_retry(error, failure, now)
+    if status == 401:
+        return _error(AuthError, outcome, "The images endpoint rejected the ChatGPT login." + said,
+                      "unauthorized", _SIGN_IN_AGAIN)  # fmt: skip
+    if status == 403:
+        return _error(AuthError, outcome, "The backend refused to generate images for this "
+                      "account." + said, "image_generation_refused", "Check that the ChatGPT "
+                      "plan and workspace allow image generation (`codex-image doctor`); "
+                      "retrying will not help.")  # fmt: skip
+    if 400 <= status < 500:
+        return _error(InputError, outcome, "The images endpoint refused the request as made."
+                      + said, "image_request_rejected", "Change the prompt or the reference "
+                      "images; retrying the same request will not help.")  # fmt: skip
+    return _error(TransientError, outcome, "The images endpoint failed." + said, "backend_error",
+                  "Retry in a minute; codex already retried the request itself.")  # fmt: skip
+
+
+def _with_retry(
+    error: CodexImageError, failure: EndpointFailure, now: dt.datetime
+) -> CodexImageError:
+    """When to come back: the body's reset time or delay, else the message's "try again ..."."""
+    if failure.resets_at is not None:
+        at = dt.datetime.fromtimestamp(failure.resets_at, tz=now.tzinfo).replace(microsecond=0)
+        retry: tuple[dt.datetime, float] | None = at, max(0.0, (at - now).total_seconds())
+    elif failure.resets_in_s is not None:
+        seconds = failure.resets_in_s
+        retry = (now + dt.timedelta(seconds=seconds)).replace(microsecond=0), seconds
+    else:
+        retry = parse_retry(failure.message or failure.body or "", now)
+    if retry is not None:
+        error.retry_at, error.retry_after_s = retry[0].isoformat(), retry[1]
+    return error
 
 
 _E = TypeVar("_E", bound=CodexImageError)
@@ -245,11 +340,11 @@ def parse_retry(text: str, now: dt.datetime) -> tuple[dt.datetime, float] | None
         return at, max(0.0, (at - now).total_seconds())
     match = _IN.search(text)
     if match:
-        delta = dt.timedelta()
+        seconds = 0.0
         for amount, unit in _UNIT.findall(match["spec"]):
-            delta += dt.timedelta(**{unit.lower() + "s": int(amount)})
-        at = (now + delta).replace(microsecond=0)
-        return at, max(0.0, (at - now).total_seconds())
+            unit = unit.lower()
+            seconds += float(amount) * (0.001 if unit == "ms" else _SECONDS[unit[0]])
+        return (now + dt.timedelta(seconds=seconds)).replace(microsecond=0), seconds
     return None
 
 

@@ -69,6 +69,11 @@ _VERSION = re.compile(r"(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?")
 _BINARY_MAGIC = (b"\x7fELF", b"MZ", b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe", b"\xca\xfe\xba\xbe")
 
 
+# The Codex CLI releases this release of codex-cli-image is tested with end to end (newest
+# first; codex_cli_image.testing.realcodex installs exactly these). doctor warns about a newer one.
+TESTED_VERSIONS: tuple[str, ...] = ("0.171.0", "0.169.0", "0.149.0", "0.142.0", "0.125.0")
+
+
 @dataclass(frozen=True, slots=True)
 class CodexVersion:
     """A parsed ``codex --version``; compare with :attr:`release`, e.g. ``>= (0, 149, 0)``."""

@@ -6,8 +6,10 @@ in one of three shapes depending on the version (codex-facts section 4):
 
 - 0.149+: ``event_msg`` ``item_completed`` whose item is ``{"type": "Extension",
   "kind": "image_gen.generation", "status", "result", "savedPath", "revisedPrompt", "failure"}``;
-  a failed call has ``"failure": null`` there (seen on 0.169), its reason being the
-  ``function_call_output`` of the same call id (``"image generation failed: http 403 ..."``)
+  a failed call has ``"failure": null`` there (seen on 0.169 and 0.171), its reason being the
+  ``function_call_output`` of the same call id (``"image generation failed: http 403 ..."``) on
+  a direct call, or, in code mode, the ``custom_tool_call_output`` of the ``exec`` call whose
+  script called the tool (another call id: matched by order)
 - before: ``event_msg`` ``image_generation_end`` ``{call_id, status, result, saved_path,
   revised_prompt}`` and ``response_item`` ``image_generation_call`` ``{id, status, result,
   revised_prompt}`` (also the only trace of a hosted image on 0.149+).
@@ -31,6 +33,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from .endpoint import find_endpoint_failure
 
 __all__ = [
     "STRING_LIMIT",
@@ -120,6 +124,8 @@ class RecordReader:
     def __init__(self, *, keep_image: bool = True) -> None:
         self._keep_image = keep_image
         self._records: dict[str, ImageRecord] = {}
+        # Code mode: failed image records still waiting for the exec call's output that says why.
+        self._unexplained: list[str] = []
         self._image_kept = False
         self._line = bytearray()
         self._in_string = False
@@ -232,7 +238,13 @@ class RecordReader:
             entry = json.loads(line)
         except (ValueError, UnicodeDecodeError):
             return
-        parsed = _record(entry) if isinstance(entry, dict) else None
+        if not isinstance(entry, dict):
+            return
+        script = _script_failure(entry)
+        if script is not None:
+            self._explain(*script)
+            return
+        parsed = _record(entry)
         if parsed is None:
             return
         record, result = parsed
@@ -242,14 +254,28 @@ class RecordReader:
         if image is not None:
             record = self._with_image(record, image)
         known = self._records.get(record.id)
-        self._records[record.id] = record if known is None else _merge(known, record)
+        self._records[record.id] = merged = record if known is None else _merge(known, record)
+        if merged.status == "failed" and not merged.failure and merged.id.startswith("exec-"):
+            if merged.id not in self._unexplained:
+                self._unexplained.append(merged.id)
+
+    def _explain(self, call_id: str, failure: str) -> None:
+        """The output of a code-mode ``exec`` call whose script failed on the image tool.
+
+        Its call id is the exec call's, not the image record's (``exec-<uuid>``): it explains the
+        oldest failed image record still unexplained, which the script made just before.
+        """
+        if self._unexplained:
+            record_id = self._unexplained.pop(0)
+            self._records[record_id] = replace(self._records[record_id], failure=failure)
+        else:
+            record = ImageRecord(id=call_id, status="failed", failure=failure)
+            self._records.setdefault(call_id, record)
 
     def _with_image(self, record: ImageRecord, sink: _Base64Sink) -> ImageRecord:
         data, error = sink.result()
         if data is None:
-            return replace(
-                record, invalid=f"the image in the session log is not valid base64: {error}"
-            )
+            return replace(record, invalid=f"its base64 is not valid ({error})")
         self._image_kept = True
         return replace(record, image=data)
 
@@ -335,6 +361,27 @@ def _record(entry: dict[str, Any]) -> tuple[ImageRecord, str | None] | None:
             status=_text(payload.get("status")),
             revised_prompt=_text(payload.get("revised_prompt")),
         ), _text(payload.get("result"))
+    return None
+
+
+def _script_failure(entry: dict[str, Any]) -> tuple[str, str] | None:
+    """(call id, failure line) of a code-mode exec output that reports a failed image call.
+
+    Seen on 0.169 and 0.171: ``{"type": "custom_tool_call_output", "call_id", "output": [{"type":
+    "input_text", "text": "Script error:\\nimage generation failed: http 403 ..."}, ...]}``.
+    """
+    payload = entry.get("payload")
+    if entry.get("type") != "response_item" or not isinstance(payload, dict):
+        return None
+    if payload.get("type") != "custom_tool_call_output":
+        return None
+    output = payload.get("output")
+    parts = output if isinstance(output, list) else [output]
+    for part in parts:
+        text = part.get("text") if isinstance(part, dict) else part
+        line = find_endpoint_failure(text) if isinstance(text, str) else None
+        if line is not None:
+            return _text(payload.get("call_id")) or "?", line
     return None
 
 

@@ -27,6 +27,7 @@ import anyio
 import anyio.abc
 
 from . import _proc
+from .endpoint import find_endpoint_failure
 from .errors import CodexImageError, LaunchError, TransientError
 from .events import (
     AgentMessage,
@@ -117,6 +118,8 @@ class _State:
     usage: dict[str, int] | None = None
     image: tuple[Path, bytes, PngInfo] | None = None
     invalid: str | None = None
+    """Why the image found is not valid; ``invalid_source`` says where it was found."""
+    invalid_source: Literal["file", "log"] = "file"
     refused: dict[Path, tuple[int, int]] = field(default_factory=dict)
     """Size and mtime of each file whose content failed verification."""
     stderr: bytearray = field(default_factory=bytearray)
@@ -235,8 +238,11 @@ async def _run(attempt: Attempt, workspace: Path) -> Produced:
             agent_messages=tuple(state.agent_messages),
             stderr_tail=_tail_text(state.stderr),
             image_status=failed.status if failed else None,
-            image_failure=failed.failure if failed else None,
+            # On the code-mode path, and when the rollout is missing, only stderr has the reason.
+            image_failure=(failed.failure if failed else None)
+            or find_endpoint_failure(bytes(state.stderr).decode("utf-8", "replace")),
             invalid_image=state.invalid,
+            invalid_source=state.invalid_source,
             timeout_s=attempt.timeout_s,
             codex_version=attempt.codex_version,
             thread_id=state.thread_id,
@@ -342,7 +348,7 @@ def _look_for_image(state: _State, codex_home: Path, final: bool = False) -> Non
         except OSError:
             continue
         except PngError as exc:
-            state.invalid = str(exc)
+            state.invalid, state.invalid_source = str(exc), "file"
             state.refused[path] = seen
             continue
         state.image = (path, data, info)
@@ -381,15 +387,21 @@ def _rollout_image(
     for record in records:
         if record.status != "completed":
             continue
-        if record.invalid:
-            state.invalid = record.invalid
+        if state.image is None and state.invalid is None:
+            # Only when codex saved no file: a file that failed verification says more.
+            if record.invalid:
+                state.invalid, state.invalid_source = record.invalid, "log"
+            elif not record.image and not record.saved_path:
+                state.invalid, state.invalid_source = "it holds no image data", "log"
         if record.image:
             try:
                 return (record.image, inspect_png(record.image)), record
             except PngError as exc:
-                state.invalid = str(exc)
+                state.invalid, state.invalid_source = str(exc), "log"
     failed = [r for r in records if r.status == "failed" or (r.status is None and r.failure)]
-    return (None, failed[-1]) if failed else None
+    if not failed:
+        return None
+    return None, next((r for r in reversed(failed) if r.failure), failed[-1])
 
 
 def _revised_prompt(attempt: Attempt, state: _State, image: Path) -> str | None:

@@ -66,3 +66,33 @@ def default_sigint() -> None:
     disposition. A suite started as a background job (``cmd &``, nohup, many CI agents) inherits
     SIGINT as ignored, which Python and our CLI rightly keep; the test means a Ctrl-C."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+# What each refusal of the images endpoint (codex_cli_image.testing.backend.image_refusal) must
+# come out as: kind, reason, our CLI's exit code, the backend's words the message must quote, and
+# the seconds until retry (None: no retry time; usage_limit_at's is about 7200, made at start).
+REFUSALS: dict[str, tuple[str, str, int, str, float | None]] = {
+    "moderation": ("input", "content_policy", 2, "rejected by the safety system", None),
+    "unauthorized": ("auth", "unauthorized", 3, "authentication token is expired", None),
+    "not_supported": ("auth", "image_generation_refused", 3, "not supported for this account",
+                      None),
+    "rate_limited": ("quota", "rate_limited", 4, "Please try again in 12s", 12.0),
+    "rate_limited_minutes": ("quota", "rate_limited", 4, "try again in 1m30s", 90.0),
+    "usage_limit": ("quota", "usage_limit", 4, "usage limit for images", 5400.0),
+    "usage_limit_at": ("quota", "usage_limit", 4, "hit your usage limit", 7200.0),
+    "server_error": ("transient", "backend_error", 5, "error while processing your request",
+                     None),
+}  # fmt: skip
+
+
+def check_refusal(name: str, error: dict[str, object], returncode: int) -> None:
+    """The CLI's ``--json`` error for the images endpoint's refusal ``name`` is sorted right."""
+    kind, reason, code, words, retry_after = REFUSALS[name]
+    assert (error["kind"], error["reason"], returncode) == (kind, reason, code), error
+    assert words in str(error["message"]), error["message"]
+    if retry_after is None:
+        assert error["retry_after_s"] is None
+    else:
+        seconds = error["retry_after_s"]
+        assert isinstance(seconds, float) and retry_after - 120 <= seconds <= retry_after
+        assert error["retry_at"]

@@ -192,6 +192,18 @@ def test_a_failure_seen_before_the_timeout_wins() -> None:
     assert classify(outcome, now=NOW).reason == "usage_limit"
 
 
+def test_an_unusable_image_says_where_it_was() -> None:
+    """Regression guard: a bad base64 image in the session log was reported as a saved file."""
+    saved = classify(RunOutcome(exit_code=0, invalid_image="the file is empty"), now=NOW)
+    assert saved.message == "codex saved a file that is not a valid PNG: the file is empty."
+    logged = classify(
+        RunOutcome(exit_code=0, invalid_image="its base64 is not valid (x)", invalid_source="log"),
+        now=NOW,
+    )
+    assert logged.reason == "invalid_image" and "saved no file" in logged.message
+    assert "session log" in logged.message and "base64" in logged.message
+
+
 def test_failed_image_call_beats_an_empty_leftover_file() -> None:
     """Regression guard: 0.125 leaves a 0-byte ig_*.png for a failed call."""
     outcome = RunOutcome(exit_code=0, image_status="failed", image_failure="server error",

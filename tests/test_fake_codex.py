@@ -175,21 +175,31 @@ def test_no_image_exits_zero_without_file(fake: FakeCodex) -> None:
     assert run.events[-2]["item"]["text"] == "IMAGE_TOOL_UNAVAILABLE"
 
 
-def test_image_refused_records_failure_in_rollout(fake: FakeCodex) -> None:
-    run = run_fake(fake, "image_refused")
+@pytest.mark.parametrize("style", ["exec", "call"], ids=["code-mode", "direct"])
+def test_image_refused_records_failure_in_rollout(fake: FakeCodex, style: str) -> None:
+    """As 0.149-0.171 record a refusal of the images endpoint (fixtures/codex-*/refused*.json)."""
+    run = run_fake(fake, "image_refused", name_style=style, images_status=429,
+                   images_body={"error": {"message": 'Say "when" in 12s.'}})  # fmt: skip
     assert run.returncode == 0 and fake.generated_images() == []
+    assert run.events[-1]["type"] == "turn.completed"
+    records = rollout_records(fake)
     item = next(
-        r["payload"]["item"]
-        for r in rollout_records(fake)
-        if r["payload"].get("type") == "item_completed"
+        r["payload"]["item"] for r in records if r["payload"].get("type") == "item_completed"
     )
     assert item["status"] == "failed" and "savedPath" not in item and item["failure"] is None
-    output = next(
-        r["payload"]
-        for r in rollout_records(fake)
-        if r["payload"].get("type") == "function_call_output"
+    line = (
+        'image generation failed: http 429 Too Many Requests: Some("{\\"error\\": '
+        '{\\"message\\": \\"Say \\\\\\"when\\\\\\" in 12s.\\"}}")'
     )
-    assert output["output"].startswith("image generation failed: http 403 Forbidden")
+    kind = "custom_tool_call_output" if style == "exec" else "function_call_output"
+    (output,) = [r["payload"] for r in records if r["payload"].get("type") == kind]
+    if style == "exec":  # the exec call's output, under the exec call's id
+        (call,) = [r["payload"] for r in records if r["payload"].get("type") == "custom_tool_call"]
+        assert output["call_id"] == call["call_id"] != item["id"]
+        assert output["output"][1] == {"type": "input_text", "text": "Script error:\n" + line}
+    else:
+        assert output["call_id"] == item["id"] and output["output"] == line
+    assert f"ERROR codex_core::tools::router: error={line}\n" in run.stderr.decode()
 
 
 def test_hosted_image_only_in_rollout(fake: FakeCodex) -> None:

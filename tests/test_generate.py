@@ -22,8 +22,9 @@ from codex_cli_image.api import ImageResult, agenerate, generate
 from codex_cli_image.failures import SENTINEL
 from codex_cli_image.runner import Progress
 from codex_cli_image.testing import FakeCodex, make_png
+from codex_cli_image.testing.backend import IMAGE_REFUSALS, image_refusal
 
-from helpers import FIXTURES, default_sigint, png_ok, survivors
+from helpers import FIXTURES, check_refusal, default_sigint, png_ok, survivors
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("private_tmp")]
 
@@ -88,6 +89,16 @@ def test_rollout_only_image(fake_codex: FakeCodex, out: Path) -> None:
     result = run(fake_codex, out, "hosted")
     assert result.image_source == "rollout" and png_ok(result.path.read_bytes())
     assert result.revised_prompt == "a red fox in the snow"
+
+
+def test_an_empty_image_in_the_session_log_says_so(
+    fake_codex: FakeCodex, out: Path, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    error = fails(fake_codex, out, "hosted", options={"image_file": str(empty)}, retries=0)
+    assert error.reason == "invalid_image" and "holds no image data" in error.message
+    assert "saved a file" not in error.message
 
 
 def test_early_stop_does_not_wait_for_the_closing_message(fake_codex: FakeCodex, out: Path) -> None:
@@ -369,6 +380,22 @@ def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str
         env=dict(os.environ),
         timeout=60,
     )
+
+
+@pytest.mark.parametrize("refusal", IMAGE_REFUSALS)
+@pytest.mark.parametrize("style", ["exec", "call"], ids=["code-mode", "direct"])
+def test_images_endpoint_refusals_on_both_tool_paths(
+    fake_codex: FakeCodex, out: Path, private_tmp: Path, refusal: str, style: str
+) -> None:
+    """The fake refuses as the real CLI does (exit 0, the reason only in the tool's output and on
+    stderr): each refusal is sorted, quotes the backend, and only a server error is retried."""
+    status, body = image_refusal(refusal)
+    fake_codex.configure("image_refused", name_style=style, images_status=status,
+                         images_body=body)  # fmt: skip
+    result = cli("generate", "a fox", "-o", str(out / "a.png"), "--json")
+    check_refusal(refusal, json.loads(result.stdout)["error"], result.returncode)
+    assert len(fake_codex.exec_calls) == (2 if refusal == "server_error" else 1)
+    assert list(out.iterdir()) == [] and list(private_tmp.iterdir()) == []
 
 
 def start_cli_with_helper(fake: FakeCodex, out: Path) -> subprocess.Popen[str]:

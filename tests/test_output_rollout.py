@@ -176,6 +176,53 @@ def test_failure_and_noise() -> None:
     assert record.status == "failed" and "image_generation_not_supported" in (record.failure or "")
 
 
+def _recorded_lines(name: str) -> list[bytes]:
+    """The image lines of a real CLI recording, back as rollout lines."""
+    records = json.loads((FIXTURES / name).read_text("utf-8"))["image_records"]
+    return [json.dumps(r).encode() for r in records]
+
+
+def _script_output(call_id: str, status: int) -> bytes:
+    text = f"Script error:\nimage generation failed: http {status} X: None"
+    return json.dumps({"type": "response_item", "payload": {
+        "type": "custom_tool_call_output", "call_id": call_id,
+        "output": [{"type": "input_text", "text": "Script failed"},
+                   {"type": "input_text", "text": text}]}}).encode()  # fmt: skip
+
+
+def _failed_extension(record_id: str) -> bytes:
+    return json.dumps({"type": "event_msg", "payload": {"type": "item_completed", "item": {
+        "type": "Extension", "kind": "image_gen.generation", "id": record_id,
+        "status": "failed", "result": "", "failure": None}}}).encode()  # fmt: skip
+
+
+@pytest.mark.parametrize("version", ["0.149.0", "0.169.0", "0.171.0"])
+def test_code_mode_failure_is_explained_by_the_exec_output(version: str) -> None:
+    """Regression guard: in code mode the reason is in the exec call's output, under the exec
+    call's id (not the record's), and was never read."""
+    (record,) = parse_image_records(_recorded_lines(f"codex-{version}/refused_code_mode.json"))
+    assert record.status == "failed" and record.id.startswith("exec-")
+    assert (record.failure or "").startswith("image generation failed: http 403 Forbidden")
+
+
+def test_direct_failure_is_explained_by_its_function_output() -> None:
+    (record,) = parse_image_records(_recorded_lines("codex-0.171.0/refused.json"))
+    assert record.status == "failed" and "http 403" in (record.failure or "")
+
+
+def test_script_failures_explain_records_in_order() -> None:
+    lines = [_failed_extension("exec-a"), _script_output("call_1", 400),
+             _failed_extension("exec-b"), _failed_extension("exec-c"),
+             _script_output("call_2", 429), _script_output("call_3", 500)]  # fmt: skip
+    records = {r.id: r for r in parse_image_records(lines)}
+    assert "http 400" in (records["exec-a"].failure or "")
+    assert "http 429" in (records["exec-b"].failure or "")
+    assert "http 500" in (records["exec-c"].failure or "")
+    # An output with no failed record before it still counts as a failed call of its own.
+    (orphan,) = parse_image_records([_script_output("call_9", 403)])
+    assert orphan.id == "call_9" and orphan.status == "failed" and "403" in (orphan.failure or "")
+
+
 def test_find_rollout(tmp_path: Path) -> None:
     day = tmp_path / "sessions" / "2026" / "11" / "20"
     day.mkdir(parents=True)

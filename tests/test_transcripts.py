@@ -11,11 +11,18 @@ from typing import Any
 import pytest
 
 from codex_cli_image.testing import FakeCodex
+from codex_cli_image.testing.backend import image_refusal
 from codex_cli_image.testing.transcripts import record, shape
 
 from helpers import FIXTURES
 
 RECORDINGS = sorted(FIXTURES.glob("codex-*/*.json"))
+
+
+def refused(name: str) -> dict[str, Any]:
+    """The fake's options for the images endpoint's refusal the mock answered with."""
+    status, body = image_refusal(name)
+    return {"name_style": "exec", "images_status": status, "images_body": body}
 
 
 def fake_for(name: str, version: tuple[int, ...]) -> tuple[str, dict[str, Any]]:
@@ -25,6 +32,8 @@ def fake_for(name: str, version: tuple[int, ...]) -> tuple[str, dict[str, Any]]:
         "success": ("success", style),
         "success_code_mode": ("success", {"name_style": "exec"}),
         "refused": ("image_refused", style) if client_side else ("hosted_failed", style),
+        "refused_code_mode": ("image_refused", refused("not_supported")),
+        "moderation_code_mode": ("image_refused", refused("moderation")),
         "usage_limit": ("usage_limit", {}),
         "rate_limited": ("rate_limited", {}),
         "refresh_failed": ("refresh_failed", {}),
@@ -54,6 +63,6 @@ def test_fake_matches_the_recorded_structure(path: Path, tmp_path: Path) -> None
         env=fake.env(),
         timeout=60,
     )  # fmt: skip
-    got = {"exit_code": proc.returncode, **record(proc.stdout, fake.codex_home)}
+    got = {"exit_code": proc.returncode, **record(proc.stdout, fake.codex_home, proc.stderr)}
     assert got["exit_code"] == real["exit_code"]
     assert shape(got) == shape(real)

@@ -31,7 +31,15 @@ from typing import Any, Literal
 
 from .fake_codex import make_png
 
-__all__ = ["SCENARIOS", "MockBackend", "Request", "codex_home_for", "image_for"]
+__all__ = [
+    "IMAGE_REFUSALS",
+    "SCENARIOS",
+    "MockBackend",
+    "Request",
+    "codex_home_for",
+    "image_for",
+    "image_refusal",
+]
 
 Scenario = Literal[
     "image",  # a direct image_gen.imagegen call (0.149+), then a closing message
@@ -53,6 +61,46 @@ SCENARIOS: tuple[str, ...] = (
     "text_only", "images_403", "responses_429", "usage_limit", "unauthorized", "hang",
 )  # fmt: skip
 ACCOUNT_ID = "acc-0f3c2b7e-fake"
+
+
+def image_refusal(name: str) -> tuple[int, dict[str, Any]]:
+    """A refusal of the images endpoint (status, JSON body) in the backend's shapes, for
+    ``MockBackend(images_error=...)`` and the fake codex's ``images_status``/``images_body``."""
+    bodies: dict[str, tuple[int, dict[str, Any]]] = {
+        "moderation": (400, {"error": {
+            "code": "moderation_blocked", "type": "image_generation_user_error", "param": None,
+            "message": "Your request was rejected by the safety system. It may contain content "
+                       "that is not allowed."}}),
+        "unauthorized": (401, {"error": {
+            "code": "token_expired", "type": "invalid_request_error", "param": None,
+            "message": "Provided authentication token is expired. Please try signing in again."}}),
+        "not_supported": (403, {"error": {
+            "code": "image_generation_not_supported", "type": "invalid_request_error",
+            "message": "Image generation is not supported for this account."}}),
+        "rate_limited": (429, {"error": {
+            "code": "rate_limit_exceeded", "type": "requests", "param": None,
+            "message": "Rate limit reached for gpt-image-2 on images per min. Please try again "
+                       "in 12s."}}),
+        "rate_limited_minutes": (429, {"error": {
+            "code": "rate_limit_exceeded", "type": "requests",
+            "message": "Rate limit reached for gpt-image-2. Please try again in 1m30s."}}),
+        "usage_limit": (429, {"error": {
+            "type": "usage_limit_reached", "message": "You've hit your usage limit for images.",
+            "plan_type": "plus", "resets_in_seconds": 5400}}),
+        "usage_limit_at": (429, {"error": {
+            "type": "usage_limit_reached", "message": "You've hit your usage limit.",
+            "plan_type": "plus", "resets_at": int(time.time()) + 7200}}),
+        "server_error": (500, {"error": {
+            "code": None, "type": "server_error", "param": None,
+            "message": "The server had an error while processing your request."}}),
+    }  # fmt: skip
+    return bodies[name]
+
+
+IMAGE_REFUSALS: tuple[str, ...] = (
+    "moderation", "unauthorized", "not_supported", "rate_limited", "rate_limited_minutes",
+    "usage_limit", "usage_limit_at", "server_error",
+)  # fmt: skip
 _IO_TIMEOUT_S = 30.0
 # How codex 0.149+ tells the model where the image went, in the image call's output.
 _SAVED_AS = re.compile(r"\bas (\S+?\.png) by default")
@@ -85,6 +133,7 @@ class MockBackend:
         call_arguments: dict[str, Any] | None = None,
         copy_to: str = "image.png",
         echo_request: bool = False,
+        images_error: tuple[int, dict[str, Any] | str] | None = None,
     ) -> None:
         if scenario not in SCENARIOS:
             raise ValueError(f"unknown backend scenario {scenario!r}; one of {SCENARIOS}")
@@ -100,6 +149,13 @@ class MockBackend:
         # The scripted model asks the tool for the user's own request, and each image is made
         # from the prompt it was asked for: many codex runs on one mock get different images.
         self.echo_request = echo_request
+        # The images endpoint refuses with this HTTP status and body (a dict is sent as JSON),
+        # whichever way the scripted model calls the tool ("image", "image_code_mode").
+        if scenario == "images_403" and images_error is None:
+            refusal = {"code": "image_generation_not_supported",
+                       "message": "Image generation is not supported."}  # fmt: skip
+            images_error = (403, {"error": refusal})
+        self.images_error = images_error
         self.requests: list[Request] = []
         self.image_served_at: float | None = None
         self.turns_answered: list[float] = []
@@ -173,6 +229,10 @@ class MockBackend:
     def paths(self, method: str | None = None) -> list[str]:
         with self._lock:
             return [r.path for r in self.requests if method is None or r.method == method]
+
+    def image_requests(self) -> int:
+        """How many requests reached the images endpoint (generations or edits)."""
+        return sum(1 for path in self.paths("POST") if "/images/" in path)
 
     def record(self, request: Request) -> None:
         with self._lock:
@@ -320,12 +380,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _images(self, body: dict[str, Any]) -> None:
         mock = self.mock
-        if mock.scenario == "images_403":
-            refusal = {
-                "code": "image_generation_not_supported",
-                "message": "Image generation is not supported.",
-            }
-            return self._json(403, {"error": refusal})
+        if mock.images_error is not None:
+            status, refusal = mock.images_error
+            if isinstance(refusal, str):
+                return self._send(status, refusal.encode(), "text/plain")
+            return self._json(status, refusal)
         mock.sleep(mock.image_delay_s)
         mock.image_served_at = time.time()
         image = mock.image

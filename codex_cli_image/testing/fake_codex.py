@@ -29,6 +29,7 @@ import threading
 import time
 import uuid
 import zlib
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,15 @@ DEFAULTS: dict[str, Any] = {
     "image_file": None,  # a file whose bytes are the image (e.g. a large PNG), as the backend sent
     "message": None,  # the closing agent message; None: a default per scenario
     "error_message": None,  # for scenario "turn_failed"
+    # For scenario "image_refused": what the images endpoint answered (status, and the body as
+    # text, or an object sent as JSON); codex passes both on verbatim.
+    "images_status": 403,
+    "images_body": {
+        "error": {
+            "code": "image_generation_not_supported",
+            "message": "Image generation is not supported for this account.",
+        }
+    },
     # login status answer: chatgpt | apikey | agent | pat | none | error; None: from auth.json
     "login": None,
     "image_generation": True,  # what `features list` reports
@@ -683,20 +693,7 @@ class Turn:
             return "I can't generate images here, but here is a description of the scene instead."
         call_id = self._call_id()
         if scenario == "image_refused":
-            # As 0.169 records it: "failure": null, the reason in the call's output.
-            self._image_record(call_id, "failed", None, None, None)
-            body = '{"error": {"code": "image_generation_not_supported", "message": "..."}}'
-            self._rollout_line(
-                "response_item",
-                {
-                    "type": "function_call_output",
-                    "id": f"fco_{uuid.uuid4()}",
-                    "call_id": call_id,
-                    "output": "image generation failed: http 403 Forbidden: "
-                    f"Some({json.dumps(body)})",
-                },
-            )
-            return "The image tool failed, so no image was generated."
+            return self._refused(call_id)
         png = make_png(
             int(self.opts["width"]),
             int(self.opts["height"]),
@@ -747,6 +744,41 @@ class Turn:
         self._image_record(call_id, "completed", data, saved, None)
         return f"Generated the image ({self.opts['width']}x{self.opts['height']})."
 
+    def _refused(self, call_id: str) -> str:
+        """The images endpoint refused, as 0.149-0.171 record it: exit 0, the image record
+        "failed" with "failure": null, the reason in the tool call's output (a plain string for
+        a direct call; in code mode the exec call's output, under its own call id) and in one
+        stderr line."""
+        status = int(self.opts["images_status"])
+        body = self.opts["images_body"]
+        text = body if isinstance(body, str) else json.dumps(body)
+        try:
+            phrase = f"{status} {HTTPStatus(status).phrase}"
+        except ValueError:
+            phrase = str(status)
+        failure = f"image generation failed: http {phrase}: Some({_rust_debug(text)})"
+        exec_call = self._image_record(call_id, "failed", None, None, None)
+        if exec_call is None:
+            output: Any = failure
+            kind, output_call = "function_call_output", call_id
+        else:
+            wall = "Script failed\nWall time 0.1 seconds\nOutput:\n"
+            output = [{"type": "input_text", "text": wall},
+                      {"type": "input_text", "text": f"Script error:\n{failure}"}]  # fmt: skip
+            kind, output_call = "custom_tool_call_output", exec_call
+        self._rollout_line(
+            "response_item",
+            {
+                "type": kind,
+                "id": f"{'ctco' if exec_call else 'fco'}_{uuid.uuid4()}",
+                "call_id": output_call,
+                "output": output,
+            },  # fmt: skip
+        )
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        err(f"{stamp} ERROR codex_core::tools::router: error={failure}")
+        return "The image tool failed, so no image was generated."
+
     def _write_image(self, path: Path, data: bytes) -> None:
         """Write the file as the options say: at once, slowly in pieces (each flushed, so a reader
         sees it), or only its first piece before dying."""
@@ -779,9 +811,10 @@ class Turn:
         data: bytes | None,
         saved: Path | None,
         failure: dict[str, str] | None,
-    ) -> None:
+    ) -> str | None:
         """The rollout lines codex writes for an image call, in the shapes recorded from the
-        real CLI (fixtures/codex-<version>/): keys appear exactly when the real ones do."""
+        real CLI (fixtures/codex-<version>/): keys appear exactly when the real ones do.
+        Returns the call id of the code-mode exec call that made it, if one did."""
         result = base64.b64encode(data).decode("ascii") if data is not None else ""
         revised = _requested(self.ex.prompt)
         if self.opts["name_style"] == "ig" or self.version < (0, 149, 0):
@@ -806,15 +839,17 @@ class Turn:
                     "result": result,
                 },
             )
-            return
+            return None
+        exec_call = None
         if self.opts["name_style"] == "exec":
             # Code mode: the model's JavaScript for the exec tool is logged first.
+            exec_call = f"call_{uuid.uuid4().hex[:24]}"
             self._rollout_line(
                 "response_item",
                 {
                     "type": "custom_tool_call",
                     "id": f"ctc_{uuid.uuid4().hex[:12]}",
-                    "call_id": f"call_{uuid.uuid4().hex[:24]}",
+                    "call_id": exec_call,
                     "name": "exec",
                     "input": "const result = await tools.image_gen__imagegen("
                     f"{json.dumps({'prompt': revised})});\ngeneratedImage(result);\n",
@@ -859,6 +894,7 @@ class Turn:
                 "completed_at_ms": now_ms,
             },
         )
+        return exec_call
 
     def _fail(self) -> int:
         message = (
@@ -958,6 +994,22 @@ def _malformed_lines() -> None:
     ):
         out.write(raw)
     out.flush()
+
+
+def _rust_debug(text: str) -> str:
+    """``text`` as Rust's ``Debug`` prints a string: quoted, with quotes, backslashes and
+    control characters escaped (how codex quotes the backend's body)."""
+    escaped = []
+    for char in text:
+        if char in '"\\':
+            escaped.append("\\" + char)
+        elif char in "\n\r\t":
+            escaped.append({"\n": "\\n", "\r": "\\r", "\t": "\\t"}[char])
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            escaped.append(f"\\u{{{ord(char):x}}}")
+        else:
+            escaped.append(char)
+    return '"' + "".join(escaped) + '"'
 
 
 def _requested(prompt: str) -> str:

@@ -17,10 +17,13 @@ import sys
 import time
 from pathlib import Path
 
-# The Codex CLI versions the real-CLI tests run against; adding one is one line. The first is
-# the newest; 0.149 is the first with the client-side image tool, 0.142 the first with the new
-# npm layout (hosted tool), 0.125 has the old layout and the hosted tool.
-VERSIONS: tuple[str, ...] = ("0.169.0", "0.149.0", "0.142.0", "0.125.0")
+from ..launcher import TESTED_VERSIONS
+
+# The Codex CLI versions the real-CLI tests run against; adding one is one line, in
+# launcher.TESTED_VERSIONS. The first is the newest; 0.149 is the first with the client-side
+# image tool, 0.142 the first with the new npm layout (hosted tool), 0.125 has the old layout and
+# the hosted tool.
+VERSIONS: tuple[str, ...] = TESTED_VERSIONS
 
 _STAMP = ".codex-cli-image-complete"
 

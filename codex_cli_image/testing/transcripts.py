@@ -2,7 +2,8 @@
 can be compared: ids, paths, times and image data become placeholders.
 
 A transcript holds what our code reads: the ``--json`` events on stdout, the image records of the
-session rollout, and the names of the files codex saved. :func:`shape` reduces one further to its
+session rollout, the names of the files codex saved, and the stderr lines that report a failed
+image call. :func:`shape` reduces one further to its
 structure (types and keys), which is what the fake codex must share with the real one.
 """
 
@@ -19,11 +20,20 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 _CALL = re.compile(r"\b(call|ig|fc|ctc|msg|gen|exec|fco|at|resp)[_-][0-9A-Za-z-]{6,}")
 _CLOCK = re.compile(r"(?:[A-Z][a-z]{2} \d{1,2}(?:st|nd|rd|th)?, \d{4} )?\d{1,2}:\d{2} [AP]M")
 _ROLLOUT_KEYS = ("image_gen", "image_generation", "image generation")
+_WALL = re.compile(r"Wall time [\d.]+ seconds")
+_STDERR_KEYS = ("image generation failed",)
+_STDERR_STAMP = re.compile(r"^\S*\d{4}-\d{2}-\d{2}T[\d:.]+Z\s+")
+_BODY = re.compile(r'Some\(".*"\)')
 
 
-def record(stdout: bytes, codex_home: Path) -> dict[str, Any]:
+def record(stdout: bytes, codex_home: Path, stderr: bytes = b"") -> dict[str, Any]:
     """The normalised transcript of one run whose state is in ``codex_home``."""
     home = str(codex_home)
+    said = [
+        _text(_STDERR_STAMP.sub("", line), home)
+        for line in stderr.decode("utf-8", "replace").splitlines()
+        if any(key in line for key in _STDERR_KEYS)
+    ]
     events = []
     for line in stdout.decode("utf-8", "replace").splitlines():
         try:
@@ -44,7 +54,7 @@ def record(stdout: bytes, codex_home: Path) -> dict[str, Any]:
         for p in (codex_home / "generated_images").rglob("*")
         if p.is_file()
     )
-    return {"events": events, "image_records": records, "files": files}
+    return {"events": events, "image_records": records, "files": files, "stderr": said}
 
 
 def shape(transcript: dict[str, Any]) -> dict[str, Any]:
@@ -61,6 +71,8 @@ def shape(transcript: dict[str, Any]) -> dict[str, Any]:
         "events": [keys(e) for e in transcript["events"]],
         "image_records": [keys(r) for r in transcript["image_records"]],
         "files": transcript["files"],
+        # The line's form, not the backend's body it quotes.
+        "stderr": [_BODY.sub("Some(<BODY>)", line) for line in transcript.get("stderr", [])],
     }
 
 
@@ -97,4 +109,5 @@ def _text(text: str, home: str) -> str:
     text = text.replace(home, "<CODEX_HOME>")
     text = _UUID.sub("<UUID>", text)
     text = _CLOCK.sub("<TIME>", text)
+    text = _WALL.sub("Wall time <SECONDS> seconds", text)
     return _CALL.sub(lambda m: f"{m.group(1)}_<ID>", text)

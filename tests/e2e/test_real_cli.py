@@ -18,7 +18,9 @@ import pytest
 from codex_cli_image import CodexImageError, Progress, agenerate, generate, locate
 from codex_cli_image.batch import generate_many
 from codex_cli_image.testing import make_png
-from codex_cli_image.testing.backend import MockBackend, image_for
+from codex_cli_image.testing.backend import IMAGE_REFUSALS, MockBackend, image_for, image_refusal
+
+from helpers import check_refusal
 
 pytestmark = pytest.mark.timeout(180)
 Start = Callable[..., MockBackend]
@@ -125,6 +127,40 @@ def test_failures_map_to_kind_and_reason(
     if scenario == "unauthorized":
         assert "/oauth/token" in mock.paths("POST")  # codex did try to refresh
     assert not (tmp_path / "a.png").exists()
+
+
+@pytest.mark.parametrize("refusal", IMAGE_REFUSALS)
+@pytest.mark.parametrize("tool_path", ["image", "image_code_mode"], ids=["direct", "code-mode"])
+def test_images_endpoint_refusals_are_sorted_on_both_tool_paths(
+    shim: Path,
+    version: tuple[int, int, int],
+    backend: Start,
+    signed_in: SignIn,
+    tmp_path: Path,
+    refusal: str,
+    tool_path: str,
+) -> None:
+    """Regression guard: on the code-mode path the default models take, every refusal of the
+    images endpoint came out as transient/no_image (exit 5, retried). Codex exits 0 either way;
+    the reason is only in the tool call's output and in one stderr line."""
+    if version < (0, 149, 0):
+        pytest.skip("before 0.149 the image is made by the backend's hosted tool: no images call")
+    mock = backend(tool_path, images_error=image_refusal(refusal))
+    signed_in(mock)
+    out = tmp_path / "a.png"
+    # A refusal is never retried; a server error is (retries 1 by default), so it runs once here.
+    retries = ["--retries", "0"] if refusal == "server_error" else []
+    result = cli("generate", "a fox", "-o", str(out), "--codex", str(shim), "--allow-relay",
+                 "--json", *retries)  # fmt: skip
+    error = json.loads(result.stdout)["error"]
+    check_refusal(refusal, error, result.returncode)
+    assert error["thread_id"] and error["codex_version"] == ".".join(map(str, version))
+    if refusal == "server_error":
+        assert mock.image_requests() > 1  # codex retried it itself
+    else:
+        assert mock.image_requests() == 1, mock.paths("POST")
+    assert not out.exists() and list(tmp_path.glob("*.png")) == []
+    # the autouse fixture proves no codex process is left
 
 
 def test_hang_times_out_and_leaves_no_process(

@@ -11,31 +11,35 @@ import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from codex_cli_image.launcher import locate
-from codex_cli_image.testing.backend import MockBackend, codex_home_for
+from codex_cli_image.testing.backend import MockBackend, codex_home_for, image_refusal
 from codex_cli_image.testing.transcripts import record
 
 from helpers import FIXTURES
 
 NAMES = (
-    "success", "success_code_mode", "refused", "usage_limit", "rate_limited", "refresh_failed",
-    "text_only",
+    "success", "success_code_mode", "refused", "refused_code_mode", "moderation_code_mode",
+    "usage_limit", "rate_limited", "refresh_failed", "text_only",
 )  # fmt: skip
+CODE_MODE = ("success_code_mode", "refused_code_mode", "moderation_code_mode")
 
 
-def scenario_for(name: str, version: tuple[int, int, int]) -> str:
+def scenario_for(name: str, version: tuple[int, int, int]) -> tuple[str, dict[str, Any]]:
     client_side = version >= (0, 149, 0)
     return {
-        "success": "image" if client_side else "image_hosted",
-        "success_code_mode": "image_code_mode",
-        "refused": "images_403" if client_side else "image_hosted_failed",
-        "usage_limit": "usage_limit",
-        "rate_limited": "responses_429",
-        "refresh_failed": "unauthorized",
-        "text_only": "text_only",
+        "success": ("image" if client_side else "image_hosted", {}),
+        "success_code_mode": ("image_code_mode", {}),
+        "refused": ("images_403" if client_side else "image_hosted_failed", {}),
+        "refused_code_mode": ("image_code_mode", {"images_error": image_refusal("not_supported")}),
+        "moderation_code_mode": ("image_code_mode", {"images_error": image_refusal("moderation")}),
+        "usage_limit": ("usage_limit", {}),
+        "rate_limited": ("responses_429", {}),
+        "refresh_failed": ("unauthorized", {}),
+        "text_only": ("text_only", {}),
     }[name]
 
 
@@ -48,9 +52,10 @@ def test_transcript_matches_the_recording(
     tmp_path: Path,
     name: str,
 ) -> None:
-    if name == "success_code_mode" and version < (0, 149, 0):
+    if name in CODE_MODE and version < (0, 149, 0):
         pytest.skip("code mode (the exec tool) arrived with the client-side image tool in 0.149")
-    mock = backend(scenario_for(name, version))
+    scenario, options = scenario_for(name, version)
+    mock = backend(scenario, **options)
     home = tmp_path / "h"
     env = codex_home_for(mock, home)
     workspace = tmp_path / "ws"
@@ -64,7 +69,7 @@ def test_transcript_matches_the_recording(
         env={**codex.env, **env},
         timeout=90,
     )  # fmt: skip
-    got = {"exit_code": proc.returncode, **record(proc.stdout, home)}
+    got = {"exit_code": proc.returncode, **record(proc.stdout, home, proc.stderr)}
     path = FIXTURES / f"codex-{'.'.join(map(str, version))}" / f"{name}.json"
     if os.environ.get("CODEX_IMAGE_RECORD") == "1":
         path.parent.mkdir(exist_ok=True)
