@@ -508,7 +508,7 @@ def _print_report(report: DoctorReport) -> None:
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         print(f"{label:<{width}}  {value}")
-    for notice in login.warnings if login is not None else ():
+    for notice in (*report.warnings, *(login.warnings if login is not None else ())):
         print(f"warning: {notice.message}", file=sys.stderr)
     for problem in report.problems:
         print(f"error: {problem.message}", file=sys.stderr)

@@ -11,8 +11,8 @@ from typing import Literal
 
 from . import _proc
 from .errors import CodexImageError, Kind
-from .launcher import Codex, Source, locate, probe_version
-from .preflight import Verdict, check_login, codex_home_path
+from .launcher import TESTED_VERSIONS, Codex, Source, locate, probe_version
+from .preflight import Notice, Verdict, check_login, codex_home_path
 
 __all__ = ["CodexInfo", "DoctorReport", "Problem", "doctor", "parse_features"]
 
@@ -49,6 +49,8 @@ class DoctorReport:
     image_generation: bool | None
     """What ``codex features list`` says (None when it could not be asked)."""
     problems: tuple[Problem, ...]
+    warnings: tuple[Notice, ...] = ()
+    """Worth knowing, not a reason to refuse (a codex newer than any tested)."""
 
     @property
     def ok(self) -> bool:
@@ -75,6 +77,7 @@ class DoctorReport:
                 {"kind": p.kind, "reason": p.reason, "message": p.message, "hint": p.hint}
                 for p in self.problems
             ],
+            "warnings": [{"code": w.code, "message": w.message} for w in self.warnings],
         }
 
 
@@ -147,7 +150,25 @@ def doctor(
                 f"{home / 'config.toml'}.",
             )
         )
-    return DoctorReport(info, str(home), verdict, image_generation, tuple(problems))
+    warnings = () if release is None else version_warnings(release)
+    return DoctorReport(info, str(home), verdict, image_generation, tuple(problems), warnings)
+
+
+def version_warnings(release: tuple[int, int, int]) -> tuple[Notice, ...]:
+    """A notice when ``release`` is newer than the newest version this release was tested with:
+    the CLI changes often, and a change in what it writes is what breaks image delivery first."""
+    newest = max(TESTED_VERSIONS, key=lambda v: tuple(int(p) for p in v.split(".")))
+    if release <= tuple(int(p) for p in newest.split(".")):
+        return ()
+    shown = ".".join(map(str, release))
+    return (
+        Notice(
+            "codex_newer_than_tested",
+            f"codex {shown} is newer than {newest}, the newest version this release of "
+            "codex-cli-image was tested with; if images fail, update codex-cli-image or "
+            f"install @openai/codex@{newest}.",
+        ),
+    )
 
 
 def parse_features(text: str) -> dict[str, bool]:

@@ -11,6 +11,7 @@ import pytest
 
 import codex_cli_image
 from codex_cli_image.cli import EXIT_CODES, main
+from codex_cli_image.launcher import TESTED_VERSIONS
 from codex_cli_image.testing import FakeCodex
 
 from helpers import FIXTURES
@@ -62,6 +63,27 @@ def test_doctor_json_ready(fake_codex: FakeCodex, capsys: pytest.CaptureFixture[
         "version": "0.169.0",
         "removed_env": [],
     }
+
+
+def test_doctor_warns_about_a_codex_newer_than_tested(
+    fake_codex: FakeCodex, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A newer codex is worth a warning, not a failure: it usually works, but the CLI changes
+    often and what it writes is what breaks first."""
+    newest = TESTED_VERSIONS[0]
+    major, minor, patch = (int(p) for p in newest.split("."))
+    fake_codex.configure(version=f"{major}.{minor + 1}.0")
+    assert main(["doctor", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is True and [w["code"] for w in report["warnings"]] == [
+        "codex_newer_than_tested"
+    ]
+    assert newest in report["warnings"][0]["message"]
+    assert main(["doctor"]) == 0
+    assert "warning: codex" in capsys.readouterr().err
+    fake_codex.configure(version=newest)
+    assert main(["doctor", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["warnings"] == []
 
 
 def test_doctor_json_reports_removed_credentials(
