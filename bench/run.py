@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import cold, memory, naive, overhead, scaling, turns
+from . import cold, memory, naive, overhead, scaling, turns, watchdog
 from .common import BenchError, Lab, Section, fmt, log, machine
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,8 +33,9 @@ BENCHMARKS: dict[str, Callable[..., Section]] = {
     "cold": cold.run,
     "memory": memory.run,
     "scaling": scaling.run,
+    "watchdog": watchdog.run,
 }
-_OFFLINE_OK = {"cold"}  # runs no codex: needs no private network
+_OFFLINE_OK = {"cold", "watchdog"}  # run no codex: need no private network
 _NETNS_ENV = "CODEX_IMAGE_BENCH_NETNS"
 _BEGIN, _END = "<!-- bench:begin -->", "<!-- bench:end -->"
 

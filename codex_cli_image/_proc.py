@@ -15,6 +15,7 @@ from typing import Any
 
 import psutil
 
+from ._watchdog import WATCHDOG
 from .errors import TransientError
 
 log = logging.getLogger(__name__)
@@ -180,6 +181,7 @@ def run_bounded(
     tree is killed and reaped before the exception propagates. Raises OSError when it cannot be
     started.
     """
+    WATCHDOG.start()
     proc = subprocess.Popen(
         list(argv),
         stdin=subprocess.DEVNULL,
@@ -188,6 +190,7 @@ def run_bounded(
         env=dict(env),
         **new_group_kwargs(),
     )
+    WATCHDOG.watch(proc.pid)
     try:
         if stop is None:
             out, err = proc.communicate(timeout=timeout_s)
@@ -197,6 +200,9 @@ def run_bounded(
         kill_tree(proc.pid, grace_s=0)
         _reap(proc)
         raise
+    finally:
+        if proc.returncode is not None:
+            WATCHDOG.forget(proc.pid)
     return proc.returncode, out, err
 
 

@@ -27,6 +27,7 @@ import anyio
 import anyio.abc
 
 from . import _proc
+from ._watchdog import WATCHDOG
 from .endpoint import find_endpoint_failure
 from .errors import CodexImageError, LaunchError, TransientError
 from .events import (
@@ -182,6 +183,7 @@ async def _run(attempt: Attempt, workspace: Path) -> Produced:
     )
     env = {**attempt.codex.env, "CODEX_HOME": str(attempt.codex_home)}
     group = _proc.new_group_kwargs()
+    WATCHDOG.start()  # before codex exists: if we die from here on, its group is ended
     process = await anyio.open_process(
         argv,
         stdin=subprocess.PIPE,
@@ -195,6 +197,7 @@ async def _run(attempt: Attempt, workspace: Path) -> Produced:
     job = _proc.ProcessJob()  # Windows: codex's helpers join it, and end with it
     timed_out = False
     try:
+        WATCHDOG.watch(process.pid, str(workspace))
         job.add(process.pid)
         with anyio.move_on_after(max(0.0, attempt.deadline - time.monotonic())) as deadline:
             async with anyio.create_task_group() as tasks:
@@ -427,6 +430,8 @@ async def _stop(process: anyio.abc.Process, job: _proc.ProcessJob) -> None:
         job.close()
     with anyio.move_on_after(5):
         await process.wait()
+    if process.returncode is not None:  # reaped: the group id may be someone else's from now on
+        WATCHDOG.forget(process.pid)
     for stream in (process.stdin, process.stdout, process.stderr):
         if stream is not None:
             await stream.aclose()

@@ -11,6 +11,7 @@ import psutil
 import pytest
 
 from codex_cli_image import api as api_module
+from codex_cli_image._watchdog import WATCHDOG
 from codex_cli_image.testing import realcodex
 
 from helpers import IN_CI, NPM_CACHE
@@ -26,6 +27,14 @@ _CALLER_ENV = (
     "FAKE_CODEX_OPTIONS",
     "FAKE_CODEX_SCENARIO",
 )
+
+
+@pytest.fixture(autouse=True, scope="session")
+def watchdog_started() -> None:
+    """This test process's codex watchdog, started once up front rather than by whichever test
+    runs codex first: pytest-subprocess replaces Popen in some tests, and process checks tell
+    it (by pid) from a leak. It lives, as in any host, until the process exits."""
+    WATCHDOG.start()
 
 
 @pytest.fixture(autouse=True)
@@ -122,6 +131,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     entry["ran"] = entry["ran"] or report.failed or (report.when == "call" and report.passed)
     if report.when == "teardown":
         entry["runs"] = sum(v for k, v in report.user_properties if k == "leak_free_runs")
+        entry["gone_s"] = [v for k, v in report.user_properties if k == "caller_killed_gone_s"]
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -138,3 +148,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         f"faults survived: {len(held)}/{len(faults)}; bad inputs refused: "
         f"{len(refused)}/{len(bad)}; runs without a leak: {runs}"
     )
+    gone = [seconds for e in held for seconds in e.get("gone_s", [])]
+    if gone:
+        terminalreporter.write_line(
+            f"callers killed with SIGKILL: {len(gone)}; codex's tree gone within "
+            f"{max(gone):.2f} s (median {sorted(gone)[len(gone) // 2]:.2f} s)"
+        )

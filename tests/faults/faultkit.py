@@ -39,6 +39,7 @@ import psutil
 import pytest
 
 from codex_cli_image import CodexImageError, ImageResult, generate
+from codex_cli_image._watchdog import WATCHDOG
 from codex_cli_image.runner import Progress
 from codex_cli_image.testing import FakeCodex, chatgpt_auth, make_png
 
@@ -236,10 +237,15 @@ class Guard:
 
     def start_cli(self, *args: str) -> RunningCli:
         """``codex-image ARGS`` started in the background; see :class:`RunningCli`."""
+        return self.start(self.cli_argv(*args))
+
+    def start(self, argv: list[str], *, stdin: bool = False) -> RunningCli:
+        """Any host of our code (the CLI, a Python program) started in the background;
+        ``stdin``: a pipe to write to (else it reads nothing)."""
         self._count_run()
         proc = subprocess.Popen(
-            self.cli_argv(*args),
-            stdin=subprocess.DEVNULL,
+            argv,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -253,6 +259,8 @@ class Guard:
     def leftover_processes(self) -> list[psutil.Process]:
         found: dict[int, psutil.Process] = {}
         for proc in psutil.Process().children(recursive=True):
+            if proc.pid == WATCHDOG.pid:  # this process's own watchdog lives as long as we do
+                continue
             with contextlib.suppress(psutil.Error):
                 if (proc.pid, proc.create_time()) not in self._procs and _alive(proc):
                     found[proc.pid] = proc
@@ -357,9 +365,10 @@ class RunningCli:
             reader.join(10)
         out, err = "".join(self.out), "".join(self.err)
         self.guard.said(out, err)
-        for stream in (self.proc.stdout, self.proc.stderr):
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if stream is not None:
-                stream.close()
+                with contextlib.suppress(OSError):
+                    stream.close()
         assert self.proc.returncode is not None
         return self.proc.returncode, out, err
 

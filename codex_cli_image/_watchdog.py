@@ -1,0 +1,166 @@
+"""End codex's process trees when the process that started them dies, however it dies.
+
+Our own stop (SIGTERM to codex's group, then SIGKILL, then reaping) runs only while we can run:
+not after SIGKILL, the OOM killer or a crash; and codex leads its own session, so nothing else
+ends it (on a backend that hangs it retries for ever). So a host process starts, before its
+first codex, one small watchdog that reads a pipe only we write to. We tell it each codex group
+we start and each one we have ended; the kernel closes our end of the pipe when we die, and on
+that end of file the watchdog ends every group still listed (SIGTERM, up to a second's grace,
+SIGKILL) and exits. It costs one ``/bin/sh`` per host process (about 1 MB), not one per image.
+
+Why this shape: PR_SET_PDEATHSIG is Linux only and fires when the *thread* that forked exits
+(anyio starts codex from worker and portal threads, which come and go), and kqueue's NOTE_EXIT is
+macOS only; a pipe's end of file means the same on both. It is a shell, not ``sys.executable``:
+that may be a host application that embeds Python. Windows needs none of it: codex's Job Object
+is created with KILL_ON_JOB_CLOSE, and the kernel closes our handle to it when we die.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import subprocess
+import sys
+import threading
+
+__all__ = ["WATCHDOG", "Watchdog"]
+
+log = logging.getLogger(__name__)
+
+# Reads "watch PGID [FOLDER]" and "forget PGID" lines until end of file, then ends every group
+# still listed and removes its folder (codex's private workspace, which only we would remove).
+# It ignores a terminal's Ctrl-C and hang-up, and SIGTERM: it must outlive us, not die with us.
+_SCRIPT = """\
+trap '' INT HUP TERM PIPE QUIT
+nl='
+'
+list=
+while IFS= read -r line; do
+  verb=${line%% *}; rest=${line#* }
+  case $verb in
+    watch) list="$list$rest$nl" ;;
+    forget) list=$(printf '%s' "$list" | while IFS= read -r e; do
+              [ "${e%% *}" = "$rest" ] || printf '%s\\n' "$e"; done)$nl ;;
+  esac
+done
+groups=$(printf '%s' "$list" | while IFS= read -r e; do printf '%s ' "${e%% *}"; done)
+for g in $groups; do kill -s TERM -- "-$g" 2>/dev/null; done
+n=0
+while [ -n "$groups" ] && [ $n -lt 20 ]; do
+  alive=
+  for g in $groups; do kill -s 0 -- "-$g" 2>/dev/null && alive=1; done
+  [ -n "$alive" ] || break
+  sleep 0.05; n=$((n + 1))
+done
+for g in $groups; do kill -s KILL -- "-$g" 2>/dev/null; done
+printf '%s' "$list" | while IFS= read -r e; do
+  d=${e#* }; [ "$d" != "$e" ] && [ -n "$d" ] && rm -rf -- "$d"
+done
+exit 0
+"""
+_SHELL = "/bin/sh"
+
+
+class Watchdog:
+    """``start()`` before a codex group is started, ``watch(pgid)`` once it runs,
+    ``forget(pgid)`` once it is ended and reaped. Thread-safe; a no-op on Windows."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pipe: int | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The watchdog's process id, once started (tests tell it from a leaked process)."""
+        process = self._process
+        return process.pid if process is not None and process.poll() is None else None
+
+    def start(self) -> None:
+        """Make sure a watchdog runs (the first call starts it: about a millisecond)."""
+        if sys.platform == "win32":
+            return
+        with self._lock:
+            if self._pipe is None or (self._process is None or self._process.poll() is not None):
+                self._spawn()
+
+    def watch(self, pgid: int, folder: str | None = None) -> None:
+        """Watch ``pgid``; ``folder`` (our temporary workspace for it) goes too if we die."""
+        self.start()
+        if folder is not None and ("\n" in folder or "\r" in folder or not folder.strip()):
+            folder = None  # one line each: such a name cannot be sent (nor is one ever made)
+        self._send(f"watch {pgid} {folder}\n" if folder else f"watch {pgid}\n")
+
+    def forget(self, pgid: int) -> None:
+        self._send(f"forget {pgid}\n")
+
+    def _send(self, line: str) -> None:
+        with self._lock:
+            if self._pipe is None:
+                return
+            try:
+                os.write(self._pipe, line.encode("ascii"))
+            except OSError as exc:  # killed by hand: the next start() makes another
+                log.warning("the codex watchdog is gone (%s)", exc)
+                self._close()
+
+    def _spawn(self) -> None:
+        self._close()
+        read, write = os.pipe()  # not inheritable: codex and its helpers get neither end
+        try:
+            self._process = subprocess.Popen(
+                [_SHELL, "-c", _SCRIPT],
+                stdin=read,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd="/",
+                env={"PATH": "/usr/bin:/bin"},
+                start_new_session=True,  # a terminal's signals to our group do not reach it
+            )
+        except OSError as exc:
+            os.close(write)
+            log.warning("no codex watchdog (%s): codex would outlive a killed caller", exc)
+            return
+        finally:
+            os.close(read)
+        self._pipe = write
+
+    def _close(self) -> None:
+        if self._pipe is not None:
+            try:
+                os.close(self._pipe)
+            except OSError:
+                pass
+            self._pipe = None
+        if self._process is not None:
+            self._process.poll()
+            self._process = None
+
+    def _after_fork(self) -> None:
+        """In a forked child: the pipe is the parent's (holding it open would keep the parent's
+        watchdog from noticing the parent's death); this process starts its own if it needs one."""
+        self._lock = threading.Lock()
+        if self._pipe is not None:
+            try:
+                os.close(self._pipe)
+            except OSError:
+                pass
+        self._pipe, self._process = None, None
+
+    def shutdown(self) -> None:
+        """At exit: close our end (the watchdog ends what is left and exits) and reap it."""
+        with self._lock:
+            process = self._process
+            self._close()
+        if process is not None:
+            try:
+                process.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+WATCHDOG = Watchdog()
+atexit.register(WATCHDOG.shutdown)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=WATCHDOG._after_fork)
