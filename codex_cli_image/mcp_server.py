@@ -251,8 +251,37 @@ def serve(options: ServerOptions) -> int:
             await server.run_stdio_async()
             tg.cancel_scope.cancel()
 
-    anyio.run(main)
+    try:
+        anyio.run(main)
+    except Exception as exc:
+        if not _client_gone(exc):
+            raise
+        # The client vanished (killed, crashed): the calls were cancelled, ending their codex
+        # trees, on the way here. Nobody is left to read a traceback or a last flush.
+        log.info("the MCP client went away: %r", exc)
+        _silence_stdout()
     return 0
+
+
+def _client_gone(exc: BaseException) -> bool:
+    """True when ``exc`` (or every exception in its group) says the client's pipes closed."""
+    group = getattr(exc, "exceptions", None)
+    if isinstance(group, tuple) and group:
+        return all(_client_gone(inner) for inner in group)
+    gone = (BrokenPipeError, ConnectionResetError, anyio.BrokenResourceError,
+            anyio.ClosedResourceError)  # fmt: skip
+    return isinstance(exc, gone)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at the null device, so that the interpreter's last flush into the closed
+    pipe cannot print "Exception ignored ... BrokenPipeError"."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError):
+        pass
 
 
 async def _stop_on_signal(calls: _Calls) -> None:
