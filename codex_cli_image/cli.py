@@ -315,7 +315,7 @@ def _batch(args: argparse.Namespace) -> int:
         return _fail(error, as_json=args.json)
     except BrokenPipeError:
         # Whoever read our output is gone: the batch was stopped (no more images paid for).
-        _silence_stdout()
+        silence_stdout()
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         if args.json:  # a consumer can tell an interrupted run from a truncated one
@@ -327,7 +327,7 @@ def _batch(args: argparse.Namespace) -> int:
         try:
             print(json.dumps({"summary": summary}), flush=True)
         except BrokenPipeError:
-            _silence_stdout()
+            silence_stdout()
     elif not args.quiet:
         line = f"batch: {summary['ok']} ok, {summary['failed']} failed"
         line += f", {summary['not_started']} not started in {summary['elapsed_s']:.1f} s"
@@ -340,7 +340,7 @@ def _batch(args: argparse.Namespace) -> int:
     return EXIT_CODES[failed[0].kind] if failed else EXIT_OK
 
 
-def _silence_stdout() -> None:
+def silence_stdout() -> None:
     """Point stdout at devnull so the interpreter's final flush cannot fail again."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)

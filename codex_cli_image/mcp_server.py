@@ -259,7 +259,9 @@ def serve(options: ServerOptions) -> int:
         # The client vanished (killed, crashed): the calls were cancelled, ending their codex
         # trees, on the way here. Nobody is left to read a traceback or a last flush.
         log.info("the MCP client went away: %r", exc)
-        _silence_stdout()
+        from .cli import silence_stdout
+
+        silence_stdout()
     return 0
 
 
@@ -271,17 +273,6 @@ def _client_gone(exc: BaseException) -> bool:
     gone = (BrokenPipeError, ConnectionResetError, anyio.BrokenResourceError,
             anyio.ClosedResourceError)  # fmt: skip
     return isinstance(exc, gone)
-
-
-def _silence_stdout() -> None:
-    """Point stdout at the null device, so that the interpreter's last flush into the closed
-    pipe cannot print "Exception ignored ... BrokenPipeError"."""
-    try:
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, sys.stdout.fileno())
-        os.close(null)
-    except (OSError, ValueError):
-        pass
 
 
 async def _stop_on_signal(calls: _Calls) -> None:
