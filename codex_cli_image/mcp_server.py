@@ -15,27 +15,32 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
 from pydantic import Field
 
 from . import __version__
-from .api import DEFAULT_TIMEOUT_S, agenerate
+from .api import DEFAULT_TIMEOUT_S, ImageResult, agenerate
 from .doctor import doctor
 from .errors import CodexImageError, InputError, TransientError, internal_error
 from .prompt import check_prompt
+from .runner import Progress
 
 __all__ = ["ServerOptions", "build_server", "serve"]
 
 log = logging.getLogger(__name__)
 DEFAULT_INLINE_MAX_BYTES = 2 * 1024 * 1024  # base64 stays under common 5 MB image limits
+# A client with a request timeout (the MCP Inspector's is 60 s; images take 20-120 s) resets it
+# on each progress notification: one at each phase, and one at least this often in between.
+PROGRESS_EVERY_S = 5.0
+_PROGRESS_POLL_S = 0.25
 _INSTRUCTIONS = (
     "Makes images with the user's signed-in Codex CLI (ChatGPT subscription, no API key). "
     "Call generate_image with a full description; it saves a verified PNG and returns its path. "
@@ -121,6 +126,7 @@ def build_server(options: ServerOptions, calls: _Calls | None = None) -> MCPServ
         ] = None,
         size: Annotated[str | None, Field(description="Pixel size WxH, e.g. 1024x1536.")] = None,
         transparent: Annotated[bool, Field(description="A transparent background.")] = False,
+        ctx: Context | None = None,
     ) -> CallToolResult:
         """Make one image with the signed-in Codex CLI (gpt-image) and save it as a verified
         PNG. Returns the file's path, size and metadata, and the image itself when small.
@@ -129,21 +135,24 @@ def build_server(options: ServerOptions, calls: _Calls | None = None) -> MCPServ
             check_prompt(prompt)
             folder = await anyio.to_thread.run_sync(_folder, options.out_dir, output_dir)
             result = None
+            reporter = _Reporter(ctx)
+            make = partial(
+                agenerate,
+                prompt,
+                output=folder,
+                references=references or (),
+                aspect=aspect,
+                size=size,
+                transparent=transparent,
+                timeout=options.timeout,
+                codex=options.codex,
+                codex_home=options.codex_home,
+                model=options.model,
+                allow_relay=options.allow_relay,
+                on_progress=reporter.progress,
+            )
             with calls.track():
-                async with limiter:
-                    result = await agenerate(
-                        prompt,
-                        output=folder,
-                        references=references or (),
-                        aspect=aspect,
-                        size=size,
-                        transparent=transparent,
-                        timeout=options.timeout,
-                        codex=options.codex,
-                        codex_home=options.codex_home,
-                        model=options.model,
-                        allow_relay=options.allow_relay,
-                    )
+                result = await reporter.around(make, limiter)
             if result is None:
                 raise TransientError(
                     "The server is stopping; the image was not made.",
@@ -195,6 +204,78 @@ def build_server(options: ServerOptions, calls: _Calls | None = None) -> MCPServ
         )
 
     return server
+
+
+class _Reporter:
+    """Sends a call's progress to the client (when it asked, with a progress token): at each
+    phase, and every PROGRESS_EVERY_S while nothing happens, so that its timeout keeps resetting.
+
+    The value is the seconds elapsed (it must increase); the message says the phase."""
+
+    _PHASES = {
+        "started": "starting codex",
+        "thread_started": "codex is working on the image",
+        "reconnecting": "codex is reconnecting to the backend",
+        "agent_message": "codex is working on the image",
+        "image_saved": "the image is saved; checking it",
+        "retrying": "retrying after a transient failure",
+        "finished": "done",
+    }
+
+    def __init__(self, ctx: Context | None) -> None:
+        self._ctx = ctx
+        self._started = anyio.current_time()
+        self._phase = "waiting for codex"
+        self._pending = True
+        self._sent_at = -PROGRESS_EVERY_S
+        self._last = -1.0
+
+    def progress(self, progress: Progress) -> None:
+        """``on_progress`` of agenerate: noted here, sent by :meth:`run`."""
+        self.note(self._PHASES.get(progress.phase, progress.phase.replace("_", " ")))
+
+    def note(self, phase: str) -> None:
+        self._phase, self._pending = phase, True
+
+    async def around(
+        self, make: Callable[[], Awaitable[ImageResult]], limiter: anyio.CapacityLimiter
+    ) -> ImageResult:
+        """``make()`` once ``limiter`` has room, reporting all the while."""
+        failure: CodexImageError | None = None
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self._send)
+            if limiter.borrowed_tokens >= limiter.total_tokens:
+                self.note(f"waiting: {limiter.total_tokens:g} images are being made already")
+            try:
+                async with limiter:
+                    result = await make()
+                await self._flush()  # the last phase, before the answer
+            except CodexImageError as error:  # raised out of the task group, it would be wrapped
+                failure = error
+            finally:
+                tasks.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        return result
+
+    async def _send(self) -> None:
+        while self._ctx is not None:
+            if self._pending or anyio.current_time() - self._sent_at >= PROGRESS_EVERY_S:
+                await self._flush(force=True)
+            await anyio.sleep(_PROGRESS_POLL_S)
+
+    async def _flush(self, *, force: bool = False) -> None:
+        """Send the phase now if it is new (or ``force``)."""
+        if self._ctx is None or not (self._pending or force):
+            return
+        now = anyio.current_time()
+        self._pending, self._sent_at = False, now
+        elapsed = self._last = max(now - self._started, self._last + 0.001)
+        try:
+            await self._ctx.report_progress(elapsed, None, f"{self._phase} ({elapsed:.0f} s)")
+        except Exception as exc:  # a client that went away: the call ends anyway
+            log.debug("progress not sent: %s", exc)
+            self._ctx = None
 
 
 def _folder(default: Path, requested: str | None) -> Path:

@@ -233,3 +233,51 @@ def test_stopping_also_cancels_calls_that_begin_meanwhile() -> None:
     started = time.monotonic()
     anyio.run(main)
     assert time.monotonic() - started < 10 and sorted(ended) == ["early", "late"]  # not 30 s
+
+
+def test_a_slow_image_sends_progress_at_each_phase_and_every_few_seconds(
+    fake_codex: FakeCodex, out: Path
+) -> None:
+    """Regression guard: no progress was sent, so a client with a 60 s request timeout (the MCP
+    Inspector's) failed every real image (20-120 s). Now each phase is reported, and a
+    heartbeat at least every 5 s while codex works; the second call of two with -j 1 says it
+    waits for a free slot."""
+    # 12 s of codex working: without heartbeats the longest gap would be that long.
+    fake_codex.configure("success", delay=12, by_prompt={"a quick zebra": {"delay": 0}})
+    seen: dict[str, list[tuple[float, float, str]]] = {"first": [], "second": []}
+    ended: dict[str, float] = {}
+
+    def noting(name: str) -> Any:
+        async def note(progress: float, total: float | None, message: str | None) -> None:
+            seen[name].append((time.monotonic(), progress, message or ""))
+
+        return note
+
+    async def main() -> list[CallToolResult]:
+        results: list[CallToolResult] = []
+        async with Client(server(out, "-j", "1")) as client:
+
+            async def one(name: str, after: float) -> None:
+                await anyio.sleep(after)
+                arguments = {"prompt": "a quick zebra" if name == "second" else "a slow fox"}
+                results.append(await client.call_tool("generate_image", arguments,
+                                                      progress_callback=noting(name)))  # fmt: skip
+                ended[name] = time.monotonic()
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(one, "first", 0.0)
+                tasks.start_soon(one, "second", 1.0)
+        return results
+
+    results = anyio.run(main)
+    assert [r.is_error for r in results] == [False, False]
+    first = seen["first"]
+    messages = [message for _, _, message in first]
+    assert any("codex is working" in m for m in messages), messages
+    assert "checking it" in messages[-1] or "done" in messages[-1], messages  # the last phase too
+    values = [value for _, value, _ in first]
+    assert values == sorted(values) and len(set(values)) == len(values)  # strictly increasing
+    times = [at for at, _, _ in first] + [ended["first"]]  # the answer ends the last gap
+    gaps = [b - a for a, b in zip(times[:-1], times[1:], strict=True)]
+    assert gaps and max(gaps) < 5 + 3, gaps  # every 5 s; the rest is a busy machine's slack
+    assert any("waiting" in message for _, _, message in seen["second"]), seen["second"]
