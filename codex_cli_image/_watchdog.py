@@ -30,32 +30,34 @@ log = logging.getLogger(__name__)
 
 # Reads "watch PGID [FOLDER]" and "forget PGID" lines until end of file, then ends every group
 # still listed and removes its folder (codex's private workspace, which only we would remove).
+# Nothing in the loop forks (builtins only), so it never has a child while we live. The folder is
+# kept in a variable named after the (checked, numeric) group: eval assigns it, never expands it.
 # It ignores a terminal's Ctrl-C and hang-up, and SIGTERM: it must outlive us, not die with us.
 _SCRIPT = """\
 trap '' INT HUP TERM PIPE QUIT
-nl='
-'
-list=
-while IFS= read -r line; do
-  verb=${line%% *}; rest=${line#* }
+groups=
+while read -r verb group folder; do
+  case $group in ''|*[!0-9]*) continue ;; esac
   case $verb in
-    watch) list="$list$rest$nl" ;;
-    forget) list=$(printf '%s' "$list" | while IFS= read -r e; do
-              [ "${e%% *}" = "$rest" ] || printf '%s\\n' "$e"; done)$nl ;;
+    watch) groups="$groups $group"; eval "folder_$group=\\$folder" ;;
+    forget) kept=
+            for g in $groups; do [ "$g" = "$group" ] || kept="$kept $g"; done
+            groups=$kept; unset "folder_$group" ;;
   esac
 done
-groups=$(printf '%s' "$list" | while IFS= read -r e; do printf '%s ' "${e%% *}"; done)
+[ -n "$groups" ] || exit 0
 for g in $groups; do kill -s TERM -- "-$g" 2>/dev/null; done
 n=0
-while [ -n "$groups" ] && [ $n -lt 20 ]; do
+while [ $n -lt 20 ]; do
   alive=
   for g in $groups; do kill -s 0 -- "-$g" 2>/dev/null && alive=1; done
   [ -n "$alive" ] || break
   sleep 0.05; n=$((n + 1))
 done
 for g in $groups; do kill -s KILL -- "-$g" 2>/dev/null; done
-printf '%s' "$list" | while IFS= read -r e; do
-  d=${e#* }; [ "$d" != "$e" ] && [ -n "$d" ] && rm -rf -- "$d"
+for g in $groups; do
+  eval "folder=\\${folder_$g-}"
+  [ -n "$folder" ] && rm -rf -- "$folder"
 done
 exit 0
 """
@@ -82,7 +84,7 @@ class Watchdog:
         if sys.platform == "win32":
             return
         with self._lock:
-            if self._pipe is None or (self._process is None or self._process.poll() is not None):
+            if self._pipe is None or self._process is None or self._process.poll() is not None:
                 self._spawn()
 
     def watch(self, pgid: int, folder: str | None = None) -> None:

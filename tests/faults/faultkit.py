@@ -279,7 +279,10 @@ class Guard:
         """Assert everything that must hold after a fault. ``delivered``: the images our code
         was meant to leave in the watched folders (each must be a complete PNG)."""
         leftovers = self.leftover_processes()
-        described = [f"{p.pid} {' '.join(p.cmdline()[:6])}" for p in leftovers]
+        described = []
+        for proc in leftovers:
+            with contextlib.suppress(psutil.NoSuchProcess):  # ended meanwhile: not left behind
+                described.append(f"{proc.pid} {' '.join(proc.cmdline()[:6])}")
         for proc in leftovers:
             with contextlib.suppress(psutil.Error):
                 proc.kill()
