@@ -6,7 +6,7 @@ ends it (on a backend that hangs it retries for ever). So a host process starts,
 first codex, one small watchdog that reads a pipe only we write to. We tell it each codex group
 we start and each one we have ended; the kernel closes our end of the pipe when we die, and on
 that end of file the watchdog ends every group still listed (SIGTERM, up to a second's grace,
-SIGKILL) and exits. It costs one ``/bin/sh`` per host process (about 1 MB), not one per image.
+SIGKILL) and exits. It costs one ``/bin/sh`` per host process (about 2 MB), not one per image.
 
 Why this shape: PR_SET_PDEATHSIG is Linux only and fires when the *thread* that forked exits
 (anyio starts codex from worker and portal threads, which come and go), and kqueue's NOTE_EXIT is
