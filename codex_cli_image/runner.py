@@ -390,8 +390,7 @@ def _rollout_image(
     for record in records:
         if record.status != "completed":
             continue
-        if state.image is None and state.invalid is None:
-            # Only when codex saved no file: a file that failed verification says more.
+        if state.invalid is None:  # a saved file that failed verification says more
             if record.invalid:
                 state.invalid, state.invalid_source = record.invalid, "log"
             elif not record.image and not record.saved_path:
