@@ -26,9 +26,11 @@ from .errors import (
 if TYPE_CHECKING:
     from .api import ImageResult, agenerate, generate
     from .batch import BatchOutcome, BatchRequest, agenerate_many, generate_many
+    from .client import Client
     from .doctor import CodexInfo, DoctorReport, Problem, doctor
     from .launcher import Codex, CodexVersion, locate, probe_version
     from .preflight import Notice, Verdict, check_login
+    from .request import ImageRequest
     from .runner import Progress
 
 __version__ = "0.1.0"
@@ -41,6 +43,7 @@ _LAZY = {
     "BatchRequest": "batch",
     "agenerate_many": "batch",
     "generate_many": "batch",
+    "Client": "client",
     "CodexInfo": "doctor",
     "DoctorReport": "doctor",
     "Problem": "doctor",
@@ -52,6 +55,7 @@ _LAZY = {
     "Notice": "preflight",
     "Verdict": "preflight",
     "check_login": "preflight",
+    "ImageRequest": "request",
     "Progress": "runner",
 }
 
@@ -59,11 +63,13 @@ __all__ = [
     "AuthError",
     "BatchOutcome",
     "BatchRequest",
+    "Client",
     "Codex",
     "CodexImageError",
     "CodexInfo",
     "CodexVersion",
     "DoctorReport",
+    "ImageRequest",
     "ImageResult",
     "InputError",
     "Kind",

@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -28,13 +27,14 @@ from anyio.from_thread import start_blocking_portal
 
 from .errors import InputError, TransientError
 from .fit import fit_png, require_pillow
-from .launcher import locate, probe_version
+from .launcher import Codex, CodexVersion
 from .output import Target, deliver, plan_output
 from .png import inspect_png
-from .preflight import check_login, codex_home_path
-from .prompt import build_instruction, check_prompt
+from .preflight import Verdict
+from .prompt import build_instruction
 from .request import (
     Geometry,
+    ImageRequest,
     Reference,
     check_references,
     compare_geometry,
@@ -52,7 +52,7 @@ from .runner import (
     run_attempt,
 )
 
-__all__ = ["FittedImage", "ImageResult", "agenerate", "generate"]
+__all__ = ["FittedImage", "ImageResult", "Prepared", "RunOptions", "agenerate", "generate"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -135,6 +135,31 @@ class ImageResult:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What the preflight established for one image: codex, its version, its home, the login."""
+
+    codex: Codex
+    version: CodexVersion
+    home: Path
+    verdict: Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """How each image is made: the settings a :class:`~codex_cli_image.Client` holds."""
+
+    timeout: float = DEFAULT_TIMEOUT_S
+    retries: int = 1
+    model: str | None = None
+    wait_for_turn: bool = False
+    keep_codex_copy: bool = False
+
+
+Preflight = Callable[[float], Awaitable[Prepared]]
+"""Given the call's deadline (``time.monotonic()``), the checked codex and login."""
+
+
 async def agenerate(
     prompt: str,
     *,
@@ -175,25 +200,46 @@ async def agenerate(
     (cover-crop, then resize; ``result.fitted``), and asks for that aspect when neither aspect
     nor size is given.
 
+    A throwaway :class:`~codex_cli_image.Client`: for many images, keep one.
     Raises :class:`~codex_cli_image.CodexImageError` (input, launch, auth, quota, transient).
     """
+    from .client import Client  # the client is built on this module
+
+    request = ImageRequest(prompt, output, references, aspect, size, transparent, fit, overwrite)
+    request.check()
+    async with Client(
+        codex=codex, codex_home=codex_home, model=model, allow_relay=allow_relay, env=env,
+        timeout=timeout, retries=retries, wait_for_turn=wait_for_turn,
+        keep_codex_copy=keep_codex_copy,
+    ) as client:  # fmt: skip
+        return await client.agenerate(request, on_progress=on_progress)
+
+
+async def make_image(
+    request: ImageRequest,
+    preflight: Preflight,
+    options: RunOptions,
+    on_progress: ProgressCallback | None = None,
+) -> ImageResult:
+    """The work of one image, for a :class:`~codex_cli_image.Client`: check what is asked,
+    preflight (``preflight``), run codex with retries, deliver, verify."""
     started = time.monotonic()
-    check_prompt(prompt)
-    check_options(timeout=timeout, retries=retries, model=model)
-    deadline = started + timeout
-    fit_size = parse_size(fit) if fit else None
+    request.check()
+    check_options(timeout=options.timeout, retries=options.retries, model=options.model)
+    deadline = started + options.timeout
+    fit_size = parse_size(request.fit) if request.fit else None
+    aspect = request.aspect
     if fit_size is not None:
         await anyio.to_thread.run_sync(require_pillow)
-        if not (aspect or size):
+        if not (aspect or request.size):
             aspect = f"{fit_size[0]}:{fit_size[1]}"
     geometry = Geometry(
         aspect=parse_aspect(aspect) if aspect else None,
-        size=parse_size(size) if size else None,
-        transparent=transparent,
+        size=parse_size(request.size) if request.size else None,
+        transparent=request.transparent,
     )
-    checked = await anyio.to_thread.run_sync(check_references, list(references))
-    target = plan_output(output, prompt, overwrite=overwrite)
-    base_env = dict(os.environ if env is None else env)
+    checked = await anyio.to_thread.run_sync(check_references, list(request.references))
+    target = plan_output(request.output, request.prompt, overwrite=request.overwrite)
 
     def emit(phase: Phase, message: str | None, thread_id: str | None, attempt: int = 1) -> None:
         if on_progress is None:
@@ -203,59 +249,15 @@ async def agenerate(
         except Exception:  # a broken callback must not break the run or its clean-up
             log.exception("on_progress callback failed")
 
-    def left() -> float:
-        """Time left for a preflight step: its own limit, cut to the call's deadline."""
-        return max(0.05, min(10.0, deadline - time.monotonic()))
-
     emit("started", None, None)
-    found = await anyio.to_thread.run_sync(partial(locate, codex, env=base_env))
-    version = await _stoppable(partial(probe_version, found, timeout_s=left()))
-    home = codex_home_path(base_env, codex_home)
-    verdict = await _stoppable(
-        partial(check_login, home, env=base_env, allow_relay=allow_relay, codex=found,
-                codex_version=version.release, timeout_s=left())
-    )  # fmt: skip
-    verdict.raise_for_problem()
-    warnings = [notice.message for notice in verdict.warnings]
-
-    instruction = build_instruction(prompt, geometry, reference_names(checked))
-    attempt_no = 0
-    produced: Produced | None = None
-    while produced is None:
-        if time.monotonic() >= deadline:
-            raise TransientError(
-                f"No time was left to run codex within {timeout:g} s.",
-                reason="timeout",
-                hint="Allow more time (--timeout).",
-                codex_version=str(version),
-            )
-        attempt_no += 1
-        attempt = Attempt(
-            codex=found,
-            codex_home=home,
-            instruction=instruction,
-            deadline=deadline,
-            timeout_s=timeout,
-            model=model,
-            wait_for_turn=wait_for_turn,
-            codex_version=str(version),
-            emit=_numbered(emit, attempt_no),
-            references=tuple(checked),
-        )
-        try:
-            candidate = await run_attempt(attempt)
-            _refuse_copied_reference(candidate, checked, str(version))
-            produced = candidate
-        except TransientError as error:
-            pause = _BACKOFF_S * 2 ** (attempt_no - 1) + random.uniform(0, 1)
-            if (
-                error.reason in _NO_RETRY
-                or attempt_no > retries
-                or time.monotonic() + pause >= deadline
-            ):
-                raise
-            emit("retrying", f"{error.reason}: {error.message}", error.thread_id, attempt_no)
-            await anyio.sleep(pause)
+    ready = await preflight(deadline)
+    ready.verdict.raise_for_problem()
+    warnings = [notice.message for notice in ready.verdict.warnings]
+    version = str(ready.version)
+    instruction = build_instruction(request.prompt, geometry, reference_names(checked))
+    produced, attempts = await _attempts(
+        instruction, ready, options, deadline, tuple(checked), emit
+    )
 
     try:
         path, delivered_warnings = await anyio.to_thread.run_sync(deliver, produced.data, target)
@@ -266,15 +268,15 @@ async def agenerate(
             reason="output_write_failed",
             hint=_delivery_hint(exc, kept=produced.codex_file is not None),
             thread_id=produced.thread_id,
-            codex_version=str(version),
+            codex_version=version,
         ) from exc
-    if produced.codex_file is not None and not keep_codex_copy:
+    if produced.codex_file is not None and not options.keep_codex_copy:
         remove_codex_copy(produced.codex_file)
     fitted = None
     if fit_size is not None:
         try:
             fitted = await anyio.to_thread.run_sync(
-                _fit_beside, produced.data, path, fit_size, overwrite
+                _fit_beside, produced.data, path, fit_size, request.overwrite
             )
         except Exception as exc:  # the image is delivered and paid for: never lose it over this
             log.warning("the fitted copy failed", exc_info=exc)
@@ -291,11 +293,11 @@ async def agenerate(
         height=produced.info.height,
         format="png",
         thread_id=produced.thread_id,
-        codex_version=str(version),
+        codex_version=version,
         elapsed_s=time.monotonic() - started,
         usage=produced.usage,
         revised_prompt=produced.revised_prompt,
-        attempts=attempt_no,
+        attempts=attempts,
         warnings=tuple(warnings + geometry_warnings + delivered_warnings),
         image_source=produced.source,
         has_alpha=produced.info.has_alpha,
@@ -303,8 +305,57 @@ async def agenerate(
         geometry_mismatch=mismatch,
         fitted=fitted,
     )
-    emit("finished", str(path), produced.thread_id, attempt_no)
+    emit("finished", str(path), produced.thread_id, attempts)
     return result
+
+
+async def _attempts(
+    instruction: str,
+    ready: Prepared,
+    options: RunOptions,
+    deadline: float,
+    references: tuple[Reference, ...],
+    emit: Callable[[Phase, str | None, str | None, int], None],
+) -> tuple[Produced, int]:
+    """Run codex until an image is produced: retried after transient failures that a retry can
+    help, with backoff, within the deadline. Returns the image and the number of attempts."""
+    version = str(ready.version)
+    attempt_no = 0
+    while True:
+        if time.monotonic() >= deadline:
+            raise TransientError(
+                f"No time was left to run codex within {options.timeout:g} s.",
+                reason="timeout",
+                hint="Allow more time (--timeout).",
+                codex_version=version,
+            )
+        attempt_no += 1
+        attempt = Attempt(
+            codex=ready.codex,
+            codex_home=ready.home,
+            instruction=instruction,
+            deadline=deadline,
+            timeout_s=options.timeout,
+            model=options.model,
+            wait_for_turn=options.wait_for_turn,
+            codex_version=version,
+            emit=_numbered(emit, attempt_no),
+            references=references,
+        )
+        try:
+            candidate = await run_attempt(attempt)
+            _refuse_copied_reference(candidate, list(references), version)
+            return candidate, attempt_no
+        except TransientError as error:
+            pause = _BACKOFF_S * 2 ** (attempt_no - 1) + random.uniform(0, 1)
+            if (
+                error.reason in _NO_RETRY
+                or attempt_no > options.retries
+                or time.monotonic() + pause >= deadline
+            ):
+                raise
+            emit("retrying", f"{error.reason}: {error.message}", error.thread_id, attempt_no)
+            await anyio.sleep(pause)
 
 
 def check_options(*, timeout: float, retries: int, model: str | None) -> None:
@@ -427,28 +478,16 @@ def generate(
     that already runs an event loop. Ctrl-C cancels the run and ends codex's process tree before
     ``KeyboardInterrupt`` propagates. ``on_progress`` is called from that worker thread.
     """
-    call = partial(
-        agenerate,
-        prompt,
-        output=output,
-        overwrite=overwrite,
-        timeout=timeout,
-        retries=retries,
-        codex=codex,
-        codex_home=codex_home,
-        model=model,
-        allow_relay=allow_relay,
-        on_progress=on_progress,
-        wait_for_turn=wait_for_turn,
+    from .client import Client
+
+    request = ImageRequest(prompt, output, references, aspect, size, transparent, fit, overwrite)
+    request.check()  # before a worker thread and an event loop start
+    with Client(
+        codex=codex, codex_home=codex_home, model=model, allow_relay=allow_relay, env=env,
+        timeout=timeout, retries=retries, wait_for_turn=wait_for_turn,
         keep_codex_copy=keep_codex_copy,
-        references=references,
-        aspect=aspect,
-        size=size,
-        transparent=transparent,
-        fit=fit,
-        env=env,
-    )
-    return run_blocking(call)
+    ) as client:  # fmt: skip
+        return client.generate(request, on_progress=on_progress)
 
 
 def run_blocking(call: Callable[[], Awaitable[T]]) -> T:

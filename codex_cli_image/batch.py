@@ -18,24 +18,36 @@ import math
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
-from .api import DEFAULT_TIMEOUT_S, ImageResult, agenerate, check_options, run_blocking
+from .api import DEFAULT_TIMEOUT_S, ImageResult
 from .errors import CodexImageError, InputError, QuotaError, TransientError, internal_error
 from .fit import require_pillow
 from .output import plan_output
-from .prompt import check_prompt
-from .request import MAX_REFERENCES, check_references, parse_aspect, parse_size
-from .runner import Progress
+from .request import ImageRequest, check_references
+from .runner import Progress, ProgressCallback
+
+if TYPE_CHECKING:
+    from .client import _Limit
+
+    Make = Callable[[ImageRequest, ProgressCallback | None], Awaitable[ImageResult]]
 
 __all__ = [
     "BatchOutcome",
@@ -53,89 +65,41 @@ MAX_CONCURRENCY = 16
 RATE_LIMIT_PAUSE_S = 10.0  # when a 429 says nothing of when to come back
 _MAX_PAUSE_S = 120.0
 Status = Literal["ok", "failed", "not_started"]
-_FIELDS = ("prompt", "output", "references", "aspect", "size", "transparent", "fit")
+_FIELDS = ("prompt", "output", "references", "aspect", "size", "transparent", "fit", "overwrite")
 
 
-@dataclass(frozen=True, slots=True)
-class BatchRequest:
-    """One job of a batch: the per-image arguments of :func:`~codex_cli_image.generate`."""
+BatchRequest = ImageRequest
+"""One job of a batch: an :class:`~codex_cli_image.ImageRequest` (the name batches had first)."""
+RequestLike = ImageRequest | str | Mapping[str, object]
 
-    prompt: str
-    output: str | os.PathLike[str] | None = None
-    references: tuple[str | os.PathLike[str], ...] = ()
-    aspect: str | None = None
-    size: str | None = None
-    transparent: bool = False
-    fit: str | None = None
 
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, object], where: str = "request") -> BatchRequest:
-        """Build a request from a JSON object, or raise :class:`InputError` naming ``where``."""
-        unknown = sorted(set(data) - set(_FIELDS))
-        if unknown:
-            raise _invalid(
-                where,
-                f"unknown field {unknown[0]!r}",
-                f"Use only {', '.join(_FIELDS)}.",
-            )
-        prompt = data.get("prompt")
-        if not isinstance(prompt, str):
-            raise _invalid(where, "no prompt", 'Give each request a "prompt" string.')
-        output = _optional_str(data, "output", where)
-        references = data.get("references", [])
-        if not isinstance(references, list) or not all(isinstance(r, str) for r in references):
-            raise _invalid(
-                where, '"references" is not a list of paths', 'Use e.g. "references": ["a.png"].'
-            )
-        transparent = data.get("transparent", False)
-        if not isinstance(transparent, bool):
-            raise _invalid(where, '"transparent" is not true or false', "Use true or false.")
-        request = cls(
-            prompt=prompt,
-            output=output,
-            references=tuple(references),
-            aspect=_optional_str(data, "aspect", where),
-            size=_optional_str(data, "size", where),
-            transparent=transparent,
-            fit=_optional_str(data, "fit", where),
+def request_from_mapping(data: Mapping[str, object], where: str = "request") -> ImageRequest:
+    """Build a request from a JSON object, or raise :class:`InputError` naming ``where``."""
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise _invalid(where, f"unknown field {unknown[0]!r}", f"Use only {', '.join(_FIELDS)}.")
+    prompt = data.get("prompt")
+    if not isinstance(prompt, str):
+        raise _invalid(where, "no prompt", 'Give each request a "prompt" string.')
+    output = _optional_str(data, "output", where)
+    references = data.get("references", [])
+    if not isinstance(references, list) or not all(isinstance(r, str) for r in references):
+        raise _invalid(
+            where, '"references" is not a list of paths', 'Use e.g. "references": ["a.png"].'
         )
-        request.check(where)
-        return request
-
-    def check(self, where: str = "request") -> None:
-        """The checks that need no file system: prompt, geometry, number of references."""
-        try:
-            check_prompt(self.prompt)
-            if self.aspect is not None:
-                parse_aspect(self.aspect)
-            for size in (self.size, self.fit):
-                if size is not None:
-                    parse_size(size)
-        except InputError as error:
-            raise InputError(
-                f"{where}: {error.message}", reason=error.reason, hint=error.hint
-            ) from None
-        for path in (self.output, *self.references):
-            if path is not None and "\x00" in os.fspath(path):
-                raise _invalid(where, "a path contains a NUL character", "Remove the NUL (\\0).")
-        if len(self.references) > MAX_REFERENCES:
-            raise InputError(
-                f"{where}: {len(self.references)} references, more than the image tool's "
-                f"{MAX_REFERENCES}.",
-                reason="too_many_references",
-                hint=f"Pass at most {MAX_REFERENCES} reference images.",
-            )
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "prompt": self.prompt,
-            "output": None if self.output is None else os.fspath(self.output),
-            "references": [os.fspath(reference) for reference in self.references],
-            "aspect": self.aspect,
-            "size": self.size,
-            "transparent": self.transparent,
-            "fit": self.fit,
-        }
+    transparent, overwrite = (_flag(data, name, where) for name in ("transparent", "overwrite"))
+    request = ImageRequest(
+        prompt=prompt,
+        output=output,
+        references=tuple(references),
+        aspect=_optional_str(data, "aspect", where),
+        size=_optional_str(data, "size", where),
+        transparent=transparent,
+        fit=_optional_str(data, "fit", where),
+        overwrite=overwrite,
+    )
+    request.check(where)
+    return request
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +107,7 @@ class BatchOutcome:
     """What became of one job: an image, an error, or not started (after a quota failure)."""
 
     index: int
-    request: BatchRequest
+    request: ImageRequest
     status: Status
     result: ImageResult | None = None
     error: CodexImageError | None = field(default=None)
@@ -194,7 +158,7 @@ def numbered_requests(text: str) -> list[tuple[int, BatchRequest]]:
     for number, line in lines:
         where = f"line {number}"
         if not json_lines:
-            request = BatchRequest(prompt=line)
+            request = ImageRequest(prompt=line)
             request.check(where)
             numbered.append((number, request))
             continue
@@ -205,7 +169,7 @@ def numbered_requests(text: str) -> list[tuple[int, BatchRequest]]:
             raise _invalid(where, problem, "Write one JSON object per line.") from None
         if not isinstance(data, dict):
             raise _invalid(where, "not a JSON object", 'Write e.g. {"prompt": "a red fox"}.')
-        numbered.append((number, BatchRequest.from_mapping(data, where)))
+        numbered.append((number, request_from_mapping(data, where)))
     return numbered
 
 
@@ -216,13 +180,18 @@ def _optional_str(data: Mapping[str, object], key: str, where: str) -> str | Non
     raise _invalid(where, f'"{key}" is not a string', f'Write "{key}" as a string or leave it out.')
 
 
+def _flag(data: Mapping[str, object], key: str, where: str) -> bool:
+    value = data.get(key, False)
+    if isinstance(value, bool):
+        return value
+    raise _invalid(where, f'"{key}" is not true or false', "Use true or false.")
+
+
 def _invalid(where: str, problem: str, hint: str) -> InputError:
     return InputError(f"{where}: {problem}.", reason="invalid_batch", hint=hint)
 
 
-def coerce_requests(
-    requests: Iterable[BatchRequest | str | Mapping[str, object]],
-) -> list[BatchRequest]:
+def coerce_requests(requests: Iterable[RequestLike]) -> list[ImageRequest]:
     """Strings and mappings become :class:`BatchRequest`; everything is checked up front."""
     if isinstance(requests, (str, bytes, Mapping)):
         raise InputError(
@@ -230,21 +199,18 @@ def coerce_requests(
             reason="invalid_batch",
             hint='Pass a list, e.g. ["a red fox"] or [{"prompt": "a red fox"}].',
         )
-    checked: list[BatchRequest] = []
+    checked: list[ImageRequest] = []
     for index, item in enumerate(requests):
         where = f"request {index}"
-        if isinstance(item, BatchRequest):
-            item.check(where)
-            checked.append(item)
-        elif isinstance(item, str):
-            request = BatchRequest(prompt=item)
+        if isinstance(item, (ImageRequest, str)):
+            request = ImageRequest(prompt=item) if isinstance(item, str) else item
             request.check(where)
             checked.append(request)
         elif isinstance(item, Mapping):
-            checked.append(BatchRequest.from_mapping(item, where))
+            checked.append(request_from_mapping(item, where))
         else:
             raise _invalid(
-                where, f"a {type(item).__name__}", "Pass prompts, mappings or BatchRequest objects."
+                where, f"a {type(item).__name__}", "Pass prompts, mappings or ImageRequest objects."
             )
     if not checked:
         raise InputError(
@@ -256,7 +222,7 @@ def coerce_requests(
 
 
 def _prepare(
-    requests: Sequence[BatchRequest],
+    requests: Sequence[ImageRequest],
     out_dir: str | os.PathLike[str] | None,
     overwrite: bool,
     where: Sequence[str],
@@ -286,7 +252,7 @@ def _prepare(
                 path = folder / path
         outputs.append(path)
         try:
-            target = plan_output(path, request.prompt, overwrite=overwrite)
+            target = plan_output(path, request.prompt, overwrite=overwrite or request.overwrite)
             check_references(list(request.references))
         except InputError as error:
             raise InputError(
@@ -324,7 +290,7 @@ BatchProgressCallback = Callable[[int, Progress], None]
 
 @asynccontextmanager
 async def agenerate_many(
-    requests: Iterable[BatchRequest | str | Mapping[str, object]],
+    requests: Iterable[RequestLike],
     *,
     concurrency: int = DEFAULT_CONCURRENCY,
     out_dir: str | os.PathLike[str] | None = None,
@@ -351,19 +317,49 @@ async def agenerate_many(
 
     Every outcome comes out, one per request (not-started ones included). Leaving the block
     early, or cancelling, stops every running job and ends its codex process tree. requests:
-    prompts, mappings (the JSON Lines fields) or :class:`BatchRequest`. out_dir: where images
-    without an output go, and what relative outputs are relative to (created if missing).
+    prompts, mappings (the JSON Lines fields) or :class:`~codex_cli_image.ImageRequest`.
+    out_dir: where images without an output go, and what relative outputs are relative to
+    (created if missing). overwrite: for every job (a request may also set its own).
     on_progress: called with the job's index and its :class:`Progress`. lines: the requests'
-    line numbers in a batch file, for messages and outcomes. The other arguments apply to
-    every job, as for :func:`~codex_cli_image.agenerate` (timeout is per job).
+    line numbers in a batch file, for messages and outcomes. The other arguments apply to every
+    job, as for :func:`~codex_cli_image.agenerate` (timeout is per job).
 
     A usage limit, exhausted credits or a plan without Codex stops new jobs (the rest are
     ``not_started``, with the error's ``retry_at``); a rate limit (429) pauses new starts for
     its ``retry_after_s`` (10 s when unknown, at most 2 min).
 
-    Raises :class:`InputError` before any job starts when a request, one of its files or an
-    argument is invalid.
+    A throwaway :class:`~codex_cli_image.Client` with ``concurrency``. Raises
+    :class:`InputError` before any job starts when a request, one of its files or an argument
+    is invalid.
     """
+    from .client import Client  # the client is built on this module
+
+    jobs = coerce_requests(requests)
+    async with Client(
+        codex=codex, codex_home=codex_home, model=model, allow_relay=allow_relay, env=env,
+        timeout=timeout, retries=retries, concurrency=concurrency, wait_for_turn=wait_for_turn,
+        keep_codex_copy=keep_codex_copy,
+    ) as client, client.agenerate_many(
+        jobs, out_dir=out_dir, overwrite=overwrite, on_progress=on_progress, lines=lines
+    ) as outcomes:  # fmt: skip
+        yield outcomes
+
+
+@asynccontextmanager
+async def run_batch(
+    requests: Iterable[RequestLike],
+    *,
+    limit: _Limit,
+    make: Make,
+    out_dir: str | os.PathLike[str] | None,
+    overwrite: bool,
+    on_progress: BatchProgressCallback | None,
+    lines: Sequence[int] | None,
+    stop_when: Callable[[anyio.CancelScope], Coroutine[Any, Any, None]],
+) -> AsyncIterator[AsyncIterator[BatchOutcome]]:
+    """The batch engine of a :class:`~codex_cli_image.Client`: jobs start as ``limit`` (the
+    client's) has room, each made by ``make``; ``stop_when`` cancels the batch's scope when the
+    client closes."""
     jobs = coerce_requests(requests)
     if lines is not None and len(lines) != len(jobs):
         raise InputError(
@@ -372,56 +368,26 @@ async def agenerate_many(
             hint="Pass as many line numbers as requests, or none.",
         )
     where = [f"line {n}" for n in lines] if lines else [f"request {i}" for i in range(len(jobs))]
-    if (
-        isinstance(concurrency, bool)
-        or not isinstance(concurrency, int)
-        or not (1 <= concurrency <= MAX_CONCURRENCY)
-    ):
-        raise InputError(
-            f"The concurrency {concurrency!r} is out of range.",
-            reason="invalid_concurrency",
-            hint=f"Run 1 to {MAX_CONCURRENCY} jobs at once (2 avoids the backend's rate limit).",
-        )
-    check_options(timeout=timeout, retries=retries, model=model)
     outputs = await anyio.to_thread.run_sync(_prepare, jobs, out_dir, overwrite, where)
-    generate_one = partial(
-        agenerate,
-        overwrite=overwrite,
-        timeout=timeout,
-        retries=retries,
-        codex=codex,
-        codex_home=codex_home,
-        model=model,
-        allow_relay=allow_relay,
-        wait_for_turn=wait_for_turn,
-        keep_codex_copy=keep_codex_copy,
-        env=env,
-    )
+    resolved = [  # what each job makes; its outcome reports the request as given
+        replace(job, output=output, overwrite=overwrite or job.overwrite)
+        for job, output in zip(jobs, outputs, strict=True)
+    ]
     send, receive = anyio.create_memory_object_stream[BatchOutcome](math.inf)
-    limiter = anyio.CapacityLimiter(concurrency)
     stopped: list[QuotaError] = []
     paused_until = 0.0
 
     def line_of(index: int) -> int | None:
         return lines[index] if lines else None
 
-    async def run_job(index: int, token: object, out: MemoryObjectSendStream[BatchOutcome]) -> None:
+    async def run_job(index: int, out: MemoryObjectSendStream[BatchOutcome]) -> None:
         nonlocal paused_until
         request = jobs[index]
         progress = None if on_progress is None else partial(_forward, on_progress, index)
         async with out:
             try:
                 try:
-                    result = await generate_one(
-                        request.prompt,
-                        output=outputs[index],
-                        references=request.references,
-                        aspect=request.aspect,
-                        size=request.size,
-                        transparent=request.transparent,
-                        fit=request.fit,
-                        on_progress=progress,
-                    )
+                    result = await make(resolved[index], progress)
                     outcome = BatchOutcome(index, request, "ok", result, line=line_of(index))
                 except Exception as exc:
                     error = exc if isinstance(exc, CodexImageError) else _unexpected(exc)
@@ -437,28 +403,28 @@ async def agenerate_many(
                                            line=line_of(index))  # fmt: skip
                 out.send_nowait(outcome)
             finally:
-                limiter.release_on_behalf_of(token)
+                limit.release()
 
     async def dispatch(tg: TaskGroup) -> None:
         async with send:
             for index in range(len(jobs)):
-                token = object()
-                await limiter.acquire_on_behalf_of(token)
+                await limit.acquire()
                 # A deadline that later 429s may push back, not an event to wait for.
                 while (wait := paused_until - time.monotonic()) > 0 and not stopped:  # noqa: ASYNC110
                     await anyio.sleep(wait)
                 if stopped:
-                    limiter.release_on_behalf_of(token)
+                    limit.release()
                     for rest in range(index, len(jobs)):
                         outcome = _not_started(rest, jobs[rest], stopped[0], line_of(rest))
                         send.send_nowait(outcome)
                     return
-                tg.start_soon(run_job, index, token, send.clone())
+                tg.start_soon(run_job, index, send.clone())
 
     failure: Exception | None = None
     with receive:
         async with anyio.create_task_group() as tg:
             tg.start_soon(dispatch, tg)
+            tg.start_soon(stop_when, tg.cancel_scope)
             try:
                 yield receive
             except Exception as exc:  # the caller's own error: re-raised as is, not grouped
@@ -475,7 +441,7 @@ def _forward(callback: BatchProgressCallback, index: int, progress: Progress) ->
 
 
 def _not_started(
-    index: int, request: BatchRequest, cause: QuotaError, line: int | None
+    index: int, request: ImageRequest, cause: QuotaError, line: int | None
 ) -> BatchOutcome:
     error = QuotaError(
         f"Not started: an earlier job hit a limit ({cause.message})",
@@ -489,7 +455,7 @@ def _not_started(
 
 
 def generate_many(
-    requests: Iterable[BatchRequest | str | Mapping[str, object]],
+    requests: Iterable[RequestLike],
     *,
     concurrency: int = DEFAULT_CONCURRENCY,
     out_dir: str | os.PathLike[str] | None = None,
@@ -514,35 +480,22 @@ def generate_many(
     Ctrl-C stops every job and ends every codex process tree before ``KeyboardInterrupt``
     propagates.
     """
-    # Checked here too, so bad input raises before a worker thread and event loop start.
-    jobs = coerce_requests(requests)
+    from .client import Client
 
-    async def collect() -> list[BatchOutcome]:
-        collected: list[BatchOutcome] = []
-        async with agenerate_many(
+    jobs = coerce_requests(requests)  # bad input raises before a worker thread and a loop start
+    with Client(
+        codex=codex, codex_home=codex_home, model=model, allow_relay=allow_relay, env=env,
+        timeout=timeout, retries=retries, concurrency=concurrency, wait_for_turn=wait_for_turn,
+        keep_codex_copy=keep_codex_copy,
+    ) as client:  # fmt: skip
+        return client.generate_many(
             jobs,
-            concurrency=concurrency,
             out_dir=out_dir,
             overwrite=overwrite,
-            timeout=timeout,
-            retries=retries,
-            codex=codex,
-            codex_home=codex_home,
-            model=model,
-            allow_relay=allow_relay,
-            wait_for_turn=wait_for_turn,
-            keep_codex_copy=keep_codex_copy,
             on_progress=on_progress,
-            env=env,
+            on_outcome=on_outcome,
             lines=lines,
-        ) as outcomes:
-            async for outcome in outcomes:
-                collected.append(outcome)
-                if on_outcome is not None:
-                    on_outcome(outcome)
-        return sorted(collected, key=lambda outcome: outcome.index)
-
-    return run_blocking(collect)
+        )
 
 
 def _unexpected(exc: Exception) -> TransientError:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .errors import InputError
 from .failures import SENTINEL
-from .request import Geometry
+
+if TYPE_CHECKING:  # request.py checks prompts with this module
+    from .request import Geometry
 
 __all__ = ["MAX_PROMPT_CHARS", "build_instruction", "check_prompt"]
 
@@ -21,7 +24,7 @@ def check_prompt(prompt: str) -> str:
         raise InputError(
             "The prompt is empty.",
             reason="empty_prompt",
-            hint='Describe the image to make, e.g. codex-image generate "a red fox in the snow".',
+            hint='Describe the image to make, e.g. "a red fox in the snow".',
         )
     if "\x00" in prompt:
         raise InputError(

@@ -19,11 +19,13 @@ from pathlib import Path
 
 from .errors import InputError
 from .png import PngInfo, sniff
+from .prompt import check_prompt
 
 __all__ = [
     "MAX_REFERENCES",
     "MAX_REFERENCE_BYTES",
     "Geometry",
+    "ImageRequest",
     "Reference",
     "check_references",
     "compare_geometry",
@@ -38,6 +40,93 @@ ASPECT_TOLERANCE = 0.03
 _NAMED_ASPECTS = {"square": (1, 1), "landscape": (3, 2), "portrait": (2, 3)}
 _ACCEPTED = ("png", "jpeg", "gif", "webp")
 _EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "gif": ".gif", "webp": ".webp"}
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRequest:
+    """One image: the prompt and everything else that varies per image.
+
+    The same value serves the library, batch lines, the CLI and the MCP tool. ``output``: a
+    ``.png`` path or a folder (default: the current folder), never overwritten unless
+    ``overwrite``. ``references``: up to 5 PNG, JPEG, GIF or WebP images to start from.
+    ``aspect`` (``square``, ``landscape``, ``portrait`` or ``W:H``), ``size`` (``WxH``) and
+    ``transparent`` are asked of the model; ``fit`` (``WxH``, needs Pillow) also writes an
+    exact-size copy. Nothing is checked on construction: :meth:`check` does it, and every call
+    that takes a request calls it before any work.
+    """
+
+    prompt: str
+    output: str | os.PathLike[str] | None = None
+    references: Sequence[str | os.PathLike[str]] = ()
+    aspect: str | None = None
+    size: str | None = None
+    transparent: bool = False
+    fit: str | None = None
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        # A list becomes a tuple (hashable, and safe from the caller changing it mid-run); a
+        # single path is left for check() to refuse rather than split into characters.
+        if not isinstance(self.references, (str, bytes, os.PathLike, tuple)):
+            object.__setattr__(self, "references", tuple(self.references))
+
+    def check(self, where: str | None = None) -> None:
+        """The checks that need no file system: prompt, geometry, number and form of paths.
+
+        ``where`` (e.g. ``"line 3"``) starts every message. Raises :class:`InputError`.
+        """
+        if isinstance(self.references, (str, bytes, os.PathLike)):
+            raise _invalid(where, "references is one path, not a list of paths.",
+                           'Pass a list, e.g. references=["a.png"].')  # fmt: skip
+        for name in ("transparent", "overwrite"):
+            if not isinstance(getattr(self, name), bool):
+                raise _invalid(where, f"{name} is not true or false.", "Pass true or false.")
+        try:
+            check_prompt(self.prompt)
+            if self.aspect is not None:
+                parse_aspect(self.aspect)
+            for size in (self.size, self.fit):
+                if size is not None:
+                    parse_size(size)
+        except InputError as error:
+            raise _where(error, where) from None
+        for path in (self.output, *self.references):
+            if path is not None and "\x00" in os.fspath(path):
+                raise _invalid(where, "A path contains a NUL character.", "Remove the NUL (\\0).")
+        if len(self.references) > MAX_REFERENCES:
+            raise _where(_too_many(len(self.references)), where)
+
+    def to_dict(self) -> dict[str, object]:
+        data: dict[str, object] = {
+            "prompt": self.prompt,
+            "output": None if self.output is None else os.fspath(self.output),
+            "references": [os.fspath(reference) for reference in self.references],
+            "aspect": self.aspect,
+            "size": self.size,
+            "transparent": self.transparent,
+            "fit": self.fit,
+        }
+        if self.overwrite:  # only when set, as a batch line would say it
+            data["overwrite"] = True
+        return data
+
+
+def _where(error: InputError, where: str | None) -> InputError:
+    if where is None:
+        return error
+    return InputError(f"{where}: {error.message}", reason=error.reason, hint=error.hint)
+
+
+def _invalid(where: str | None, message: str, hint: str) -> InputError:
+    return _where(InputError(message, reason="invalid_request", hint=hint), where)
+
+
+def _too_many(count: int) -> InputError:
+    return InputError(
+        f"{count} references were given; at most {MAX_REFERENCES} are allowed.",
+        reason="too_many_references",
+        hint=f"Pass at most {MAX_REFERENCES} references (the Codex image tool's limit).",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,11 +227,7 @@ def reference_names(references: Sequence[Reference]) -> list[str]:
 def check_references(paths: list[str | os.PathLike[str]]) -> list[Reference]:
     """Check every reference before any work is done. Raises :class:`InputError`."""
     if len(paths) > MAX_REFERENCES:
-        raise InputError(
-            f"{len(paths)} reference images were given; at most {MAX_REFERENCES} are allowed.",
-            reason="too_many_references",
-            hint=f"Pass at most {MAX_REFERENCES} references (the Codex image tool's limit).",
-        )
+        raise _too_many(len(paths))
     return [_check_one(Path(p)) for p in paths]
 
 

@@ -49,6 +49,7 @@ __all__ = ["Attempt", "Produced", "Progress", "ProgressCallback", "run_attempt"]
 log = logging.getLogger(__name__)
 
 Phase = Literal[
+    "queued",
     "started",
     "thread_started",
     "reconnecting",

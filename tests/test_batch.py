@@ -16,6 +16,7 @@ import anyio
 import pytest
 
 from codex_cli_image import batch as batch_module
+from codex_cli_image import client as client_module
 from codex_cli_image.batch import (
     BatchOutcome,
     BatchRequest,
@@ -25,6 +26,7 @@ from codex_cli_image.batch import (
     parse_batch,
 )
 from codex_cli_image.errors import CodexImageError, InputError
+from codex_cli_image.request import ImageRequest
 from codex_cli_image.runner import Progress
 from codex_cli_image.testing import FakeCodex
 
@@ -309,14 +311,14 @@ def test_every_file_is_checked_before_any_job(
 def test_a_bug_in_one_job_fails_only_that_job(
     fake_codex: FakeCodex, out: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = batch_module.agenerate
+    real = client_module.make_image
 
-    async def flaky(prompt: str, **kwargs: Any) -> Any:
-        if "bug" in prompt:
+    async def flaky(request: ImageRequest, *args: Any) -> Any:
+        if "bug" in request.prompt:
             raise ValueError("boom")
-        return await real(prompt, **kwargs)
+        return await real(request, *args)
 
-    monkeypatch.setattr(batch_module, "agenerate", flaky)
+    monkeypatch.setattr(client_module, "make_image", flaky)
     outcomes = generate_many(["a fox", "a bug", "a hen"], out_dir=out)
     assert [o.status for o in outcomes] == ["ok", "failed", "ok"]
     error = outcomes[1].error

@@ -1,0 +1,569 @@
+"""``Client``: settings once, images many, codex kept warm.
+
+A desktop app, a daemon or the MCP server makes many images in one process. The client holds what
+they share (the codex executable, its home, the model, the relay policy, the environment, default
+timeout and retries, one concurrency limit) and what need not be redone per image: the located
+executable and its version, reused while the binary's file is unchanged, and the login verdict,
+reused while ``auth.json`` and ``config.toml`` are unchanged and no run failed for auth. The module
+functions (:func:`~codex_cli_image.generate` and friends) are throwaway clients.
+
+One client may be used from many threads and event loops at once, so its shared state is guarded
+by thread locks, and what waits across loops (the concurrency limit, :meth:`Client.close`) polls a
+little rather than using one loop's primitives.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+from types import TracebackType
+from typing import TypeVar
+
+import anyio
+
+from ._tasks import beside
+from .api import (
+    DEFAULT_TIMEOUT_S,
+    ImageResult,
+    Prepared,
+    RunOptions,
+    _stoppable,
+    check_options,
+    make_image,
+    run_blocking,
+)
+from .batch import (
+    DEFAULT_CONCURRENCY,
+    MAX_CONCURRENCY,
+    BatchOutcome,
+    BatchProgressCallback,
+    OutcomeCallback,
+    RequestLike,
+    run_batch,
+)
+from .doctor import DoctorReport, doctor
+from .errors import AuthError, InputError, LaunchError, TransientError
+from .launcher import Codex, CodexVersion, locate, probe_version
+from .preflight import Verdict, check_login, codex_home_path
+from .request import ImageRequest
+from .runner import Progress, ProgressCallback
+
+__all__ = ["Client"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_POLL_S = 0.05
+"""How often a waiting call looks at the shared limit, and a run at whether the client closed."""
+_CLOSE_WAIT_S = 60.0
+"""A run's own clean-up is bounded (terminate, grace, kill, reap): this only guards a hang."""
+_STEP_LIMIT_S = 10.0
+
+Stamp = tuple[str, int, int, int, int] | None
+
+
+def _stamp(path: str | os.PathLike[str]) -> Stamp:
+    """What tells a file from its replacement: resolved path, size, mtime, ctime and inode.
+
+    Not the mtime alone: npm sets every packaged file's mtime to one fixed date, so two codex
+    releases installed in turn can share it; an install always changes the ctime.
+    """
+    try:
+        real = os.path.realpath(path)
+        info = os.stat(real)
+    except (OSError, ValueError):
+        return None
+    return (real, info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
+
+
+@dataclass(frozen=True, slots=True)
+class _WarmCodex:
+    codex: Codex
+    version: CodexVersion
+    files: tuple[str, ...]
+    stamps: tuple[Stamp, ...]
+
+    def fresh(self) -> bool:
+        return tuple(_stamp(f) for f in self.files) == self.stamps
+
+
+@dataclass(frozen=True, slots=True)
+class _WarmLogin:
+    key: tuple[object, ...]
+    verdict: Verdict
+
+
+class _Limit:
+    """At most ``total`` images at once, first come first served, shared by every thread and
+    event loop using the client (an anyio limiter belongs to one loop). Waiters poll: a slot is
+    held for tens of seconds, so a few wake-ups a second cost nothing and need no cross-loop
+    signalling."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self._lock = threading.Lock()
+        self._busy = 0
+        self._queue: deque[object] = deque()
+
+    @property
+    def full(self) -> bool:
+        with self._lock:
+            return self._busy >= self.total or bool(self._queue)
+
+    async def acquire(self, on_wait: Callable[[], None] | None = None) -> None:
+        ticket = object()
+        with self._lock:
+            if self._busy < self.total and not self._queue:
+                self._busy += 1
+                return
+            self._queue.append(ticket)
+        if on_wait is not None:
+            on_wait()
+        try:
+            while True:
+                with self._lock:
+                    if self._queue[0] is ticket and self._busy < self.total:
+                        self._queue.popleft()
+                        self._busy += 1
+                        return
+                await anyio.sleep(_POLL_S)
+        except BaseException:
+            with self._lock:
+                if ticket in self._queue:
+                    self._queue.remove(ticket)
+            raise
+
+    def release(self) -> None:
+        with self._lock:
+            self._busy -= 1
+
+
+class _Runs:
+    """The client's calls in flight, so that closing can end them and wait for their clean-up."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._count = 0
+        self.closing = False
+
+    def enter(self) -> None:
+        with self._changed:
+            if self.closing:
+                raise InputError(
+                    "This Client is closed.",
+                    reason="client_closed",
+                    hint="Make a new Client, or keep this one open until its last call ends.",
+                )
+            self._count += 1
+
+    def exit(self) -> None:
+        with self._changed:
+            self._count -= 1
+            self._changed.notify_all()
+
+    def close(self) -> bool:
+        """Stop new calls; True when this call closed it (the first)."""
+        with self._changed:
+            first, self.closing = not self.closing, True
+            return first
+
+    @property
+    def idle(self) -> bool:
+        with self._changed:
+            return self._count == 0
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: self._count == 0, timeout_s)
+
+    async def cancel_on_close(self, scope: anyio.CancelScope) -> None:
+        # Polled: close() may come from any thread, and an anyio.Event belongs to one loop.
+        while not self.closing:  # noqa: ASYNC110
+            await anyio.sleep(_POLL_S)
+        scope.cancel()
+
+
+class Client:
+    """Makes images with one set of settings, keeping codex warm between them.
+
+    ::
+
+        with Client(timeout=300) as client:
+            fox = client.generate("a red fox in the snow")
+            hen = client.generate(ImageRequest("a hen", output="hen.png", aspect="square"))
+
+        async with Client(concurrency=2) as client:
+            result = await client.agenerate("a red fox")
+
+    codex / codex_home: the executable and its state directory (default: found as
+    ``codex-image doctor`` shows). model: passed to codex. allow_relay: accept a custom provider
+    that receives the ChatGPT login. env: the environment codex is found and run with (default:
+    ``os.environ`` as it is now; read once). timeout (seconds per image, retries included) and
+    retries: defaults for every call. concurrency: images made at once by all calls of this
+    client together (batches too); more calls wait their turn. wait_for_turn and
+    keep_codex_copy: as for :func:`~codex_cli_image.generate`.
+
+    Safe to share between threads and event loops. :meth:`close` (or leaving the ``with``
+    block) ends every call in flight, their codex trees and temporary files included, before it
+    returns; those calls raise :class:`~codex_cli_image.TransientError` (reason ``cancelled``),
+    later calls :class:`~codex_cli_image.InputError` (``client_closed``).
+    """
+
+    def __init__(
+        self,
+        *,
+        codex: str | os.PathLike[str] | None = None,
+        codex_home: str | os.PathLike[str] | None = None,
+        model: str | None = None,
+        allow_relay: bool = False,
+        env: Mapping[str, str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        retries: int = 1,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        wait_for_turn: bool = False,
+        keep_codex_copy: bool = False,
+    ) -> None:
+        check_options(timeout=timeout, retries=retries, model=model)
+        _check_concurrency(concurrency)
+        self._codex = codex
+        self._codex_home = codex_home
+        self._allow_relay = allow_relay
+        self._env = dict(os.environ if env is None else env)
+        self._home = codex_home_path(self._env, codex_home)
+        self._options = RunOptions(timeout, retries, model, wait_for_turn, keep_codex_copy)
+        self._limit = _Limit(concurrency)
+        self._runs = _Runs()
+        self._preflight_lock = threading.Lock()  # one probe at a time: the rest reuse it
+        self._state_lock = threading.Lock()
+        self._warm_codex: _WarmCodex | None = None
+        self._warm_login: _WarmLogin | None = None
+        self._login_epoch = 0  # bumped when a run fails for auth: an older verdict is void
+
+    @property
+    def codex_home(self) -> Path:
+        """The codex home this client checks and runs codex with."""
+        return self._home
+
+    @property
+    def concurrency(self) -> int:
+        return self._limit.total
+
+    @property
+    def closed(self) -> bool:
+        return self._runs.closing
+
+    # --- one image -------------------------------------------------------------------------
+
+    async def agenerate(
+        self,
+        request: ImageRequest | str,
+        *,
+        # Per call, as the client's default: the whole call, retries included.
+        timeout: float | None = None,  # noqa: ASYNC109
+        retries: int | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> ImageResult:
+        """Make one image: a prompt, or an :class:`~codex_cli_image.ImageRequest` for more.
+
+        timeout / retries: this call's, instead of the client's. on_progress: called with each
+        :class:`~codex_cli_image.Progress` (phase ``queued`` when the call waits for a free
+        slot). Raises :class:`~codex_cli_image.CodexImageError`.
+        """
+        request = _as_request(request)
+        request.check()  # before waiting in line
+        options = self._per_call(timeout, retries)
+        started = time.monotonic()
+
+        def queued() -> None:
+            if on_progress is not None:
+                message = f"waiting for a free slot ({self._limit.total} images at once)"
+                try:
+                    on_progress(Progress("queued", time.monotonic() - started, 1, message))
+                except Exception:
+                    log.exception("on_progress callback failed")
+
+        async def work() -> ImageResult:
+            await self._limit.acquire(queued)
+            try:
+                return await self._make(request, on_progress, options=options)
+            finally:
+                self._limit.release()
+
+        return await self._guarded(work)
+
+    def generate(
+        self,
+        request: ImageRequest | str,
+        *,
+        timeout: float | None = None,
+        retries: int | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> ImageResult:
+        """The blocking twin of :meth:`agenerate`, safe from any thread (its own event loop in a
+        worker thread); Ctrl-C ends codex's tree before ``KeyboardInterrupt`` propagates."""
+        request = _as_request(request)
+        request.check()
+        call = partial(self.agenerate, request, timeout=timeout, retries=retries,
+                       on_progress=on_progress)  # fmt: skip
+        return run_blocking(call)
+
+    # --- many images -----------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def agenerate_many(
+        self,
+        requests: Iterable[RequestLike],
+        *,
+        out_dir: str | os.PathLike[str] | None = None,
+        overwrite: bool = False,
+        timeout: float | None = None,  # noqa: ASYNC109 (per job)
+        retries: int | None = None,
+        on_progress: BatchProgressCallback | None = None,
+        lines: Sequence[int] | None = None,
+    ) -> AsyncIterator[AsyncIterator[BatchOutcome]]:
+        """A batch, as :func:`~codex_cli_image.agenerate_many`, within this client's concurrency
+        (shared with its other calls) and settings."""
+        options = self._per_call(timeout, retries)
+        self._runs.enter()
+        try:
+            async with run_batch(
+                requests,
+                limit=self._limit,
+                make=partial(self._make, options=options),
+                out_dir=out_dir,
+                overwrite=overwrite,
+                on_progress=on_progress,
+                lines=lines,
+                stop_when=self._runs.cancel_on_close,
+            ) as outcomes:
+                yield outcomes
+            if self._runs.closing:
+                raise _closed_mid_run()
+        finally:
+            self._runs.exit()
+
+    def generate_many(
+        self,
+        requests: Iterable[RequestLike],
+        *,
+        out_dir: str | os.PathLike[str] | None = None,
+        overwrite: bool = False,
+        timeout: float | None = None,
+        retries: int | None = None,
+        on_progress: BatchProgressCallback | None = None,
+        on_outcome: OutcomeCallback | None = None,
+        lines: Sequence[int] | None = None,
+    ) -> list[BatchOutcome]:
+        """The blocking twin of :meth:`agenerate_many`, as :func:`~codex_cli_image.generate_many`:
+        every outcome, in request order; ``on_outcome`` as each job finishes."""
+        from .batch import coerce_requests
+
+        jobs = coerce_requests(requests)  # bad input raises before a thread and a loop start
+
+        async def collect() -> list[BatchOutcome]:
+            collected: list[BatchOutcome] = []
+            async with self.agenerate_many(
+                jobs, out_dir=out_dir, overwrite=overwrite, timeout=timeout, retries=retries,
+                on_progress=on_progress, lines=lines,
+            ) as outcomes:  # fmt: skip
+                async for outcome in outcomes:
+                    collected.append(outcome)
+                    if on_outcome is not None:
+                        on_outcome(outcome)
+            return sorted(collected, key=lambda outcome: outcome.index)
+
+        return run_blocking(collect)
+
+    def doctor(self) -> DoctorReport:
+        """:func:`~codex_cli_image.doctor` with this client's settings: checked afresh."""
+        return doctor(codex=self._codex, codex_home=self._codex_home,
+                      allow_relay=self._allow_relay, env=self._env)  # fmt: skip
+
+    # --- closing ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """End every call in flight (codex trees ended, temporary files removed) and refuse new
+        ones. Returns once they are gone. From async code, use :meth:`aclose`."""
+        self._runs.close()
+        if not self._runs.wait_idle(_CLOSE_WAIT_S):
+            log.warning("calls of a closed Client were still ending after %g s", _CLOSE_WAIT_S)
+
+    async def aclose(self) -> None:
+        """:meth:`close` for async code: waits without blocking the event loop."""
+        self._runs.close()
+        with anyio.move_on_after(_CLOSE_WAIT_S) as waited:
+            while not self._runs.idle:  # noqa: ASYNC110 (calls on other loops and threads)
+                await anyio.sleep(_POLL_S)
+        if waited.cancelled_caught:
+            log.warning("calls of a closed Client were still ending after %g s", _CLOSE_WAIT_S)
+
+    def __enter__(self) -> Client:
+        self._refuse_if_closed()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Client:
+        self._refuse_if_closed()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # --- inside ----------------------------------------------------------------------------
+
+    def _refuse_if_closed(self) -> None:
+        self._runs.enter()
+        self._runs.exit()
+
+    def _per_call(self, timeout: float | None, retries: int | None) -> RunOptions:
+        base = self._options
+        options = replace(
+            base,
+            timeout=base.timeout if timeout is None else timeout,
+            retries=base.retries if retries is None else retries,
+        )
+        check_options(timeout=options.timeout, retries=options.retries, model=options.model)
+        return options
+
+    async def _guarded(self, work: Callable[[], Awaitable[T]]) -> T:
+        """``work()`` as a call in flight: ended (cancelled, then cleaned up) if the client
+        closes meanwhile."""
+        self._runs.enter()
+        try:
+            done = await beside(work, self._runs.cancel_on_close)
+        finally:
+            self._runs.exit()
+        if done is None:
+            raise _closed_mid_run()
+        return done[0]
+
+    async def _make(
+        self,
+        request: ImageRequest,
+        on_progress: ProgressCallback | None = None,
+        *,
+        options: RunOptions,
+    ) -> ImageResult:
+        """One image, the slot already held; an auth or launch failure voids the warm state."""
+        try:
+            return await make_image(request, self._preflight, options, on_progress)
+        except AuthError:
+            self._forget_login()
+            raise
+        except LaunchError:
+            self._warm_codex = None
+            raise
+
+    async def _preflight(self, deadline: float) -> Prepared:
+        return await _stoppable(partial(self._prepare, deadline))
+
+    def _prepare(self, deadline: float, *, stop: threading.Event) -> Prepared:
+        """The executable, its version and the login: from warm state when nothing changed.
+        Runs in a worker thread; ``stop`` ends it (and any child) at once."""
+        while not self._preflight_lock.acquire(timeout=_POLL_S):
+            if stop.is_set():
+                raise TransientError("Stopped.", reason="stopped", hint="Retry.")
+        try:
+            codex, version = self._codex_for(deadline, stop)
+            verdict = self._login_for(codex, version, deadline, stop)
+        finally:
+            self._preflight_lock.release()
+        return Prepared(codex, version, self._home, verdict)
+
+    def _codex_for(self, deadline: float, stop: threading.Event) -> tuple[Codex, CodexVersion]:
+        warm = self._warm_codex
+        if warm is not None and warm.fresh():
+            return warm.codex, warm.version
+        found = locate(self._codex, env=self._env)
+        files = tuple(dict.fromkeys(str(p) for p in (found.found, *found.argv)))
+        stamps = tuple(_stamp(f) for f in files)  # before the probe: a change during it shows
+        version = probe_version(found, timeout_s=_left(deadline), stop=stop)
+        if None not in stamps:
+            self._warm_codex = _WarmCodex(found, version, files, stamps)
+        return found, version
+
+    def _login_for(
+        self, codex: Codex, version: CodexVersion, deadline: float, stop: threading.Event
+    ) -> Verdict:
+        files = (self._home / "auth.json", self._home / "config.toml")
+        with self._state_lock:
+            epoch = self._login_epoch
+            warm = self._warm_login
+        key = (codex.argv, version.release, *(_stamp(f) for f in files))
+        if warm is not None and warm.key == key:
+            return warm.verdict
+        verdict = check_login(
+            self._codex_home, env=self._env, allow_relay=self._allow_relay, codex=codex,
+            codex_version=version.release, timeout_s=_left(deadline), stop=stop,
+        )  # fmt: skip
+        with self._state_lock:
+            # Only a verdict that allows is kept: a refusal is re-read each time, so that the
+            # user's fix (codex login) is seen at once.
+            if verdict.ok and epoch == self._login_epoch:
+                self._warm_login = _WarmLogin(key, verdict)
+            elif epoch == self._login_epoch:
+                self._warm_login = None
+        return verdict
+
+    def _forget_login(self) -> None:
+        with self._state_lock:
+            self._login_epoch += 1
+            self._warm_login = None
+
+
+def _left(deadline: float) -> float:
+    """Time for a preflight step: its own limit, cut to the call's deadline."""
+    return max(0.05, min(_STEP_LIMIT_S, deadline - time.monotonic()))
+
+
+def _as_request(request: ImageRequest | str) -> ImageRequest:
+    if isinstance(request, ImageRequest):
+        return request
+    if isinstance(request, str):
+        return ImageRequest(request)
+    raise InputError(
+        f"A {type(request).__name__} is not a request.",
+        reason="invalid_request",
+        hint="Pass a prompt string or an ImageRequest.",
+    )
+
+
+def _closed_mid_run() -> TransientError:
+    return TransientError(
+        "The Client was closed while the image was being made; nothing was saved.",
+        reason="cancelled",
+        hint="Retry with a client that stays open until the call returns.",
+    )
+
+
+def _check_concurrency(concurrency: int) -> None:
+    if (
+        isinstance(concurrency, bool)
+        or not isinstance(concurrency, int)
+        or not (1 <= concurrency <= MAX_CONCURRENCY)
+    ):
+        raise InputError(
+            f"The concurrency {concurrency!r} is out of range.",
+            reason="invalid_concurrency",
+            hint=f"Run 1 to {MAX_CONCURRENCY} jobs at once (2 avoids the backend's rate limit).",
+        )

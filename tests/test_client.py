@@ -1,0 +1,355 @@
+"""The long-lived ``Client``: warm state, a shared limit, closing that leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from codex_cli_image import AuthError, Client, ImageRequest, InputError, TransientError
+from codex_cli_image import client as client_module
+from codex_cli_image.runner import Progress
+from codex_cli_image.testing import FakeCodex
+
+from helpers import png_ok, survivors
+
+pytestmark = [pytest.mark.timeout(90), pytest.mark.usefixtures("private_tmp")]
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def logins(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The codex homes the client read a login from, one entry per read."""
+    seen: list[Path] = []
+    real = client_module.check_login
+
+    def counting(home: Any, **kwargs: Any) -> Any:
+        seen.append(Path(home) if home else Path(os.environ["CODEX_HOME"]))
+        return real(home, **kwargs)
+
+    monkeypatch.setattr(client_module, "check_login", counting)
+    return seen
+
+
+def version_probes(fake: FakeCodex) -> int:
+    return sum(1 for call in fake.calls if call.argv == ["--version"])
+
+
+def test_a_reused_client_probes_the_version_and_reads_the_login_once(
+    fake_codex: FakeCodex, out: Path, logins: list[Path]
+) -> None:
+    with Client(timeout=30) as client:
+        results = [client.generate(ImageRequest(f"fox {n}", output=out)) for n in range(4)]
+    assert [png_ok(r.path.read_bytes()) for r in results] == [True] * 4
+    assert len({r.path for r in results}) == 4
+    assert version_probes(fake_codex) == 1 and len(fake_codex.exec_calls) == 4
+    assert len(logins) == 1
+
+
+def test_calls_starting_together_share_one_probe(fake_codex: FakeCodex, out: Path) -> None:
+    fake_codex.configure("success", version_delay=0.5)
+    results: list[Any] = []
+    with Client(timeout=30, concurrency=3) as client:
+        threads = [
+            threading.Thread(
+                target=lambda: results.append(client.generate(ImageRequest("a fox", output=out)))
+            )  # fmt: skip
+            for _ in range(3)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert len(results) == 3 and version_probes(fake_codex) == 1
+
+
+def test_a_changed_login_is_read_again_before_the_next_image(
+    fake_codex: FakeCodex, out: Path, logins: list[Path]
+) -> None:
+    """A reused client must never allow a run on a stale verdict, nor refuse on one."""
+    auth = fake_codex.codex_home / "auth.json"
+    with Client(timeout=30) as client:
+        client.generate(ImageRequest("a fox", output=out))
+        good = auth.read_text("utf-8")
+        auth.write_text(json.dumps({"OPENAI_API_KEY": "sk-test", "auth_mode": "apikey"}), "utf-8")
+        with pytest.raises(AuthError) as info:
+            client.generate(ImageRequest("a hen", output=out))
+        assert len(fake_codex.exec_calls) == 1  # refused before codex ran: no quota spent
+        assert "sk-test" not in str(info.value.to_dict())
+        auth.write_text(good, "utf-8")  # signed in again: seen at once
+        client.generate(ImageRequest("a cat", output=out))
+        client.generate(ImageRequest("a cow", output=out))
+    assert len(fake_codex.exec_calls) == 3 and len(logins) == 3
+
+
+def test_an_auth_failure_during_a_run_voids_the_verdict(
+    fake_codex: FakeCodex, out: Path, logins: list[Path]
+) -> None:
+    with Client(timeout=30, retries=0) as client:
+        client.generate(ImageRequest("a fox", output=out))
+        fake_codex.configure("unauthorized")
+        with pytest.raises(AuthError):
+            client.generate(ImageRequest("a hen", output=out))
+        fake_codex.configure("success")
+        client.generate(ImageRequest("a cat", output=out))
+    assert len(logins) == 2  # the first image's verdict, then read again after the failure
+
+
+def test_a_replaced_codex_is_found_and_probed_again(fake_codex: FakeCodex, out: Path) -> None:
+    with Client(timeout=30) as client:
+        first = client.generate(ImageRequest("a fox", output=out))
+        fake_codex.configure("success", version="0.172.0")
+        assert client.generate(ImageRequest("a hen", output=out)).codex_version == (
+            first.codex_version
+        )  # the same file: its version is not asked again
+        script = fake_codex.path.read_bytes()
+        staging = fake_codex.path.with_name("codex.new")
+        staging.write_bytes(script + b"# upgraded\n")
+        staging.chmod(0o755)
+        os.replace(staging, fake_codex.path)  # as an installer replaces the binary
+        assert client.generate(ImageRequest("a cat", output=out)).codex_version == "0.172.0"
+    assert version_probes(fake_codex) == 2
+
+
+def test_concurrency_is_shared_by_every_call_of_a_client(fake_codex: FakeCodex, out: Path) -> None:
+    """Single calls and a batch of one client together never run more than its limit."""
+    fake_codex.configure("success", delay=0.6)
+    running = 0
+    most = 0
+    queued: list[str] = []
+
+    def track(progress: Progress) -> None:
+        nonlocal running, most
+        if progress.phase == "started":
+            running += 1
+            most = max(most, running)
+        elif progress.phase == "finished":
+            running -= 1
+        elif progress.phase == "queued":
+            queued.append(progress.message or "")
+
+    async def main() -> None:
+        async with Client(timeout=30, concurrency=2) as client:
+
+            async def single(n: int) -> None:
+                await client.agenerate(ImageRequest(f"fox {n}", output=out), on_progress=track)
+
+            async def batch() -> None:
+                async with client.agenerate_many(
+                    ["hen 1", "hen 2"], out_dir=out, on_progress=lambda _, p: track(p)
+                ) as outcomes:
+                    assert [o.status async for o in outcomes] == ["ok", "ok"]
+
+            async with anyio.create_task_group() as tasks:
+                for n in range(3):
+                    tasks.start_soon(single, n)
+                tasks.start_soon(batch)
+
+    anyio.run(main)
+    assert most == 2 and running == 0
+    assert len(fake_codex.exec_calls) == 5
+    assert queued and "waiting" in queued[0]
+
+
+def _wait_for_codex(fake: FakeCodex, count: int = 1) -> None:
+    deadline = time.monotonic() + 30
+    while sum(1 for c in fake.exec_calls if c.helper_pid) < count:
+        assert time.monotonic() < deadline, "codex did not start"
+        time.sleep(0.05)
+
+
+def test_aclose_mid_run_ends_codex_and_removes_everything_before_it_returns(
+    fake_codex: FakeCodex, out: Path, private_tmp: Path
+) -> None:
+    fake_codex.configure("grandchild")
+    errors: list[BaseException] = []
+
+    async def main() -> None:
+        client = Client(timeout=60)
+
+        async def one(n: int) -> None:
+            try:
+                await client.agenerate(ImageRequest(f"fox {n}", output=out))
+            except TransientError as error:
+                errors.append(error)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(one, 1)
+            tasks.start_soon(one, 2)
+            await anyio.to_thread.run_sync(_wait_for_codex, fake_codex, 2)
+            await client.aclose()
+            # Nothing left at the moment aclose returns: no polling here.
+            assert await anyio.to_thread.run_sync(nothing_left, fake_codex, private_tmp)
+        with pytest.raises(InputError) as info:
+            await client.agenerate("a hen")
+        assert info.value.reason == "client_closed"
+
+    anyio.run(main)
+    assert [getattr(e, "reason", None) for e in errors] == ["cancelled", "cancelled"]
+    assert list(out.iterdir()) == []
+
+
+def test_close_from_another_thread_ends_a_blocking_call(
+    fake_codex: FakeCodex, out: Path, private_tmp: Path
+) -> None:
+    fake_codex.configure("hang")
+    client = Client(timeout=60)
+    failures: list[BaseException] = []
+
+    def blocking() -> None:
+        try:
+            client.generate(ImageRequest("a fox", output=out))
+        except BaseException as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=blocking)
+    thread.start()
+    _wait_for_exec(fake_codex)
+    started = time.monotonic()
+    client.close()
+    assert time.monotonic() - started < 15
+    assert nothing_left(fake_codex, private_tmp)
+    thread.join(15)
+    assert len(failures) == 1 and isinstance(failures[0], TransientError)
+    assert failures[0].reason == "cancelled"
+    client.close()  # closing twice is fine
+
+
+def nothing_left(fake: FakeCodex, scratch: Path) -> bool:
+    return survivors(fake) == [] and list(scratch.iterdir()) == []
+
+
+def _wait_for_exec(fake: FakeCodex) -> None:
+    deadline = time.monotonic() + 30
+    while not fake.exec_calls:
+        assert time.monotonic() < deadline, "codex did not start"
+        time.sleep(0.05)
+
+
+def test_a_call_waiting_for_a_slot_is_ended_by_close_without_starting_codex(
+    fake_codex: FakeCodex, out: Path
+) -> None:
+    fake_codex.configure("hang")
+
+    async def main() -> list[str]:
+        reasons: list[str] = []
+        client = Client(timeout=60, concurrency=1)
+
+        async def one(prompt: str) -> None:
+            try:
+                await client.agenerate(ImageRequest(prompt, output=out))
+            except TransientError as error:
+                reasons.append(error.reason)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(one, "first")
+            await anyio.to_thread.run_sync(_wait_for_exec, fake_codex)
+            tasks.start_soon(one, "second")  # waits: the only slot is taken
+            await anyio.sleep(0.3)
+            await client.aclose()
+        return reasons
+
+    assert anyio.run(main) == ["cancelled", "cancelled"]
+    assert len(fake_codex.exec_calls) == 1
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(
+    ("settings", "reason"),
+    [
+        ({"concurrency": 0}, "invalid_concurrency"),
+        ({"concurrency": 17}, "invalid_concurrency"),
+        ({"concurrency": True}, "invalid_concurrency"),
+        ({"timeout": -1}, "invalid_timeout"),
+        ({"retries": -1}, "invalid_retries"),
+        ({"model": " "}, "invalid_model"),
+    ],
+)
+def test_bad_settings_are_refused_when_the_client_is_made(
+    settings: dict[str, Any], reason: str
+) -> None:
+    with pytest.raises(InputError) as info:
+        Client(**settings)
+    assert info.value.reason == reason and info.value.hint
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(
+    ("request_value", "reason"),
+    [
+        (ImageRequest(" "), "empty_prompt"),
+        (ImageRequest("a fox", references="a.png"), "invalid_request"),
+        (ImageRequest("a fox", transparent="yes"), "invalid_request"),  # type: ignore[arg-type]
+        (ImageRequest("a fox", aspect="wide"), "invalid_aspect"),
+        (ImageRequest("a fox", references=["r.png"] * 6), "too_many_references"),
+        (42, "invalid_request"),
+    ],
+)
+def test_bad_requests_are_refused_before_codex_runs(
+    fake_codex: FakeCodex, request_value: Any, reason: str
+) -> None:
+    with Client() as client, pytest.raises(InputError) as info:
+        client.generate(request_value)
+    assert info.value.reason == reason and fake_codex.calls == []
+
+
+def test_per_call_timeout_and_retries_override_the_clients(
+    fake_codex: FakeCodex, out: Path
+) -> None:
+    fake_codex.configure("capacity")
+    with Client(timeout=30, retries=3) as client, pytest.raises(TransientError):
+        client.generate(ImageRequest("a fox", output=out), retries=0)
+    assert len(fake_codex.exec_calls) == 1
+    with Client() as client, pytest.raises(InputError) as info:
+        client.generate("a fox", timeout=0)
+    assert info.value.reason == "invalid_timeout"
+
+
+def test_doctor_uses_the_clients_settings(fake_codex: FakeCodex, tmp_path: Path) -> None:
+    other = tmp_path / "other-home"
+    other.mkdir()
+    with Client(codex_home=other) as client:
+        report = client.doctor()
+    assert report.codex_home == str(other) and not report.ok
+    assert client.codex_home == other
+
+
+def test_calls_that_begin_while_the_client_closes_never_start_codex(
+    fake_codex: FakeCodex, out: Path
+) -> None:
+    """Regression guard (from the MCP server): a call arriving while the server stopped ran
+    codex past the exit. The first call's codex ignores SIGTERM, so closing takes a while."""
+    fake_codex.configure("hang_ignore_sigterm")
+    client = Client(timeout=60)
+
+    async def main() -> list[str]:
+        reasons: list[str] = []
+
+        async def one(prompt: str, after: float) -> None:
+            await anyio.sleep(after)
+            try:
+                await client.agenerate(ImageRequest(prompt, output=out))
+            except (InputError, TransientError) as error:
+                reasons.append(error.reason)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(one, "early", 0.0)
+            await anyio.to_thread.run_sync(_wait_for_exec, fake_codex)
+            tasks.start_soon(one, "late", 0.2)
+            await client.aclose()
+        return sorted(reasons)
+
+    assert anyio.run(main) == ["cancelled", "client_closed"]
+    assert len(fake_codex.exec_calls) == 1 and survivors(fake_codex) == []
