@@ -22,6 +22,7 @@ from . import __version__
 
 if TYPE_CHECKING:
     from .batch import BatchOutcome
+    from .client import Client
     from .doctor import DoctorReport
     from .errors import CodexImageError, Kind
     from .runner import Progress
@@ -197,9 +198,21 @@ def _add_codex_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _client(args: argparse.Namespace, concurrency: int = 1) -> Client:
+    """The client of one command: its codex, login and run options."""
+    from .client import Client
+
+    return Client(
+        codex=args.codex, codex_home=args.codex_home, model=args.model,
+        allow_relay=args.allow_relay, timeout=args.timeout, retries=args.retries,
+        concurrency=concurrency, wait_for_turn=args.wait_for_turn,
+        keep_codex_copy=args.keep_codex_copy,
+    )  # fmt: skip
+
+
 def _generate(args: argparse.Namespace) -> int:
-    from .api import generate
     from .errors import CodexImageError, InputError
+    from .request import ImageRequest
 
     status = _Status(enabled=not (args.quiet or args.json or args.events) and sys.stderr.isatty())
 
@@ -217,25 +230,10 @@ def _generate(args: argparse.Namespace) -> int:
 
     try:
         prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-        result = generate(
-            prompt,
-            output=args.output,
-            overwrite=args.overwrite,
-            timeout=args.timeout,
-            retries=args.retries,
-            codex=args.codex,
-            codex_home=args.codex_home,
-            model=args.model,
-            allow_relay=args.allow_relay,
-            on_progress=on_progress,
-            wait_for_turn=args.wait_for_turn,
-            keep_codex_copy=args.keep_codex_copy,
-            references=args.ref,
-            aspect=args.aspect,
-            size=args.size,
-            transparent=args.transparent,
-            fit=args.fit,
-        )
+        request = ImageRequest(prompt, args.output, args.ref, args.aspect, args.size,
+                               args.transparent, args.fit, args.overwrite)  # fmt: skip
+        with _client(args) as client:
+            result = client.generate(request, on_progress=on_progress)
     except CodexImageError as error:
         status.clear()
         return _fail(error, as_json=args.json)
@@ -269,7 +267,7 @@ def _fail(error: CodexImageError, *, as_json: bool) -> int:
 
 
 def _batch(args: argparse.Namespace) -> int:
-    from .batch import generate_many, numbered_requests
+    from .batch import numbered_requests
     from .errors import CodexImageError
 
     started = time.monotonic()
@@ -295,22 +293,14 @@ def _batch(args: argparse.Namespace) -> int:
 
     try:
         numbered = numbered_requests(_read_batch(args.file))
-        outcomes = generate_many(
-            [request for _, request in numbered],
-            lines=[line for line, _ in numbered],
-            concurrency=args.jobs,
-            out_dir=args.out_dir,
-            overwrite=args.overwrite,
-            timeout=args.timeout,
-            retries=args.retries,
-            codex=args.codex,
-            codex_home=args.codex_home,
-            model=args.model,
-            allow_relay=args.allow_relay,
-            wait_for_turn=args.wait_for_turn,
-            keep_codex_copy=args.keep_codex_copy,
-            on_outcome=report,
-        )
+        with _client(args, concurrency=args.jobs) as client:
+            outcomes = client.generate_many(
+                [request for _, request in numbered],
+                lines=[line for line, _ in numbered],
+                out_dir=args.out_dir,
+                overwrite=args.overwrite,
+                on_outcome=report,
+            )
     except CodexImageError as error:
         return _fail(error, as_json=args.json)
     except BrokenPipeError:

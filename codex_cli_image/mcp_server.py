@@ -9,14 +9,13 @@ never crashes on a bad call. Cancelling a call ends codex's process tree like Ct
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,13 +26,14 @@ from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
 from pydantic import Field
 
 from . import __version__
-from .api import DEFAULT_TIMEOUT_S, ImageResult, agenerate
-from .doctor import doctor
+from ._tasks import beside
+from .api import DEFAULT_TIMEOUT_S, ImageResult
+from .client import Client
 from .errors import CodexImageError, InputError, TransientError, internal_error
-from .prompt import check_prompt
+from .request import ImageRequest
 from .runner import Progress
 
-__all__ = ["ServerOptions", "build_server", "serve"]
+__all__ = ["ServerOptions", "build_server", "client_for", "serve"]
 
 log = logging.getLogger(__name__)
 DEFAULT_INLINE_MAX_BYTES = 2 * 1024 * 1024  # base64 stays under common 5 MB image limits
@@ -64,43 +64,13 @@ class ServerOptions:
     inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES
 
 
-class _Calls:
-    """The image calls in flight, so a stopping server can end them without the SDK: its stdin
-    reader sits in a thread that only EOF wakes, and its task group waits for that thread."""
-
-    def __init__(self) -> None:
-        self._scopes: set[anyio.CancelScope] = set()
-        self._closing = False
-
-    @contextlib.contextmanager
-    def track(self) -> Iterator[anyio.CancelScope]:
-        with anyio.CancelScope() as scope:
-            if self._closing:  # a call that arrives while the server stops never starts codex
-                scope.cancel()
-            self._scopes.add(scope)
-            try:
-                yield scope
-            finally:
-                self._scopes.discard(scope)
-
-    async def cancel_all(self, wait_s: float = 30.0) -> None:
-        """Cancel every call, also those that begin meanwhile, and wait (bounded) until each
-        has ended its codex tree."""
-        self._closing = True
-        with anyio.move_on_after(wait_s):
-            while self._scopes:  # scopes leave as their clean-up finishes
-                for scope in list(self._scopes):
-                    scope.cancel()
-                await anyio.sleep(0.05)
-
-
-def build_server(options: ServerOptions, calls: _Calls | None = None) -> MCPServer:
-    calls = calls or _Calls()
+def build_server(options: ServerOptions, client: Client | None = None) -> MCPServer:
+    """The server and its tools; every call goes through ``client`` (one for the server's
+    lifetime: codex stays warm, and ``--jobs`` limits all calls together)."""
+    client = client or client_for(options)
     server = MCPServer(
         "codex-image", instructions=_INSTRUCTIONS, version=__version__, log_level="WARNING"
     )
-    # The backend answers 429 when more than 2-3 image streams run at once, whoever calls.
-    limiter = anyio.CapacityLimiter(options.jobs)
 
     @server.tool(
         annotations=ToolAnnotations(
@@ -132,34 +102,21 @@ def build_server(options: ServerOptions, calls: _Calls | None = None) -> MCPServ
         PNG. Returns the file's path, size and metadata, and the image itself when small.
         Takes 20-120 s."""
         try:
-            check_prompt(prompt)
+            request = ImageRequest(prompt, None, references or (), aspect, size, transparent)
+            request.check()  # before a folder is made for it
             folder = await anyio.to_thread.run_sync(_folder, options.out_dir, output_dir)
-            result = None
+            request = replace(request, output=folder)
             reporter = _Reporter(ctx)
-            make = partial(
-                agenerate,
-                prompt,
-                output=folder,
-                references=references or (),
-                aspect=aspect,
-                size=size,
-                transparent=transparent,
-                timeout=options.timeout,
-                codex=options.codex,
-                codex_home=options.codex_home,
-                model=options.model,
-                allow_relay=options.allow_relay,
-                on_progress=reporter.progress,
+            result = await reporter.around(
+                partial(client.agenerate, request, on_progress=reporter.progress)
             )
-            with calls.track():
-                result = await reporter.around(make, limiter)
-            if result is None:
-                raise TransientError(
+        except CodexImageError as error:
+            if client.closed and error.reason in ("cancelled", "client_closed"):
+                error = TransientError(
                     "The server is stopping; the image was not made.",
                     reason="cancelled",
                     hint="Retry once the server runs again.",
                 )
-        except CodexImageError as error:
             return _tool_error(error)
         except Exception as exc:  # a bug of ours must not cost the agent its whole server
             return _tool_error(_unexpected(exc))
@@ -185,14 +142,7 @@ def build_server(options: ServerOptions, calls: _Calls | None = None) -> MCPServ
     async def doctor_tool() -> CallToolResult:
         """Check, without spending quota, whether images can be made: the codex executable and
         version, the login (ChatGPT plan; API-key logins cannot be used), the image tool."""
-        report = await anyio.to_thread.run_sync(
-            partial(
-                doctor,
-                codex=options.codex,
-                codex_home=options.codex_home,
-                allow_relay=options.allow_relay,
-            )
-        )
+        report = await anyio.to_thread.run_sync(client.doctor)
         data = report.to_dict()
         if report.ok:
             text = "Ready: images can be made."
@@ -213,6 +163,7 @@ class _Reporter:
     The value is the seconds elapsed (it must increase); the message says the phase."""
 
     _PHASES = {
+        "queued": "waiting for a free slot",
         "started": "starting codex",
         "thread_started": "codex is working on the image",
         "reconnecting": "codex is reconnecting to the backend",
@@ -237,26 +188,21 @@ class _Reporter:
     def note(self, phase: str) -> None:
         self._phase, self._pending = phase, True
 
-    async def around(
-        self, make: Callable[[], Awaitable[ImageResult]], limiter: anyio.CapacityLimiter
-    ) -> ImageResult:
-        """``make()`` once ``limiter`` has room, reporting all the while."""
-        failure: CodexImageError | None = None
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(self._send)
-            if limiter.borrowed_tokens >= limiter.total_tokens:
-                self.note(f"waiting: {limiter.total_tokens:g} images are being made already")
-            try:
-                async with limiter:
-                    result = await make()
-                await self._flush()  # the last phase, before the answer
-            except CodexImageError as error:  # raised out of the task group, it would be wrapped
-                failure = error
-            finally:
-                tasks.cancel_scope.cancel()
-        if failure is not None:
-            raise failure
-        return result
+    async def around(self, make: Callable[[], Awaitable[ImageResult]]) -> ImageResult:
+        """``make()``, reporting all the while."""
+
+        async def work() -> ImageResult:
+            result = await make()
+            await self._flush()  # the last phase, before the answer
+            return result
+
+        async def send(_: anyio.CancelScope) -> None:
+            await self._send()
+
+        done = await beside(work, send)
+        if done is None:  # send() never cancels the work
+            raise internal_error(RuntimeError("progress reporting ended the call"))
+        return done[0]
 
     async def _send(self) -> None:
         while self._ctx is not None:
@@ -319,16 +265,22 @@ def _tool_error(error: CodexImageError) -> CallToolResult:
     )
 
 
+def client_for(options: ServerOptions) -> Client:
+    return Client(codex=options.codex, codex_home=options.codex_home, model=options.model,
+                  allow_relay=options.allow_relay, timeout=options.timeout,
+                  concurrency=options.jobs)  # fmt: skip
+
+
 def serve(options: ServerOptions) -> int:
     """Run the server on stdin/stdout until the client disconnects (0) or a SIGTERM, SIGHUP or
     SIGINT arrives (130, after every running call has ended its codex tree)."""
-    calls = _Calls()
-    server = build_server(options, calls)
+    client = client_for(options)
+    server = build_server(options, client)
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:
             if sys.platform != "win32":  # no signal receivers there: the client closes stdin
-                tg.start_soon(_stop_on_signal, calls)
+                tg.start_soon(_stop_on_signal, client)
             await server.run_stdio_async()
             tg.cancel_scope.cancel()
 
@@ -343,6 +295,8 @@ def serve(options: ServerOptions) -> int:
         from .cli import silence_stdout
 
         silence_stdout()
+    finally:
+        client.close()
     return 0
 
 
@@ -356,10 +310,10 @@ def _client_gone(exc: BaseException) -> bool:
     return isinstance(exc, gone)
 
 
-async def _stop_on_signal(calls: _Calls) -> None:
+async def _stop_on_signal(client: Client) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP, signal.SIGINT) as signals:
         async for _ in signals:
-            await calls.cancel_all()
+            await client.aclose()  # every call ends, its codex tree and files with it
             sys.stderr.flush()
             # Not a normal exit: that would wait for the SDK's stdin reader thread.
             os._exit(130)
