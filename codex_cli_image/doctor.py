@@ -120,8 +120,8 @@ def doctor(
         )
     verdict: Verdict | None
     try:
-        verdict = check_login(
-            home, env=env, allow_relay=allow_relay, codex=runnable, codex_version=release
+        verdict = check_login(  # the home as given: the default one may simply not exist yet
+            codex_home, env=env, allow_relay=allow_relay, codex=runnable, codex_version=release
         )
     except CodexImageError:
         verdict = None  # credentials in the keyring and no codex to ask: reported above

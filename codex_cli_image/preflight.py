@@ -16,12 +16,13 @@ import datetime as dt
 import json
 import os
 import re
+import shlex
 import stat
 import subprocess
 import sys
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
@@ -537,14 +538,70 @@ def check_login(
     """
     env = dict(os.environ if env is None else env)
     home = codex_home_path(env, codex_home)
-    explicit = (codex_home is not None and os.fspath(codex_home)) or env.get("CODEX_HOME")
+    source = home_source(env, codex_home)
+    verdict = _check_home(home, source, env, allow_relay, codex, codex_version, now, timeout_s,
+                          stop)  # fmt: skip
+    return verdict if verdict.ok else _name_home(verdict, home, source)
+
+
+HomeSource = Literal["given", "CODEX_HOME", "default"]
+
+
+def home_source(
+    env: Mapping[str, str], explicit: str | os.PathLike[str] | None = None
+) -> HomeSource:
+    """How :func:`codex_home_path` chose the codex home."""
+    if explicit is not None and os.fspath(explicit):
+        return "given"
+    return "CODEX_HOME" if env.get("CODEX_HOME") else "default"
+
+
+def _name_home(verdict: Verdict, home: Path, source: HomeSource) -> Verdict:
+    """A refusal that says which codex home was checked and how it was chosen: a daemon or an
+    MCP client started with a minimal environment may not use the home the user signed in to.
+    For a home that was given, the sign-in command carries it."""
+    message, hint = verdict.message or "", verdict.hint or ""
+    if str(home) not in message:
+        how = {"given": "as given", "CODEX_HOME": "from CODEX_HOME", "default": "the default"}
+        message = f"{message.rstrip('.')} (codex home {home}, {how[source]})."
+    if source == "given":
+        hint = hint.replace("Create that directory, or unset CODEX_HOME to use ~/.codex.",
+                            "Check the path, or leave the codex home out to use $CODEX_HOME or "
+                            "~/.codex.")  # fmt: skip
+        hint = hint.replace("`codex login", f"`{_with_home(home)}codex login")
+        hint = hint.replace("`codex logout`", f"`{_with_home(home)}codex logout`")
+    return replace(verdict, message=message, hint=hint)
+
+
+def _with_home(home: Path) -> str:
+    if sys.platform == "win32":  # PowerShell
+        return f"$env:CODEX_HOME='{home}'; "
+    return f"CODEX_HOME={shlex.quote(str(home))} "
+
+
+def _check_home(
+    home: Path,
+    source: HomeSource,
+    env: dict[str, str],
+    allow_relay: bool,
+    codex: Codex | None,
+    codex_version: tuple[int, int, int] | None,
+    now: dt.datetime | None,
+    timeout_s: float,
+    stop: threading.Event | None,
+) -> Verdict:
     now = now or dt.datetime.now(dt.timezone.utc)
     auth_file, config_file = home / "auth.json", home / "config.toml"
-    if explicit and not home.is_dir():
+    if source != "default" and not home.is_dir():
         what = "is not a directory" if home.exists() else "does not exist"
+        problem = (
+            f"CODEX_HOME points to {home}, which {what}."
+            if source == "CODEX_HOME"
+            else f"The codex home {home} {what}."
+        )
         return assess(
             auth=None, config={}, env=env, now=now, allow_relay=allow_relay,
-            codex_home_error=f"CODEX_HOME points to {home}, which {what}.",
+            codex_home_error=problem,
         )  # fmt: skip
     unreadable = _unreadable_dir(home)
     if unreadable is not None:

@@ -353,3 +353,19 @@ def test_calls_that_begin_while_the_client_closes_never_start_codex(
 
     assert anyio.run(main) == ["cancelled", "client_closed"]
     assert len(fake_codex.exec_calls) == 1 and survivors(fake_codex) == []
+
+
+@pytest.mark.bad_input
+def test_signed_out_with_the_default_home_says_sign_in(
+    fake_codex: FakeCodex, tmp_path: Path
+) -> None:
+    """Regression guard: the default home was checked as if it had been given, so a new user
+    read "CODEX_HOME points to ~/.codex, which does not exist" instead of "run codex login"."""
+    home = tmp_path / "new-user"
+    home.mkdir()
+    env = {"HOME": str(home), "PATH": os.environ["PATH"], "CODEX_BIN": str(fake_codex.path)}
+    with Client(env=env) as client, pytest.raises(AuthError) as info:
+        client.generate("a fox")
+    assert info.value.reason == "not_signed_in"
+    assert f"codex home {home / '.codex'}, the default" in info.value.message
+    assert "`codex login`" in info.value.hint and fake_codex.exec_calls == []

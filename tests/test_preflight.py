@@ -338,3 +338,39 @@ def test_codex_home_from_the_environment_is_taken_literally(tmp_path: Path) -> N
     (tmp_path / "ch").mkdir()
     verdict = check_login(env={"HOME": str(tmp_path), "CODEX_HOME": "~/ch"})
     assert verdict.reason == "codex_home_missing"
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("source", ["given", "CODEX_HOME", "default"])
+def test_a_refusal_names_the_codex_home_and_how_it_was_chosen(
+    tmp_path: Path, source: str
+) -> None:
+    """Regression guard: an MCP client or daemon started with a minimal environment checked
+    another home than the user signed in to, and the error did not say which."""
+    home = tmp_path / ".codex" if source == "default" else tmp_path / "work-home"
+    home.mkdir()
+    env = {"HOME": str(tmp_path)}
+    if source == "CODEX_HOME":
+        env["CODEX_HOME"] = str(home)
+    verdict = check_login(home if source == "given" else None, env=env)
+    how = {"given": "as given", "CODEX_HOME": "from CODEX_HOME", "default": "the default"}
+    assert verdict.reason == "not_signed_in"
+    assert verdict.message == f"Codex is not signed in (codex home {home}, {how[source]})."
+    login = f"`CODEX_HOME={home} codex login`" if source == "given" else "`codex login`"
+    assert verdict.hint is not None and login in verdict.hint
+
+
+@pytest.mark.bad_input
+def test_a_missing_default_home_is_not_signed_in_not_a_bad_codex_home(tmp_path: Path) -> None:
+    """Regression guard: with no ~/.codex and CODEX_HOME unset, the error told the user to
+    "create that directory, or unset CODEX_HOME", which they never set."""
+    from codex_cli_image import doctor
+
+    verdict = check_login(env={"HOME": str(tmp_path)})
+    assert verdict.reason == "not_signed_in" and "CODEX_HOME" not in (verdict.hint or "")
+    report = doctor(codex="/nonexistent/codex", env={"HOME": str(tmp_path), "PATH": "/nowhere"})
+    assert [p.reason for p in report.problems if p.kind == "auth"] == ["not_signed_in"]
+    given = check_login(tmp_path / "nope", env={})
+    assert given.reason == "codex_home_missing"
+    assert given.message == f"The codex home {tmp_path / 'nope'} does not exist."
+    assert given.hint is not None and "unset CODEX_HOME" not in given.hint
