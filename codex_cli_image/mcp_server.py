@@ -22,8 +22,15 @@ from typing import Annotated, Any
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.types import CallToolResult, ImageContent, TextContent, ToolAnnotations
-from pydantic import Field
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import (
+    CallToolResult,
+    ImageContent,
+    InputRequiredResult,
+    TextContent,
+    ToolAnnotations,
+)
+from pydantic import Field, ValidationError
 
 from . import __version__
 from ._tasks import beside
@@ -50,6 +57,33 @@ _INSTRUCTIONS = (
 )
 
 
+# One line each: a docstring's indentation would reach the agent (the SDK sends it as it is).
+_GENERATE_DESCRIPTION = (
+    "Make one image with the signed-in Codex CLI (gpt-image) and save it as a verified PNG. "
+    "Returns the file's path, size and metadata, and the image itself when small. Takes "
+    "20-120 s; progress is reported when the call carries a progress token."
+)
+_DOCTOR_DESCRIPTION = (
+    "Check, without spending quota, whether images can be made: the codex executable and "
+    "version, the login (ChatGPT plan; API-key logins cannot be used), the image tool."
+)
+
+
+class _Server(MCPServer):
+    """The SDK's server, with argument errors answered like every other failure."""
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            # The SDK's own answer would be pydantic's text, without kind, reason or hint.
+            if isinstance(exc.__cause__, ValidationError):
+                return _tool_error(_bad_arguments(name, exc.__cause__))
+            raise
+
+
 @dataclass(frozen=True, slots=True)
 class ServerOptions:
     """What every call of the server shares (set from ``codex-image mcp``'s options)."""
@@ -68,11 +102,12 @@ def build_server(options: ServerOptions, client: Client | None = None) -> MCPSer
     """The server and its tools; every call goes through ``client`` (one for the server's
     lifetime: codex stays warm, and ``--jobs`` limits all calls together)."""
     client = client or client_for(options)
-    server = MCPServer(
+    server = _Server(
         "codex-image", instructions=_INSTRUCTIONS, version=__version__, log_level="WARNING"
     )
 
     @server.tool(
+        description=_GENERATE_DESCRIPTION,
         annotations=ToolAnnotations(
             title="Generate an image",
             read_only_hint=False,
@@ -85,11 +120,18 @@ def build_server(options: ServerOptions, client: Client | None = None) -> MCPSer
         prompt: Annotated[str, Field(description="What to draw: subject, style, composition.")],
         output_dir: Annotated[
             str | None,
-            Field(description="Folder for the PNG (created if missing); default: the server's."),
+            Field(
+                description="A folder relative to the server's --out-dir for the PNG (created "
+                "if missing); absolute paths and paths leading outside it are refused. "
+                "Default: --out-dir itself."
+            ),
         ] = None,
         references: Annotated[
             list[str] | None,
-            Field(description="Up to 5 paths of PNG, JPEG, GIF or WebP images to start from."),
+            Field(
+                description="Up to 5 absolute paths of PNG, JPEG, GIF or WebP images on this "
+                "machine to start from (each at most 25 MB)."
+            ),
         ] = None,
         aspect: Annotated[
             str | None, Field(description="square, landscape, portrait or W:H such as 16:9.")
@@ -98,10 +140,8 @@ def build_server(options: ServerOptions, client: Client | None = None) -> MCPSer
         transparent: Annotated[bool, Field(description="A transparent background.")] = False,
         ctx: Context | None = None,
     ) -> CallToolResult:
-        """Make one image with the signed-in Codex CLI (gpt-image) and save it as a verified
-        PNG. Returns the file's path, size and metadata, and the image itself when small.
-        Takes 20-120 s."""
         try:
+            _refuse_relative(references or ())
             request = ImageRequest(prompt, None, references or (), aspect, size, transparent)
             request.check()  # before a folder is made for it
             folder = await anyio.to_thread.run_sync(_folder, options.out_dir, output_dir)
@@ -137,11 +177,10 @@ def build_server(options: ServerOptions, client: Client | None = None) -> MCPSer
 
     @server.tool(
         name="doctor",
+        description=_DOCTOR_DESCRIPTION,
         annotations=ToolAnnotations(title="Check the Codex setup", read_only_hint=True),
     )
     async def doctor_tool() -> CallToolResult:
-        """Check, without spending quota, whether images can be made: the codex executable and
-        version, the login (ChatGPT plan; API-key logins cannot be used), the image tool."""
         report = await anyio.to_thread.run_sync(client.doctor)
         data = report.to_dict()
         if report.ok:
@@ -222,6 +261,34 @@ class _Reporter:
         except Exception as exc:  # a client that went away: the call ends anyway
             log.debug("progress not sent: %s", exc)
             self._ctx = None
+
+
+def _bad_arguments(tool: str, error: ValidationError) -> InputError:
+    """The SDK's argument check failed: which arguments, and why (never their values)."""
+    problems, missing = [], True
+    for detail in error.errors():
+        name = ".".join(str(part) for part in detail["loc"]) or "the arguments"
+        if detail["type"] == "missing":
+            problems.append(f"{name} is missing")
+        else:
+            missing = False
+            problems.append(f"{name}: {str(detail['msg']).lower()}")
+    return InputError(
+        f"The arguments of {tool} are not valid: {'; '.join(problems)}.",
+        reason="missing_argument" if missing else "invalid_argument",
+        hint="Pass the arguments as the tool's input schema says: a prompt string describing "
+        "the image is required, the rest is optional.",
+    )
+
+
+def _refuse_relative(references: list[str] | tuple[str, ...]) -> None:
+    for reference in references:
+        if not os.path.isabs(reference):
+            raise InputError(
+                f"The reference {reference!r} is not an absolute path.",
+                reason="invalid_reference",
+                hint="Pass absolute paths: the server does not share the agent's working folder.",
+            )
 
 
 def _folder(default: Path, requested: str | None) -> Path:

@@ -59,6 +59,39 @@ def test_tools_are_listed_with_their_parameters(fake_codex: FakeCodex, out: Path
         "prompt", "output_dir", "references", "aspect", "size", "transparent",
     }  # fmt: skip
     assert tools["doctor"].annotations is not None and tools["doctor"].annotations.read_only_hint
+    for tool in tools.values():  # regression guard: the docstring's indentation reached agents
+        assert tool.description and "  " not in tool.description and "\n" not in tool.description
+    described = {name: field["description"] for name, field in schema["properties"].items()}
+    assert "relative to the server's --out-dir" in described["output_dir"]
+    assert "absolute paths" in described["output_dir"]
+    assert "absolute paths" in described["references"]
+    assert fake_codex.exec_calls == []
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize(
+    ("arguments", "reason", "words"),
+    [
+        ({}, "missing_argument", "prompt is missing"),
+        ({"prompt": 5}, "invalid_argument", "prompt: input should be a valid string"),
+        ({"prompt": "a fox", "transparent": "maybe"}, "invalid_argument", "transparent: "),
+        ({"prompt": "a fox", "references": "a.png"}, "invalid_argument", "references: "),
+        ({"prompt": "a fox", "references": ["a.png"]}, "invalid_reference", "not an absolute"),
+        ({"prompt": " "}, "empty_prompt", "The prompt is empty"),
+    ],
+)
+def test_bad_arguments_come_back_in_the_documented_shape(
+    fake_codex: FakeCodex, out: Path, arguments: dict[str, Any], reason: str, words: str
+) -> None:
+    """Regression guard: the SDK's own validation answered with pydantic's text (and a link),
+    without kind, reason, hint or structured content."""
+    result = call(out, "generate_image", arguments)
+    assert result.is_error and result.structured_content is not None
+    error = result.structured_content["error"]
+    assert (error["kind"], error["reason"]) == ("input", reason) and error["hint"]
+    assert words in error["message"] and "pydantic" not in error["message"]
+    text = result.content[0]
+    assert isinstance(text, TextContent) and text.text.startswith(f"input error ({reason}): ")
     assert fake_codex.exec_calls == []
 
 

@@ -342,9 +342,7 @@ def test_codex_home_from_the_environment_is_taken_literally(tmp_path: Path) -> N
 
 @pytest.mark.bad_input
 @pytest.mark.parametrize("source", ["given", "CODEX_HOME", "default"])
-def test_a_refusal_names_the_codex_home_and_how_it_was_chosen(
-    tmp_path: Path, source: str
-) -> None:
+def test_a_refusal_names_the_codex_home_and_how_it_was_chosen(tmp_path: Path, source: str) -> None:
     """Regression guard: an MCP client or daemon started with a minimal environment checked
     another home than the user signed in to, and the error did not say which."""
     home = tmp_path / ".codex" if source == "default" else tmp_path / "work-home"
