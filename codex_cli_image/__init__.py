@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .api import ImageResult, agenerate, generate
     from .batch import BatchOutcome, BatchRequest, agenerate_many, generate_many
     from .client import Client
-    from .doctor import CodexInfo, DoctorReport, Problem, doctor
+    from .diagnosis import CodexInfo, DoctorReport, Problem, doctor
     from .launcher import Codex, CodexVersion, locate, probe_version
     from .preflight import Notice, Verdict, check_login
     from .request import ImageRequest
@@ -44,10 +44,10 @@ _LAZY = {
     "agenerate_many": "batch",
     "generate_many": "batch",
     "Client": "client",
-    "CodexInfo": "doctor",
-    "DoctorReport": "doctor",
-    "Problem": "doctor",
-    "doctor": "doctor",
+    "CodexInfo": "diagnosis",
+    "DoctorReport": "diagnosis",
+    "Problem": "diagnosis",
+    "doctor": "diagnosis",
     "Codex": "launcher",
     "CodexVersion": "launcher",
     "locate": "launcher",

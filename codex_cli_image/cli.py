@@ -23,7 +23,7 @@ from . import __version__
 if TYPE_CHECKING:
     from .batch import BatchOutcome
     from .client import Client
-    from .doctor import DoctorReport
+    from .diagnosis import DoctorReport
     from .errors import CodexImageError, Kind
     from .runner import Progress
 
@@ -451,7 +451,7 @@ class _Status:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from .doctor import doctor
+    from .diagnosis import doctor
 
     report = doctor(codex=args.codex, codex_home=args.codex_home, allow_relay=args.allow_relay)
     if args.json:

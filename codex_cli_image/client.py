@@ -49,7 +49,7 @@ from .batch import (
     RequestLike,
     run_batch,
 )
-from .doctor import DoctorReport, doctor
+from .diagnosis import DoctorReport, doctor
 from .errors import AuthError, InputError, LaunchError, TransientError
 from .launcher import Codex, CodexVersion, locate, probe_version
 from .preflight import Verdict, check_login, codex_home_path

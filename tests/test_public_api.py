@@ -39,3 +39,21 @@ def test_public_surface_is_pinned() -> None:
     assert codex_cli_image.__all__ == sorted(codex_cli_image.__all__)
     for name in codex_cli_image.__all__:
         assert hasattr(codex_cli_image, name)
+
+
+def test_no_public_name_is_shadowed_by_a_submodule() -> None:
+    """Regression guard: importing the submodule doctor (the Client does) made the package's
+    attribute ``doctor`` that module, so ``codex_cli_image.doctor()`` raised TypeError."""
+    import importlib
+    import pkgutil
+    import types
+
+    for module in pkgutil.iter_modules(codex_cli_image.__path__):
+        if module.name != "__main__":
+            importlib.import_module(f"codex_cli_image.{module.name}")
+    shadowed = [
+        name
+        for name in codex_cli_image.__all__
+        if isinstance(getattr(codex_cli_image, name), types.ModuleType)
+    ]
+    assert shadowed == []

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from codex_cli_image import locate, probe_version
-from codex_cli_image.doctor import parse_features
+from codex_cli_image.diagnosis import parse_features
 from codex_cli_image.preflight import check_login
 from codex_cli_image.testing import FakeCodex, chatgpt_auth, realcodex
 
