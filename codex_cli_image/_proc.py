@@ -5,12 +5,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -167,19 +170,45 @@ def _win_close_job(job: int) -> None:
     kernel32.CloseHandle(job)
 
 
+@contextlib.contextmanager
+def scratch_home(mirror: Path | None = None) -> Iterator[Path]:
+    """A throwaway CODEX_HOME for a command that must not write into the user's.
+
+    Every codex start, ``--version`` included, creates ``$CODEX_HOME/tmp/arg0-*`` (and the home
+    itself) unless the home lies in the temporary folder, as this one does. ``mirror``: a home
+    whose entries are linked in, so that codex reads its configuration (and the files it names)
+    as there; new files land here and are discarded. Without symbolic links (Windows, by
+    default) the mirror is not possible and ``mirror`` itself is yielded.
+    """
+    if mirror is not None and sys.platform == "win32":
+        yield mirror
+        return
+    folder = Path(tempfile.mkdtemp(prefix="codex-image-home-"))
+    try:
+        if mirror is not None:
+            with contextlib.suppress(OSError):  # an unreadable home: codex will say so
+                for entry in os.scandir(mirror):
+                    if entry.name != "tmp":
+                        (folder / entry.name).symlink_to(entry.path)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def run_bounded(
     argv: Sequence[str],
     *,
     env: Mapping[str, str],
     timeout_s: float,
     stop: threading.Event | None = None,
+    scratch: str | None = None,
 ) -> tuple[int, bytes, bytes]:
     """Run a short command to completion: (exit code, stdout, stderr).
 
     The child leads its own process group. On timeout (``subprocess.TimeoutExpired``), Ctrl-C,
     ``stop`` being set from another thread (:class:`Stopped`) or any other exception its whole
     tree is killed and reaped before the exception propagates. Raises OSError when it cannot be
-    started.
+    started. ``scratch``: a temporary folder of the run, removed by the watchdog if we die.
     """
     WATCHDOG.start()
     proc = subprocess.Popen(
@@ -190,7 +219,7 @@ def run_bounded(
         env=dict(env),
         **new_group_kwargs(),
     )
-    WATCHDOG.watch(proc.pid)
+    WATCHDOG.watch(proc.pid, scratch)
     try:
         if stop is None:
             out, err = proc.communicate(timeout=timeout_s)

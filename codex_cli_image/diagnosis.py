@@ -184,11 +184,14 @@ def parse_features(text: str) -> dict[str, bool]:
 def _features(codex: Codex, home: Path) -> dict[str, bool] | Literal["config_error"] | None:
     """What ``codex features list`` says; "config_error" when codex cannot load its config."""
     try:
-        returncode, out, err = _proc.run_bounded(
-            codex.command("features", "list"),
-            env={**codex.env, "CODEX_HOME": str(home)},
-            timeout_s=FEATURES_TIMEOUT_S,
-        )
+        # The user's home seen through links: its configuration is read, nothing is written.
+        with _proc.scratch_home(mirror=home) as seen:
+            returncode, out, err = _proc.run_bounded(
+                codex.command("features", "list"),
+                env={**codex.env, "CODEX_HOME": str(seen)},
+                timeout_s=FEATURES_TIMEOUT_S,
+                scratch=None if seen == home else str(seen),
+            )
     except (OSError, subprocess.TimeoutExpired):
         return None
     if returncode != 0:

@@ -657,9 +657,14 @@ def probe_version(
     :class:`TransientError` with reason ``stopped`` once the child's tree is gone).
     """
     try:
-        returncode, out, err = _proc.run_bounded(
-            codex.command("--version"), env=codex.env, timeout_s=timeout_s, stop=stop
-        )
+        with _proc.scratch_home() as home:  # nothing of it lands in the user's codex home
+            returncode, out, err = _proc.run_bounded(
+                codex.command("--version"),
+                env={**codex.env, "CODEX_HOME": str(home)},
+                timeout_s=timeout_s,
+                stop=stop,
+                scratch=str(home),
+            )
     except OSError as exc:
         raise LaunchError(
             f"Could not start {codex.path}: {exc.strerror or exc}.",

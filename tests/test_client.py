@@ -369,3 +369,29 @@ def test_signed_out_with_the_default_home_says_sign_in(
     assert info.value.reason == "not_signed_in"
     assert f"codex home {home / '.codex'}, the default" in info.value.message
     assert "`codex login`" in info.value.hint and fake_codex.exec_calls == []
+
+
+def _tree(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_nothing_before_the_turn_writes_into_the_codex_home(
+    fake_codex: FakeCodex, out: Path, private_tmp: Path
+) -> None:
+    """Regression guard: doctor promised to change nothing, but its probes ran codex with the
+    user's home, and every codex start makes $CODEX_HOME/tmp/arg0-* there (the fake does so as
+    the real one does, since this home is outside the temp dir)."""
+    import subprocess
+
+    home = fake_codex.codex_home
+    before = _tree(home)
+    with Client() as client:
+        report = client.doctor()
+        assert report.ok and report.image_generation is True  # features read through the mirror
+        (home / "auth.json").unlink()
+        with pytest.raises(AuthError):
+            client.generate(ImageRequest("a fox", output=out))
+    assert _tree(home) == [p for p in before if p != "auth.json"]
+    assert fake_codex.exec_calls == [] and list(private_tmp.iterdir()) == []
+    subprocess.run([fake_codex.path, "--version"], check=True, capture_output=True)
+    assert (home / "tmp" / "arg0-linux").is_dir()  # what a probe in the user's home would do

@@ -15,6 +15,7 @@ is recorded as ``calls/<n>.json`` in that directory: argv, cwd, stdin, pid, sele
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -292,7 +293,7 @@ class Fake:
         args = self.argv
         home = os.environ.get("CODEX_HOME")
         if home and Path(home).is_dir():
-            _warn_if_temporary(Path(home))
+            _helper_aliases(Path(home))
         if not args:
             raise Usage("the interactive TUI is not simulated by the fake codex")
         if args[0] in ("--version", "-V"):
@@ -395,11 +396,15 @@ class Fake:
         return 0
 
 
-def _warn_if_temporary(home: Path) -> None:
-    """Codex 0.169 prints this when CODEX_HOME lies under the temp dir (harmless, but noise)."""
+def _helper_aliases(home: Path) -> None:
+    """Every codex start (0.169, 0.171; ``--version`` too) makes its helper-binary folder in
+    CODEX_HOME, or, when CODEX_HOME lies under the temp dir, prints this instead (harmless)."""
     temp = Path(tempfile.gettempdir()).resolve()
     resolved = home.resolve()
-    if resolved == temp or temp in resolved.parents:
+    if resolved != temp and temp not in resolved.parents:
+        with contextlib.suppress(OSError):  # codex goes on without them
+            (home / "tmp" / "arg0-linux").mkdir(parents=True, exist_ok=True)
+    else:
         err(
             "WARNING: proceeding, even though we could not create PATH aliases: Refusing to "
             f'create helper binaries under temporary dir "{temp}" '
