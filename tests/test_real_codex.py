@@ -32,10 +32,19 @@ def test_npm_shim_resolves_to_native_and_runs_with_empty_path(
     assert str(probe_version(codex)) == realcodex.VERSIONS[0]
 
 
-def test_doctor_cli_with_the_npm_shim_and_a_gui_path(real_codex_shim: Path) -> None:
+def test_doctor_cli_with_the_npm_shim_and_a_gui_path(
+    real_codex_shim: Path, tmp_path: Path
+) -> None:
+    """Also a regression guard: doctor's probes made tmp/arg0-* in the user's codex home (the
+    real codex does so wherever the home is outside the temp dir, as here)."""
     home = Path(os.environ["CODEX_HOME"])
     (home / "auth.json").write_bytes((FIXTURES / "auth" / "chatgpt-plus.json").read_bytes())
-    env = {**os.environ, "PATH": "/usr/bin:/bin"}
+    (home / "config.toml").write_text('model_instructions_file = "instructions.md"\n', "utf-8")
+    (home / "instructions.md").write_text("Be brief.\n", "utf-8")  # read through the mirror
+    before = sorted(p.name for p in home.rglob("*"))
+    scratch = tmp_path / "elsewhere-tmp"
+    scratch.mkdir()
+    env = {**os.environ, "PATH": "/usr/bin:/bin", "TMPDIR": str(scratch)}
     argv = [sys.executable, "-m", "codex_cli_image", "doctor", "--json", "--codex"]
     result = subprocess.run(
         offline([*argv, str(real_codex_shim)]), capture_output=True, text=True, env=env, timeout=60
@@ -46,6 +55,8 @@ def test_doctor_cli_with_the_npm_shim_and_a_gui_path(real_codex_shim: Path) -> N
     assert report["codex"]["via_shim"] is False
     assert report["login"]["plan"] == "plus"
     assert report["image_generation"] is True  # as the real `codex features list` reports it
+    assert sorted(p.name for p in home.rglob("*")) == before
+    assert list(scratch.iterdir()) == []
 
 
 @pytest.mark.parametrize(
