@@ -154,6 +154,7 @@ class RunOptions:
     model: str | None = None
     wait_for_turn: bool = False
     keep_codex_copy: bool = False
+    profile: str | None = None
 
 
 Preflight = Callable[[float], Awaitable[Prepared]]
@@ -182,6 +183,7 @@ async def agenerate(
     transparent: bool = False,
     fit: str | None = None,
     env: Mapping[str, str] | None = None,
+    profile: str | None = None,
 ) -> ImageResult:
     """Make one image with the signed-in Codex CLI and deliver it as a verified PNG.
 
@@ -198,7 +200,8 @@ async def agenerate(
     transparent are asked of the model; the result reports what was delivered. fit (``WxH``,
     needs Pillow: the ``fit`` extra) also writes an exact-size copy beside the image
     (cover-crop, then resize; ``result.fitted``), and asks for that aspect when neither aspect
-    nor size is given.
+    nor size is given. profile: the codex profile to run with (``--profile``; codex 0.142+
+    reads ``$CODEX_HOME/<profile>.config.toml``), checked like the main configuration.
 
     A throwaway :class:`~codex_cli_image.Client`: for many images, keep one.
     Raises :class:`~codex_cli_image.CodexImageError` (input, launch, auth, quota, transient).
@@ -208,9 +211,9 @@ async def agenerate(
     request = ImageRequest(prompt, output, references, aspect, size, transparent, fit, overwrite)
     request.check()
     async with Client(
-        codex=codex, codex_home=codex_home, model=model, allow_relay=allow_relay, env=env,
-        timeout=timeout, retries=retries, wait_for_turn=wait_for_turn,
-        keep_codex_copy=keep_codex_copy,
+        codex=codex, codex_home=codex_home, profile=profile, model=model,
+        allow_relay=allow_relay, env=env, timeout=timeout, retries=retries,
+        wait_for_turn=wait_for_turn, keep_codex_copy=keep_codex_copy,
     ) as client:  # fmt: skip
         return await client.agenerate(request, on_progress=on_progress)
 
@@ -337,6 +340,7 @@ async def _attempts(
             deadline=deadline,
             timeout_s=options.timeout,
             model=options.model,
+            profile=options.profile,
             wait_for_turn=options.wait_for_turn,
             codex_version=version,
             emit=_numbered(emit, attempt_no),
@@ -471,6 +475,7 @@ def generate(
     transparent: bool = False,
     fit: str | None = None,
     env: Mapping[str, str] | None = None,
+    profile: str | None = None,
 ) -> ImageResult:
     """The blocking twin of :func:`agenerate`: same arguments, same result, same errors.
 
@@ -483,9 +488,9 @@ def generate(
     request = ImageRequest(prompt, output, references, aspect, size, transparent, fit, overwrite)
     request.check()  # before a worker thread and an event loop start
     with Client(
-        codex=codex, codex_home=codex_home, model=model, allow_relay=allow_relay, env=env,
-        timeout=timeout, retries=retries, wait_for_turn=wait_for_turn,
-        keep_codex_copy=keep_codex_copy,
+        codex=codex, codex_home=codex_home, profile=profile, model=model,
+        allow_relay=allow_relay, env=env, timeout=timeout, retries=retries,
+        wait_for_turn=wait_for_turn, keep_codex_copy=keep_codex_copy,
     ) as client:  # fmt: skip
         return client.generate(request, on_progress=on_progress)
 

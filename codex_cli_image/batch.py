@@ -306,6 +306,7 @@ async def agenerate_many(
     on_progress: BatchProgressCallback | None = None,
     env: Mapping[str, str] | None = None,
     lines: Sequence[int] | None = None,
+    profile: str | None = None,
 ) -> AsyncIterator[AsyncIterator[BatchOutcome]]:
     """Run a batch; yields an iterator of :class:`BatchOutcome` in the order jobs finish.
 
@@ -336,9 +337,9 @@ async def agenerate_many(
 
     jobs = coerce_requests(requests)
     async with Client(
-        codex=codex, codex_home=codex_home, model=model, allow_relay=allow_relay, env=env,
-        timeout=timeout, retries=retries, concurrency=concurrency, wait_for_turn=wait_for_turn,
-        keep_codex_copy=keep_codex_copy,
+        codex=codex, codex_home=codex_home, profile=profile, model=model,
+        allow_relay=allow_relay, env=env, timeout=timeout, retries=retries,
+        concurrency=concurrency, wait_for_turn=wait_for_turn, keep_codex_copy=keep_codex_copy,
     ) as client, client.agenerate_many(
         jobs, out_dir=out_dir, overwrite=overwrite, on_progress=on_progress, lines=lines
     ) as outcomes:  # fmt: skip
@@ -472,6 +473,7 @@ def generate_many(
     on_outcome: OutcomeCallback | None = None,
     env: Mapping[str, str] | None = None,
     lines: Sequence[int] | None = None,
+    profile: str | None = None,
 ) -> list[BatchOutcome]:
     """The blocking twin of :func:`agenerate_many`: every outcome, in request order.
 
@@ -484,9 +486,9 @@ def generate_many(
 
     jobs = coerce_requests(requests)  # bad input raises before a worker thread and a loop start
     with Client(
-        codex=codex, codex_home=codex_home, model=model, allow_relay=allow_relay, env=env,
-        timeout=timeout, retries=retries, concurrency=concurrency, wait_for_turn=wait_for_turn,
-        keep_codex_copy=keep_codex_copy,
+        codex=codex, codex_home=codex_home, profile=profile, model=model,
+        allow_relay=allow_relay, env=env, timeout=timeout, retries=retries,
+        concurrency=concurrency, wait_for_turn=wait_for_turn, keep_codex_copy=keep_codex_copy,
     ) as client:  # fmt: skip
         return client.generate_many(
             jobs,

@@ -192,6 +192,10 @@ def _add_codex_options(parser: argparse.ArgumentParser) -> None:
         help="codex's state directory (default: $CODEX_HOME or ~/.codex)",
     )
     parser.add_argument(
+        "-p", "--profile", metavar="NAME",
+        help="the codex profile to use (codex 0.142+: NAME.config.toml in the codex home)",
+    )  # fmt: skip
+    parser.add_argument(
         "--allow-relay",
         action="store_true",
         help="accept a custom provider or base URL that receives the ChatGPT login",
@@ -203,7 +207,7 @@ def _client(args: argparse.Namespace, concurrency: int = 1) -> Client:
     from .client import Client
 
     return Client(
-        codex=args.codex, codex_home=args.codex_home, model=args.model,
+        codex=args.codex, codex_home=args.codex_home, profile=args.profile, model=args.model,
         allow_relay=args.allow_relay, timeout=args.timeout, retries=args.retries,
         concurrency=concurrency, wait_for_turn=args.wait_for_turn,
         keep_codex_copy=args.keep_codex_copy,
@@ -341,7 +345,7 @@ def silence_stdout() -> None:
 
 
 def _mcp(args: argparse.Namespace) -> int:
-    from .errors import InputError
+    from .errors import CodexImageError, InputError
 
     try:
         from .mcp_server import ServerOptions, serve
@@ -359,18 +363,22 @@ def _mcp(args: argparse.Namespace) -> int:
             hint="Fix the option and start the server again.",
         )
         return _fail(bad, as_json=False)
-    return serve(
-        ServerOptions(
-            out_dir=Path(args.out_dir or ".").expanduser().absolute(),
-            codex=args.codex,
-            codex_home=args.codex_home,
-            allow_relay=args.allow_relay,
-            model=args.model,
-            timeout=args.timeout,
-            jobs=args.jobs,
-            inline_max_bytes=args.inline_max_bytes,
+    try:
+        return serve(
+            ServerOptions(
+                out_dir=Path(args.out_dir or ".").expanduser().absolute(),
+                codex=args.codex,
+                codex_home=args.codex_home,
+                profile=args.profile,
+                allow_relay=args.allow_relay,
+                model=args.model,
+                timeout=args.timeout,
+                jobs=args.jobs,
+                inline_max_bytes=args.inline_max_bytes,
+            )
         )
-    )
+    except CodexImageError as error:  # settings refused before the server starts
+        return _fail(error, as_json=False)
 
 
 def _read_batch(name: str) -> str:
@@ -453,7 +461,8 @@ class _Status:
 def _doctor(args: argparse.Namespace) -> int:
     from .diagnosis import doctor
 
-    report = doctor(codex=args.codex, codex_home=args.codex_home, allow_relay=args.allow_relay)
+    report = doctor(codex=args.codex, codex_home=args.codex_home, profile=args.profile,
+                    allow_relay=args.allow_relay)  # fmt: skip
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

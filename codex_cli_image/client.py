@@ -52,7 +52,13 @@ from .batch import (
 from .diagnosis import DoctorReport, doctor
 from .errors import AuthError, InputError, LaunchError, TransientError
 from .launcher import Codex, CodexVersion, locate, probe_version
-from .preflight import Verdict, check_login, codex_home_path
+from .preflight import (
+    Verdict,
+    check_login,
+    check_profile_name,
+    codex_home_path,
+    profile_problem,
+)
 from .request import ImageRequest
 from .runner import Progress, ProgressCallback
 
@@ -204,7 +210,9 @@ class Client:
             result = await client.agenerate("a red fox")
 
     codex / codex_home: the executable and its state directory (default: found as
-    ``codex-image doctor`` shows). model: passed to codex. allow_relay: accept a custom provider
+    ``codex-image doctor`` shows). profile: the codex profile to run with (``--profile``;
+    codex 0.142+ reads ``$CODEX_HOME/<profile>.config.toml``), checked like config.toml before
+    any quota is spent. model: passed to codex. allow_relay: accept a custom provider
     that receives the ChatGPT login. env: the environment codex is found and run with (default:
     ``os.environ`` as it is now; read once). timeout (seconds per image, retries included) and
     retries: defaults for every call. concurrency: images made at once by all calls of this
@@ -222,6 +230,7 @@ class Client:
         *,
         codex: str | os.PathLike[str] | None = None,
         codex_home: str | os.PathLike[str] | None = None,
+        profile: str | None = None,
         model: str | None = None,
         allow_relay: bool = False,
         env: Mapping[str, str] | None = None,
@@ -233,12 +242,16 @@ class Client:
     ) -> None:
         check_options(timeout=timeout, retries=retries, model=model)
         _check_concurrency(concurrency)
+        if profile is not None:
+            check_profile_name(profile)
         self._codex = codex
         self._codex_home = codex_home
         self._allow_relay = allow_relay
         self._env = dict(os.environ if env is None else env)
         self._home = codex_home_path(self._env, codex_home)
-        self._options = RunOptions(timeout, retries, model, wait_for_turn, keep_codex_copy)
+        self._options = RunOptions(timeout, retries, model, wait_for_turn, keep_codex_copy,
+                                   profile)  # fmt: skip
+        self._profile = profile
         self._limit = _Limit(concurrency)
         self._runs = _Runs()
         self._preflight_lock = threading.Lock()  # one probe at a time: the rest reuse it
@@ -384,7 +397,7 @@ class Client:
 
     def doctor(self) -> DoctorReport:
         """:func:`~codex_cli_image.doctor` with this client's settings: checked afresh."""
-        return doctor(codex=self._codex, codex_home=self._codex_home,
+        return doctor(codex=self._codex, codex_home=self._codex_home, profile=self._profile,
                       allow_relay=self._allow_relay, env=self._env)  # fmt: skip
 
     # --- closing ---------------------------------------------------------------------------
@@ -505,7 +518,12 @@ class Client:
     def _login_for(
         self, codex: Codex, version: CodexVersion, deadline: float, stop: threading.Event
     ) -> Verdict:
-        files = (self._home / "auth.json", self._home / "config.toml")
+        files = [self._home / "auth.json", self._home / "config.toml"]
+        if self._profile is not None:
+            problem = profile_problem(self._home, self._profile, version.release)
+            if problem is not None:
+                raise problem
+            files.append(self._home / f"{self._profile}.config.toml")
         with self._state_lock:
             epoch = self._login_epoch
             warm = self._warm_login
@@ -515,6 +533,7 @@ class Client:
         verdict = check_login(
             self._codex_home, env=self._env, allow_relay=self._allow_relay, codex=codex,
             codex_version=version.release, timeout_s=_left(deadline), stop=stop,
+            profile=self._profile,
         )  # fmt: skip
         with self._state_lock:
             # Only a verdict that allows is kept: a refusal is re-read each time, so that the

@@ -10,9 +10,18 @@ from pathlib import Path
 from typing import Literal
 
 from . import _proc
-from .errors import CodexImageError, Kind
+from .errors import CodexImageError, InputError, Kind
 from .launcher import TESTED_VERSIONS, Codex, Source, locate, probe_version
-from .preflight import Notice, Verdict, check_login, codex_home_path
+from .preflight import (
+    PROFILE_FILES_SINCE,
+    Notice,
+    Verdict,
+    check_login,
+    check_profile_name,
+    codex_home_path,
+    profile_problem,
+    read_toml,
+)
 
 __all__ = ["CodexInfo", "DoctorReport", "Problem", "doctor", "parse_features"]
 
@@ -87,11 +96,13 @@ def doctor(
     codex_home: str | os.PathLike[str] | None = None,
     allow_relay: bool = False,
     env: Mapping[str, str] | None = None,
+    profile: str | None = None,
 ) -> DoctorReport:
     """Check the executable, the login and the image feature; report problems instead of raising.
 
     Spends no quota: it runs ``codex --version``, ``codex features list`` and (only for
     credentials in the OS keyring) ``codex login status``, all of which stay on this machine.
+    ``profile``: check as codex runs with ``--profile`` (its file layered, its features).
     """
     env = dict(os.environ if env is None else env)
     home = codex_home_path(env, codex_home)
@@ -118,18 +129,32 @@ def doctor(
             version=version,
             removed_env=located.removed_env,
         )
-    verdict: Verdict | None
+    verdict: Verdict | None = None
     try:
+        if profile is not None:
+            check_profile_name(profile)
+            missing = None if release is None else profile_problem(home, profile, release)
+            if missing is not None:
+                raise missing
         verdict = check_login(  # the home as given: the default one may simply not exist yet
-            codex_home, env=env, allow_relay=allow_relay, codex=runnable, codex_version=release
-        )
+            codex_home, env=env, allow_relay=allow_relay, codex=runnable, codex_version=release,
+            profile=profile,
+        )  # fmt: skip
+    except InputError as exc:
+        problems.append(Problem.from_error(exc))
     except CodexImageError:
-        verdict = None  # credentials in the keyring and no codex to ask: reported above
+        pass  # credentials in the keyring and no codex to ask: reported above
     if verdict is not None and not verdict.ok:
         reason, message, hint = verdict.reason, verdict.message, verdict.hint
         problems.append(Problem("auth", reason or "login_problem", message or "", hint or ""))
-    features = _features(runnable, home) if runnable and home.is_dir() else None
+    # Before 0.142 features list takes --profile (seen on 0.125); later versions refuse it there.
+    old = release is not None and release < PROFILE_FILES_SINCE
+    selected = ("--profile", profile) if profile is not None and old else ()
+    features = _features(runnable, home, selected) if runnable and home.is_dir() else None
     image_generation = features.get("image_generation") if isinstance(features, dict) else None
+    if profile is not None and release is not None and release >= PROFILE_FILES_SINCE:
+        # features list takes no --profile there: the profile's own [features] decide.
+        image_generation = _profile_feature(home, profile, image_generation)
     login_ok = verdict is not None and verdict.ok
     if features == "config_error" and login_ok:
         problems.append(
@@ -181,13 +206,23 @@ def parse_features(text: str) -> dict[str, bool]:
     return result
 
 
-def _features(codex: Codex, home: Path) -> dict[str, bool] | Literal["config_error"] | None:
-    """What ``codex features list`` says; "config_error" when codex cannot load its config."""
+def _profile_feature(home: Path, profile: str, base: bool | None) -> bool | None:
+    layer, _ = read_toml(home / f"{profile}.config.toml")
+    features = layer.get("features")
+    value = features.get("image_generation") if isinstance(features, dict) else None
+    return value if isinstance(value, bool) else base
+
+
+def _features(
+    codex: Codex, home: Path, selected: tuple[str, ...] = ()
+) -> dict[str, bool] | Literal["config_error"] | None:
+    """What ``codex features list`` says; "config_error" when codex cannot load its config.
+    ``selected``: the profile option, for versions that take it there."""
     try:
         # The user's home seen through links: its configuration is read, nothing is written.
         with _proc.scratch_home(mirror=home) as seen:
             returncode, out, err = _proc.run_bounded(
-                codex.command("features", "list"),
+                codex.command(*selected, "features", "list"),
                 env={**codex.env, "CODEX_HOME": str(seen)},
                 timeout_s=FEATURES_TIMEOUT_S,
                 scratch=None if seen == home else str(seen),

@@ -91,6 +91,7 @@ class ServerOptions:
     out_dir: Path
     codex: str | None = None
     codex_home: str | None = None
+    profile: str | None = None
     allow_relay: bool = False
     model: str | None = None
     timeout: float = DEFAULT_TIMEOUT_S
@@ -333,7 +334,8 @@ def _tool_error(error: CodexImageError) -> CallToolResult:
 
 
 def client_for(options: ServerOptions) -> Client:
-    return Client(codex=options.codex, codex_home=options.codex_home, model=options.model,
+    return Client(codex=options.codex, codex_home=options.codex_home, profile=options.profile,
+                  model=options.model,
                   allow_relay=options.allow_relay, timeout=options.timeout,
                   concurrency=options.jobs)  # fmt: skip
 

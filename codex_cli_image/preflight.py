@@ -21,14 +21,14 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from . import _proc
-from .errors import AuthError
+from .errors import AuthError, InputError
 
 if TYPE_CHECKING:
     from .launcher import Codex
@@ -73,9 +73,13 @@ CREDENTIAL_ENV = ("CODEX_API_KEY", "CODEX_ACCESS_TOKEN", "OPENAI_API_KEY")
 # Providers built into codex that never carry a ChatGPT login (so never the image tool).
 _LOCAL_PROVIDERS = frozenset({"ollama", "lmstudio", "amazon-bedrock", "oss"})
 _OPENAI_HOSTS = ("openai.com", "chatgpt.com")
-# Seen on 0.169: `profile = "x"` in config.toml is an error ("use --profile x with x.config.toml");
-# older versions applied [profiles.x]. The first version to refuse is not known, only 0.169.
-_PROFILE_FILES_SINCE = (0, 169, 0)
+# Seen on 0.142, 0.149, 0.169, 0.171: `--profile x` layers $CODEX_HOME/x.config.toml over
+# config.toml (a missing file is ignored), and refuses to start while config.toml still has
+# `profile = "x"` or a [profiles.x] table; `profile = "x"` alone is an error too. 0.125 applied
+# [profiles.x] ("config profile `x` not found" without one). The first version between is not
+# known: older than 0.142 is taken for the tables.
+PROFILE_FILES_SINCE = (0, 142, 0)
+_PROFILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 # codex refreshes a token whose last refresh is older than this (and on 401).
 _REFRESH_AGE = dt.timedelta(days=8)
 
@@ -168,6 +172,8 @@ def assess(
     auth_file: str = "auth.json",
     config_file: str = "config.toml",
     codex_version: tuple[int, int, int] | None = None,
+    profile_config: Mapping[str, Any] | None = None,
+    profile_file: str | None = None,
 ) -> Verdict:
     """Judge a login and configuration. Pure: every input is passed in, nothing is read.
 
@@ -176,7 +182,9 @@ def assess(
     the codex home does not exist; ``codex_home_unreadable``: it exists but cannot be read.
     ``login_status``: the parsed answer of ``codex login status``, needed when the credentials
     live in the OS keyring. ``codex_version``: when known, rules that changed between versions
-    follow it.
+    follow it. ``profile``: the profile selected with ``--profile``; on codex 0.142+ its file
+    is ``profile_config`` (parsed, ``{}`` when absent) named ``profile_file``, layered over
+    ``config`` as codex does; before, ``[profiles.<profile>]`` of ``config``.
     """
     warnings = [
         Notice(
@@ -224,7 +232,28 @@ def assess(
         )
 
     legacy_profile = _str(config.get("profile"))
-    if legacy_profile and codex_version is not None and codex_version >= _PROFILE_FILES_SINCE:
+    # Unknown version: the older rules, which refuse less.
+    files = codex_version is not None and codex_version >= PROFILE_FILES_SINCE
+    if profile is not None and files:
+        tables = config.get("profiles")
+        if legacy_profile or (isinstance(tables, Mapping) and profile in tables):
+            return refuse(
+                "config_unreadable",
+                f"codex refuses --profile {profile} while {config_file} still has a legacy "
+                f'profile = "..." line or a [profiles.{profile}] table.',
+                f"Move those settings into {profile_file or profile + '.config.toml'} and remove "
+                f"the profile line and [profiles.{profile}] from {config_file}.",
+                profile=profile,
+            )
+        own = profile_config or {}
+        return _assess_config(
+            config=_merged(config, own), layer=own,
+            layer_name=profile_file or f"{profile}.config.toml",
+            selected=profile, refuse=refuse, warnings=warnings, auth=auth, env=env, now=now,
+            auth_error=auth_error, login_status=login_status, allow_relay=allow_relay,
+            auth_file=auth_file, config_file=config_file,
+        )  # fmt: skip
+    if legacy_profile and codex_version is not None and files:
         shown = ".".join(map(str, codex_version))
         return refuse(
             "config_unreadable",
@@ -246,6 +275,33 @@ def assess(
                 profile=selected,
             )
         layer = found
+    return _assess_config(
+        config=config, layer=layer, layer_name=f"[profiles.{selected}] of {config_file}",
+        selected=selected, refuse=refuse, warnings=warnings, auth=auth, env=env, now=now,
+        auth_error=auth_error, login_status=login_status, allow_relay=allow_relay,
+        auth_file=auth_file, config_file=config_file,
+    )  # fmt: skip
+
+
+def _assess_config(
+    *,
+    config: Mapping[str, Any],
+    layer: Mapping[str, Any],
+    layer_name: str,
+    selected: str | None,
+    refuse: Callable[..., Verdict],
+    warnings: list[Notice],
+    auth: Mapping[str, Any] | None,
+    env: Mapping[str, str],
+    now: dt.datetime,
+    auth_error: str | None,
+    login_status: LoginStatus | None,
+    allow_relay: bool,
+    auth_file: str,
+    config_file: str,
+) -> Verdict:
+    """The login and the configuration, once the profile's layer is known: ``layer`` (the
+    profile's own settings, named ``layer_name`` in messages) over ``config``."""
     provider = _str(layer.get("model_provider")) or _str(config.get("model_provider")) or "openai"
     store = _str(config.get("cli_auth_credentials_store")) or "file"
     context: dict[str, Any] = {"store": store, "provider": provider, "profile": selected}
@@ -370,7 +426,7 @@ def assess(
     known = {"mode": mode, "plan": plan, "account": account, **context}
 
     # --- the configuration ---
-    relay = _relay_problem(config, layer, provider, selected, config_file)
+    relay = _relay_problem(config, layer, provider, selected, config_file, layer_name)
     if relay is not None:
         message, forwards_login = relay
         if allow_relay and forwards_login:
@@ -385,11 +441,15 @@ def assess(
             )
             return refuse("relay_provider", message, hint, **known)
     if _feature_off(layer) or (_feature_off(config) and _feature(layer) is None):
-        where = f"[profiles.{selected}.features]" if _feature_off(layer) else "[features]"
+        where = (
+            f"the [features] of {layer_name}"
+            if _feature_off(layer)
+            else f"[features] of {config_file}"
+        )
         return refuse(
             "image_generation_disabled",
-            f"image_generation = false in {where} of {config_file} turns the image tool off.",
-            f"Remove image_generation = false from {where} in {config_file}.",
+            f"image_generation = false in {where} turns the image tool off.",
+            f"Remove image_generation = false from {where}.",
             **known,
         )
     return Verdict(
@@ -402,6 +462,29 @@ def assess(
         provider=provider,
         profile=selected,
     )
+
+
+def _merged(base: Mapping[str, Any], layer: Mapping[str, Any]) -> dict[str, Any]:
+    """``layer`` over ``base`` as codex layers config files: tables merge, values replace."""
+    merged = dict(base)
+    for key, value in layer.items():
+        below = merged.get(key)
+        if isinstance(value, Mapping) and isinstance(below, Mapping):
+            merged[key] = _merged(below, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def check_profile_name(name: str) -> str:
+    """A profile name codex takes (a plain name: it becomes a file name), or InputError."""
+    if not isinstance(name, str) or not _PROFILE_NAME.fullmatch(name) or ".." in name:
+        raise InputError(
+            f"The profile name {str(name)[:40]!r} is not usable.",
+            reason="invalid_profile",
+            hint="Pass a plain name such as work (codex reads it from work.config.toml).",
+        )
+    return name
 
 
 def _effective_mode(auth: Mapping[str, Any]) -> str:
@@ -458,6 +541,7 @@ def _relay_problem(
     provider: str,
     profile: str | None,
     config_file: str,
+    layer_name: str,
 ) -> tuple[str, bool] | None:
     """Why requests would not go to OpenAI, and whether codex would still send the ChatGPT login."""
     where = f"the profile {profile!r}" if _str(layer.get("model_provider")) else config_file
@@ -474,7 +558,8 @@ def _relay_problem(
         url = _str(layer.get(key)) or _str(config.get(key))
         if url and not _is_openai(url):
             host = urlsplit(url).hostname or url
-            return f"{key} in {config_file} sends requests to {host}, not to OpenAI.", True
+            where = layer_name if _str(layer.get(key)) else config_file
+            return f"{key} in {where} sends requests to {host}, not to OpenAI.", True
     return None
 
 
@@ -527,8 +612,12 @@ def check_login(
     now: dt.datetime | None = None,
     timeout_s: float = LOGIN_STATUS_TIMEOUT_S,
     stop: threading.Event | None = None,
+    profile: str | None = None,
 ) -> Verdict:
     """Read ``auth.json`` and ``config.toml`` under the codex home and :func:`assess` them.
+
+    ``profile``: the profile codex is started with (``--profile``): on codex 0.142+ its
+    ``<profile>.config.toml`` is read and layered too.
 
     Spawns nothing, except ``codex login status`` when the credentials live in the OS keyring
     (``codex``: the executable to ask; found with :func:`~codex_cli_image.launcher.locate` when
@@ -540,7 +629,7 @@ def check_login(
     home = codex_home_path(env, codex_home)
     source = home_source(env, codex_home)
     verdict = _check_home(home, source, env, allow_relay, codex, codex_version, now, timeout_s,
-                          stop)  # fmt: skip
+                          stop, profile)  # fmt: skip
     return verdict if verdict.ok else _name_home(verdict, home, source)
 
 
@@ -589,6 +678,7 @@ def _check_home(
     now: dt.datetime | None,
     timeout_s: float,
     stop: threading.Event | None,
+    profile: str | None,
 ) -> Verdict:
     now = now or dt.datetime.now(dt.timezone.utc)
     auth_file, config_file = home / "auth.json", home / "config.toml"
@@ -609,9 +699,16 @@ def _check_home(
             auth=None, config={}, env=env, now=now, allow_relay=allow_relay,
             codex_home_unreadable=f"The codex home {home} cannot be read: {unreadable}.",
         )  # fmt: skip
-    config, config_error = _read_toml(config_file)
+    config, config_error = read_toml(config_file)
+    profile_config: dict[str, Any] | None = None
+    profile_file = home / f"{profile}.config.toml"
+    if profile is not None and codex_version is not None and codex_version >= PROFILE_FILES_SINCE:
+        profile_config, profile_error = read_toml(profile_file)
+        if profile_error is not None and config_error is None:
+            config_error, config_file = profile_error, profile_file
     auth, auth_error = _read_auth(auth_file)
-    store = config.get("cli_auth_credentials_store") if config_error is None else None
+    effective = _merged(config, profile_config or {})
+    store = effective.get("cli_auth_credentials_store") if config_error is None else None
     status: LoginStatus | None = None
     if store == "keyring" or (store == "auto" and auth is None and auth_error is None):
         status = _login_status(home, env, codex, timeout_s, stop)
@@ -627,6 +724,38 @@ def _check_home(
         auth_file=str(auth_file),
         config_file=str(config_file),
         codex_version=codex_version,
+        profile=profile,
+        profile_config=profile_config,
+        profile_file=str(profile_file),
+    )
+
+
+def profile_problem(
+    home: Path, profile: str, codex_version: tuple[int, int, int]
+) -> InputError | None:
+    """Why codex ``codex_version`` would not find ``profile`` in ``home``; None when it would.
+
+    Codex 0.142+ silently runs without a missing profile file: asked for a profile, we refuse
+    rather than make the image with settings the caller did not choose.
+    """
+    if codex_version >= PROFILE_FILES_SINCE:
+        path = home / f"{profile}.config.toml"
+        if path.is_file():
+            return None
+        problem, fix = f"there is no {path}", f"Create {path} with the profile's settings"
+    else:
+        config, _ = read_toml(home / "config.toml")
+        tables = config.get("profiles")
+        if isinstance(tables, Mapping) and isinstance(tables.get(profile), Mapping):
+            return None
+        shown = ".".join(map(str, codex_version))
+        where = home / "config.toml"
+        problem = f"{where} has no [profiles.{profile}] (where codex {shown} reads it)"
+        fix = f"Add [profiles.{profile}] to {home / 'config.toml'}"
+    return InputError(
+        f"The profile {profile!r} was asked for, but {problem}.",
+        reason="profile_not_found",
+        hint=f"{fix}, or leave out the profile.",
     )
 
 
@@ -664,7 +793,7 @@ def _read_text(path: Path) -> tuple[str | None, str | None]:
         return None, _os_reason(exc)
 
 
-def _read_toml(path: Path) -> tuple[dict[str, Any], str | None]:
+def read_toml(path: Path) -> tuple[dict[str, Any], str | None]:
     text, problem = _read_text(path)
     if text is None:
         return {}, problem

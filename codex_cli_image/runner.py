@@ -103,6 +103,7 @@ class Attempt:
     """``time.monotonic()`` by which the image must be there."""
     timeout_s: float
     model: str | None = None
+    profile: str | None = None
     wait_for_turn: bool = False
     codex_version: str | None = None
     references: tuple[Reference, ...] = ()
@@ -178,6 +179,7 @@ async def _run(attempt: Attempt, workspace: Path) -> Produced:
         "analytics.enabled=false",
         # One argument, so a model name can never be read as an option.
         *([f"--model={attempt.model}"] if attempt.model else []),
+        *([f"--profile={attempt.profile}"] if attempt.profile else []),
         # -i takes several values: "--" ends the list before "-" (stdin), or "-" is a file.
         *([*images, "--"] if images else []),
         "-",

@@ -290,3 +290,13 @@ def test_a_slow_image_sends_progress_at_each_phase_and_every_few_seconds(
     gaps = [b - a for a, b in zip(times[:-1], times[1:], strict=True)]
     assert gaps and max(gaps) < 5 + 3, gaps  # every 5 s; the rest is a busy machine's slack
     assert any("waiting" in message for _, _, message in seen["second"]), seen["second"]
+
+
+def test_the_server_runs_with_its_profile(fake_codex: FakeCodex, out: Path) -> None:
+    (fake_codex.codex_home / "work.config.toml").write_text('model = "m-work"\n', "utf-8")
+    result = call(out, "generate_image", {"prompt": "a fox"}, "--profile", "work")
+    assert not result.is_error
+    assert fake_codex.exec_calls[-1].raw["model"] == "m-work"
+    missing = call(out, "generate_image", {"prompt": "a fox"}, "--profile", "play")
+    assert missing.is_error and missing.structured_content is not None
+    assert missing.structured_content["error"]["reason"] == "profile_not_found"

@@ -78,7 +78,8 @@ CASES: list[tuple[str, str | None, str | None, dict[str, Any], str | None, str |
     ("keyring, agent", None, "keyring.toml", {"login_status": "agent"}, "programmatic_login", "agentIdentity", None),
     ("keyring, unreadable", None, "keyring.toml", {"login_status": "error"}, "auth_unreadable", None, None),
     ("legacy profile on 0.169", "chatgpt-plus.json", "profile-relay.toml", {"codex_version": (0, 169, 0)}, "config_unreadable", None, None),
-    ("legacy profile on 0.142", "chatgpt-plus.json", "profile-relay.toml", {"codex_version": (0, 142, 0)}, "relay_provider", "chatgpt", "plus"),
+    ("legacy profile on 0.142", "chatgpt-plus.json", "profile-relay.toml", {"codex_version": (0, 142, 0)}, "config_unreadable", None, None),
+    ("legacy profile on 0.125", "chatgpt-plus.json", "profile-relay.toml", {"codex_version": (0, 125, 0)}, "relay_provider", "chatgpt", "plus"),
     ("file store: login status is no proof", None, None, {"login_status": "chatgpt"}, "not_signed_in", None, None),
 ]  # fmt: skip
 

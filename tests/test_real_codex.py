@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from codex_cli_image import locate, probe_version
+from codex_cli_image import InputError, locate, probe_version
 from codex_cli_image.diagnosis import parse_features
-from codex_cli_image.preflight import check_login
+from codex_cli_image.preflight import check_login, check_profile_name, profile_problem
 from codex_cli_image.testing import FakeCodex, chatgpt_auth, realcodex
 
 from helpers import FIXTURES, offline
@@ -32,9 +32,7 @@ def test_npm_shim_resolves_to_native_and_runs_with_empty_path(
     assert str(probe_version(codex)) == realcodex.VERSIONS[0]
 
 
-def test_doctor_cli_with_the_npm_shim_and_a_gui_path(
-    real_codex_shim: Path, tmp_path: Path
-) -> None:
+def test_doctor_cli_with_the_npm_shim_and_a_gui_path(real_codex_shim: Path, tmp_path: Path) -> None:
     """Also a regression guard: doctor's probes made tmp/arg0-* in the user's codex home (the
     real codex does so wherever the home is outside the temp dir, as here)."""
     home = Path(os.environ["CODEX_HOME"])
@@ -220,3 +218,61 @@ def test_fake_rejects_what_the_real_cli_rejects(
         for prefix in (codex.command(), [str(fake.path)])
     ]
     assert codes == [2, 2]
+
+
+_PROFILE_CASES = {
+    "table": ('[profiles.work]\nmodel_provider = "nope_table"\n', None),
+    "file": ("", 'model_provider = "nope_file"\n'),
+    "both": ('[profiles.work]\nmodel_provider = "nope_table"\n', 'model_provider = "nope_file"\n'),
+    "line": ('profile = "work"\n', 'model = "m1"\n'),
+}
+
+
+def _profile_run(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str]:
+    result = subprocess.run(
+        offline(argv), input=b"hi", capture_output=True, env=env, cwd=cwd, timeout=60
+    )
+    text = result.stderr.decode("utf-8", "replace")
+    for phrase in ("nope_table", "nope_file", "cannot be used while", "not found",
+                   "no longer supported", "pass a plain name"):  # fmt: skip
+        if phrase in text:
+            return result.returncode, phrase
+    return result.returncode, text[-300:]
+
+
+@pytest.mark.parametrize("version", ["0.171.0", "0.142.0", "0.125.0"])
+@pytest.mark.parametrize("case", [*_PROFILE_CASES, "bad name"])
+def test_profiles_agree_with_the_real_cli(tmp_path: Path, version: str, case: str) -> None:
+    """How each codex applies `exec --profile work` (tables before 0.142, files since, refused
+    while config.toml keeps the old form): the fake does the same, and the preflight refuses
+    every case the real CLI cannot run, before any quota is spent."""
+    try:
+        shim = realcodex.install(version, root=realcodex.cache_root())
+    except (realcodex.NpmUnavailable, subprocess.CalledProcessError, OSError) as exc:
+        pytest.skip(f"real codex {version} is not installable here: {exc}")
+    codex = locate(shim)
+    fake = FakeCodex(tmp_path / "fake", codex_home=tmp_path / "fake-home")
+    fake.configure(version=version)
+    real_home = tmp_path / "real-home"
+    real_home.mkdir()
+    base, layer = _PROFILE_CASES.get(case, ("", 'model = "m1"\n'))
+    name = "../x" if case == "bad name" else "work"
+    for home in (real_home, fake.codex_home):
+        (home / "config.toml").write_text('model = "m0"\n' + base, "utf-8")
+        if layer is not None:
+            (home / "work.config.toml").write_text(layer, "utf-8")
+    argv = ["exec", f"--profile={name}", "--json", "--skip-git-repo-check", "-"]
+    real_env = {**codex.env, "CODEX_HOME": str(real_home)}
+    fake_env = {**codex.env, "CODEX_HOME": str(fake.codex_home)}
+    real = _profile_run([*codex.command(), *argv], real_env, tmp_path)
+    imitated = _profile_run([str(fake.path), *argv], fake_env, tmp_path)
+    assert imitated == real and real[0] != 0
+    # The preflight: each of these is refused before codex would run.
+    release = probe_version(codex).release
+    if case == "bad name":
+        with pytest.raises(InputError):
+            check_profile_name(name)
+        return
+    problem = profile_problem(real_home, name, release)
+    verdict = check_login(real_home, env={}, codex_version=release, profile=name)
+    assert problem is not None or not verdict.ok

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 CONTROL_FILE = "fake-codex.json"
+PROFILE_FILES_SINCE = (0, 142, 0)
 DIR_ENV = "FAKE_CODEX_DIR"
 OPTIONS_ENV = "FAKE_CODEX_OPTIONS"
 SCENARIO_ENV = "FAKE_CODEX_SCENARIO"
@@ -296,6 +297,9 @@ class Fake:
             _helper_aliases(Path(home))
         if not args:
             raise Usage("the interactive TUI is not simulated by the fake codex")
+        profile = None
+        if args[0] in ("-p", "--profile") and len(args) > 2:  # the global form: -p NAME command
+            profile, args = args[1], args[2:]
         if args[0] in ("--version", "-V"):
             time.sleep(float(self.opts["version_delay"]))
             print(f"codex-cli {self.opts['version']}")
@@ -303,9 +307,18 @@ class Fake:
         if args[:2] == ["login", "status"]:
             return self.login_status()
         if args[:2] == ["features", "list"]:
-            return self.config_error() or self.features_list(args[2:])
+            if profile is not None and self.version >= PROFILE_FILES_SINCE:
+                err(
+                    "Error: --profile only applies to runtime commands and `codex mcp`: "
+                    "`codex`, `codex exec`, `codex review`, `codex resume`, `codex mcp`."
+                )
+                return 1
+            return self.config_error() or self.features_list(args[2:], profile)
         if args[0] in ("exec", "e"):
-            return self.config_error() or Exec(self, args[1:]).run()
+            ex = Exec(self, args[1:])
+            if profile is not None:
+                ex.values.setdefault("profile", [profile])
+            return ex.run()
         raise Usage(f"unrecognized subcommand '{args[0]}'")
 
     def codex_home(self) -> Path | None:
@@ -364,11 +377,14 @@ class Fake:
             return data
         return {}
 
+    @property
+    def version(self) -> tuple[int, ...]:
+        return tuple(int(p) for p in str(self.opts["version"]).split("-")[0].split("."))
+
     def config_error(self) -> int:
         """Exit 1 like codex 0.169 for a configuration it refuses to load, else 0."""
         profile = self.config().get("profile")
-        version = tuple(int(p) for p in str(self.opts["version"]).split("-")[0].split("."))
-        if not isinstance(profile, str) or version < (0, 169, 0):
+        if not isinstance(profile, str) or self.version < PROFILE_FILES_SINCE:
             return 0
         err(
             "Error: failed to load configuration\n\nCaused by:\n    legacy "
@@ -377,8 +393,45 @@ class Fake:
         )
         return 1
 
-    def features_list(self, args: list[str]) -> int:
-        features = self.config().get("features")
+    def layered(self, profile: str | None, home: Path) -> dict[str, Any] | str:
+        """config.toml with ``--profile`` applied as the real codex does, or its error text.
+
+        Seen on 0.142-0.171: NAME.config.toml layered over config.toml (a missing file is
+        ignored), refused while config.toml keeps a profile line or [profiles.NAME]; on 0.125,
+        [profiles.NAME] of config.toml ("config profile `NAME` not found" without one)."""
+        config = self.config()
+        if profile is None:
+            return config
+        tables = config.get("profiles")
+        if self.version < PROFILE_FILES_SINCE:
+            table = tables.get(profile) if isinstance(tables, dict) else None
+            if not isinstance(table, dict):
+                return f"Error: config profile `{profile}` not found"
+            return _merged(config, table)
+        if config.get("profile") or (isinstance(tables, dict) and profile in tables):
+            return (
+                f"Error loading config.toml: --profile `{profile}` cannot be used while "
+                f'{home / "config.toml"} contains legacy `profile = "{profile}"` or '
+                f"`[profiles.{profile}]` config; move those settings into "
+                f"{home / (profile + '.config.toml')} and remove the legacy profile "
+                "selector/table. See https://developers.openai.com/codex/config-advanced#profiles "
+                "for more information."
+            )
+        layer: dict[str, Any] = {}
+        if sys.version_info >= (3, 11):
+            import tomllib
+
+            with contextlib.suppress(OSError, ValueError):
+                layer = tomllib.loads((home / f"{profile}.config.toml").read_text("utf-8"))
+        return _merged(config, layer)
+
+    def features_list(self, args: list[str], profile: str | None = None) -> int:
+        home = Path(os.environ.get("CODEX_HOME") or Path.home() / ".codex")
+        config = self.layered(profile, home)
+        if isinstance(config, str):
+            err(config)
+            return 1
+        features = config.get("features")
         enabled = bool(self.opts["image_generation"])
         if isinstance(features, dict) and features.get("image_generation") is False:
             enabled = False
@@ -533,6 +586,26 @@ class Exec:
         if home is None:
             return 1
         self.home = home
+        profile = self.values.get("profile", [None])[-1]
+        if profile is not None and self.fake.version >= PROFILE_FILES_SINCE and not _plain(profile):
+            raise Usage(
+                f"invalid value '{profile}' for '--profile <CONFIG_PROFILE_V2>': invalid "
+                f"--profile value `{profile}`; pass a plain name such as `work`"
+            )
+        config = self.fake.layered(profile, home) if profile else self.fake.config()
+        if isinstance(config, str) or (not profile and self.fake.config_error()):
+            if isinstance(config, str):
+                err(config)
+            return 1
+        provider = config.get("model_provider")
+        providers = config.get("model_providers")
+        if provider not in (None, "openai") and not (
+            isinstance(providers, dict) and provider in providers
+        ):
+            err(f"Error: Model provider `{provider}` not found")
+            return 1
+        self.fake.record["profile"] = profile
+        self.fake.record["model"] = self.values.get("model", [None])[-1] or config.get("model")
         cwd = Path(self.values.get("cd", [os.getcwd()])[-1]).absolute()
         if not cwd.is_dir():
             err(f"Error: failed to change directory to {cwd}")
@@ -587,6 +660,21 @@ class Exec:
                 return None
             return text
         return f"{self.prompt_arg}\n\n<stdin>\n{text}\n</stdin>" if text else self.prompt_arg
+
+
+def _plain(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\")
+
+
+def _merged(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """``layer`` over ``base``: tables merge, other values replace (codex's config layering)."""
+    merged = dict(base)
+    for key, value in layer.items():
+        below = merged.get(key)
+        merged[key] = (
+            _merged(below, value) if isinstance(value, dict) and isinstance(below, dict) else value
+        )
+    return merged
 
 
 def _read_stdin(timeout: float) -> bytes | None:

@@ -318,3 +318,29 @@ def test_mcp_server_makes_an_image_with_the_real_cli(
     result = anyio.run(main)
     assert not result.is_error, result.content
     assert Path(result.structured_content["path"]).read_bytes() == mock.image
+
+
+def test_the_profiles_model_reaches_the_backend(
+    shim: Path,
+    image_scenario: str,
+    version: tuple[int, int, int],
+    backend: Start,
+    signed_in: SignIn,
+    tmp_path: Path,
+) -> None:
+    """--profile is passed as the installed codex expects: its model is what the backend is
+    asked for (0.142+ from work.config.toml, before from [profiles.work])."""
+    mock = backend(image_scenario)
+    home = signed_in(mock)
+    config = home / "config.toml"
+    config.write_text('model = "gpt-5"\n' + config.read_text("utf-8"), "utf-8")  # not it
+    if version >= (0, 142, 0):
+        (home / "work.config.toml").write_text('model = "gpt-5.1"\n', "utf-8")
+    else:
+        with (home / "config.toml").open("a", encoding="utf-8") as config:
+            config.write('\n[profiles.work]\nmodel = "gpt-5.1"\n')
+    result = generate("a fox", output=tmp_path / "p.png", codex=shim, allow_relay=True,
+                      timeout=90, profile="work")  # fmt: skip
+    assert result.path.read_bytes() == mock.image
+    models = {turn.body.get("model") for turn in mock.model_turns() if turn.body is not None}
+    assert models == {"gpt-5.1"}
