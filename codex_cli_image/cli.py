@@ -131,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
         "mcp",
         help="serve generate_image and doctor to chat agents (MCP over stdio)",
         description="A Model Context Protocol server on stdin/stdout with the tools "
-        "generate_image and doctor. Needs the mcp extra: pip install 'codex-cli-image[mcp]'.",
+        "generate_image and doctor. Needs the mcp extra: pip install '.[mcp]' from the clone.",
     )
     mcp.add_argument(
         "--out-dir",
@@ -353,7 +353,9 @@ def _mcp(args: argparse.Namespace) -> int:
         missing = InputError(
             f"The MCP server needs the mcp package ({exc.name or exc} is missing).",
             reason="mcp_not_installed",
-            hint="Install the extra: python3 -m pip install 'codex-cli-image[mcp]'.",
+            # The same interpreter as ours, or the extra lands in another environment.
+            hint="Install the mcp extra into this environment: in your clone of "
+            f"codex-cli-image, run {sys.executable} -m pip install '.[mcp]'.",
         )
         return _fail(missing, as_json=False)
     if not 1 <= args.jobs <= 16 or args.timeout <= 0 or args.inline_max_bytes < 0:
