@@ -151,6 +151,18 @@ def _parser() -> argparse.ArgumentParser:
     mcp.add_argument("--model", metavar="M", help="the model codex should use")
     mcp.set_defaults(run=_mcp)
 
+    hermes = commands.add_parser(
+        "hermes-setup",
+        help="enable the Hermes Agent image backend in $HERMES_HOME/config.yaml",
+        description="Add the codex-cli-image plugin to plugins.enabled and set "
+        "image_gen.provider to codex-cli when it is unset, keeping the rest of config.yaml. "
+        "Run it with the Python environment Hermes runs in.",
+    )
+    hermes.add_argument("--check", action="store_true", help="only report what is missing (1)")
+    hermes.add_argument("--uninstall", action="store_true", help="undo the setup")
+    hermes.add_argument("--json", action="store_true", help="print one JSON object")
+    hermes.set_defaults(run=_hermes_setup)
+
     doctor = commands.add_parser(
         "doctor",
         help="check that codex can be launched, without spending quota",
@@ -458,6 +470,26 @@ class _Status:
             sys.stderr.write("\r" + " " * self._width + "\r")
             sys.stderr.flush()
             self._width = 0
+
+
+def _hermes_setup(args: argparse.Namespace) -> int:
+    from .errors import CodexImageError
+    from .hermes_setup import run
+
+    try:
+        report = run(check=args.check, uninstall=args.uninstall)
+    except CodexImageError as error:
+        return _fail(error, as_json=args.json)
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        done = "unchanged" if not report.changed else "updated"
+        print(f"{report.config}: {'checked' if args.check else done}")
+        for gap in report.missing:
+            print(f"missing: {gap}")
+        for note in report.notes:
+            print(f"note: {note}", file=sys.stderr)
+    return 1 if args.check and report.missing else EXIT_OK
 
 
 def _doctor(args: argparse.Namespace) -> int:

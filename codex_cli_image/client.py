@@ -395,6 +395,13 @@ class Client:
 
         return run_blocking(collect)
 
+    def check(self) -> None:
+        """Raise what a call would raise before codex runs (launch, login, profile), spending
+        no quota; from warm state when nothing changed, so a repeated check spawns nothing and
+        takes microseconds. For hosts that show or hide an image tool on readiness."""
+        ready = self._prepare(time.monotonic() + _STEP_LIMIT_S, stop=threading.Event())
+        ready.verdict.raise_for_problem()
+
     def doctor(self) -> DoctorReport:
         """:func:`~codex_cli_image.doctor` with this client's settings: checked afresh."""
         return doctor(codex=self._codex, codex_home=self._codex_home, profile=self._profile,

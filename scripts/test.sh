@@ -25,6 +25,22 @@ else
   say "note: npm not found: the real-CLI tests will be skipped here (in CI they fail instead)"
 fi
 
+# Hermes Agent (the image backend's host) in an environment of its own: it needs Python 3.11+
+# and its own ~230 MB of dependencies. tests/test_hermes_agent.py runs tests/hermes with it.
+hermes_version=0.19.0
+if .venv/bin/python -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  if ! .venv-hermes/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.version('hermes-agent') != '$hermes_version')" 2>/dev/null; then
+    say "installing hermes-agent $hermes_version into .venv-hermes (pip, ~230 MB, about a minute)"
+    .venv/bin/python -m venv .venv-hermes
+    .venv-hermes/bin/python -m pip install --quiet --disable-pip-version-check \
+      "hermes-agent==$hermes_version" pytest pytest-timeout
+  fi
+  say "installing codex-cli-image into .venv-hermes, as a Hermes user would"
+  .venv-hermes/bin/python -m pip install --quiet --disable-pip-version-check -e '.[hermes]'
+else
+  say "note: Python < 3.11: the Hermes Agent tests will be skipped (Hermes needs 3.11+)"
+fi
+
 say "ruff, ruff format --check, mypy"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

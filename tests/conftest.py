@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -15,6 +16,9 @@ from codex_cli_image._watchdog import WATCHDOG
 from codex_cli_image.testing import realcodex
 
 from helpers import IN_CI, NPM_CACHE
+
+# tests/hermes runs inside hermes-agent's own environment (tests/test_hermes_agent.py starts it).
+collect_ignore = [] if os.environ.get("CODEX_IMAGE_HERMES_INNER") else ["hermes"]
 
 _CALLER_ENV = (
     "CODEX_BIN",

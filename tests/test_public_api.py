@@ -49,8 +49,12 @@ def test_no_public_name_is_shadowed_by_a_submodule() -> None:
     import types
 
     for module in pkgutil.iter_modules(codex_cli_image.__path__):
-        if module.name != "__main__":
+        if module.name == "__main__":
+            continue
+        try:
             importlib.import_module(f"codex_cli_image.{module.name}")
+        except ImportError as exc:  # hermes: only inside Hermes Agent's environment
+            assert module.name == "hermes" and exc.name == "agent", exc
     shadowed = [
         name
         for name in codex_cli_image.__all__
