@@ -14,12 +14,13 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-import psutil
+from typing import TYPE_CHECKING, Any
 
 from ._watchdog import WATCHDOG
 from .errors import TransientError
+
+if TYPE_CHECKING:  # psutil loads only when a tree or a group must be ended: ~10 ms of start-up
+    import psutil
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +270,8 @@ def kill_tree(pid: int, *, grace_s: float = TERMINATE_GRACE_S) -> None:
     are listed before anything is signalled, because once their parent dies they are re-parented
     and cannot be found through it; the group signal reaches the ones re-parented earlier.
     """
+    import psutil
+
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
@@ -293,6 +296,14 @@ def kill_group(pgid: int, *, created_before: float) -> None:
     """
     if sys.platform == "win32":
         return
+    try:
+        os.killpg(pgid, 0)  # the usual case, codex left nothing: no process table to scan
+    except ProcessLookupError:
+        return
+    except OSError:
+        pass
+    import psutil
+
     members = []
     for proc in psutil.process_iter(["pid", "create_time"]):
         with contextlib.suppress(psutil.Error, OSError):
@@ -309,6 +320,8 @@ def kill_group(pgid: int, *, created_before: float) -> None:
 
 
 def _signal_all(pgid: int, procs: list[psutil.Process], *, kill: bool) -> None:
+    import psutil
+
     if sys.platform != "win32":
         with contextlib.suppress(OSError):
             os.killpg(pgid, signal.SIGKILL if kill else signal.SIGTERM)
@@ -321,6 +334,8 @@ def _signal_all(pgid: int, procs: list[psutil.Process], *, kill: bool) -> None:
 
 
 def _alive(proc: psutil.Process) -> bool:
+    import psutil
+
     try:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
@@ -341,6 +356,8 @@ def _group_alive(pgid: int) -> bool:
     """True while a live (non-zombie) member of the POSIX process group remains."""
     if sys.platform == "win32":
         return False
+    import psutil
+
     for proc in psutil.process_iter(["pid"]):
         # A process may exit between listing and asking: getpgid then raises OSError.
         with contextlib.suppress(psutil.Error, OSError):

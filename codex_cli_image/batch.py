@@ -38,6 +38,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
 from .api import DEFAULT_TIMEOUT_S, ImageResult
+from .client import DEFAULT_CONCURRENCY, Client, _Limit
 from .errors import CodexImageError, InputError, QuotaError, TransientError, internal_error
 from .fit import require_pillow
 from .output import plan_output
@@ -45,8 +46,6 @@ from .request import ImageRequest, check_references
 from .runner import Progress, ProgressCallback
 
 if TYPE_CHECKING:
-    from .client import _Limit
-
     Make = Callable[[ImageRequest, ProgressCallback | None], Awaitable[ImageResult]]
 
 __all__ = [
@@ -60,8 +59,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONCURRENCY = 2
-MAX_CONCURRENCY = 16
 RATE_LIMIT_PAUSE_S = 10.0  # when a 429 says nothing of when to come back
 _MAX_PAUSE_S = 120.0
 Status = Literal["ok", "failed", "not_started"]
@@ -333,8 +330,6 @@ async def agenerate_many(
     :class:`InputError` before any job starts when a request, one of its files or an argument
     is invalid.
     """
-    from .client import Client  # the client is built on this module
-
     jobs = coerce_requests(requests)
     async with Client(
         codex=codex, codex_home=codex_home, profile=profile, model=model,
@@ -482,8 +477,6 @@ def generate_many(
     Ctrl-C stops every job and ends every codex process tree before ``KeyboardInterrupt``
     propagates.
     """
-    from .client import Client
-
     jobs = coerce_requests(requests)  # bad input raises before a worker thread and a loop start
     with Client(
         codex=codex, codex_home=codex_home, profile=profile, model=model,

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 
@@ -40,18 +40,8 @@ from .api import (
     make_image,
     run_blocking,
 )
-from .batch import (
-    DEFAULT_CONCURRENCY,
-    MAX_CONCURRENCY,
-    BatchOutcome,
-    BatchProgressCallback,
-    OutcomeCallback,
-    RequestLike,
-    run_batch,
-)
-from .diagnosis import DoctorReport, doctor
 from .errors import AuthError, InputError, LaunchError, TransientError
-from .launcher import Codex, CodexVersion, locate, probe_version
+from .launcher import Codex, CodexVersion, locate, manifest_version, probe_version
 from .preflight import (
     Verdict,
     check_login,
@@ -61,6 +51,10 @@ from .preflight import (
 )
 from .request import ImageRequest
 from .runner import Progress, ProgressCallback
+
+if TYPE_CHECKING:  # loaded when used: the single-image path needs neither
+    from .batch import BatchOutcome, BatchProgressCallback, OutcomeCallback, RequestLike
+    from .diagnosis import DoctorReport
 
 __all__ = ["Client"]
 
@@ -72,6 +66,8 @@ _POLL_S = 0.05
 _CLOSE_WAIT_S = 60.0
 """A run's own clean-up is bounded (terminate, grace, kill, reap): this only guards a hang."""
 _STEP_LIMIT_S = 10.0
+DEFAULT_CONCURRENCY = 2  # the backend answers 429 when more than 2-3 image streams run
+MAX_CONCURRENCY = 16
 
 Stamp = tuple[str, int, int, int, int] | None
 
@@ -344,6 +340,8 @@ class Client:
     ) -> AsyncIterator[AsyncIterator[BatchOutcome]]:
         """A batch, as :func:`~codex_cli_image.agenerate_many`, within this client's concurrency
         (shared with its other calls) and settings."""
+        from .batch import run_batch
+
         options = self._per_call(timeout, retries)
         self._runs.enter()
         try:
@@ -404,6 +402,8 @@ class Client:
 
     def doctor(self) -> DoctorReport:
         """:func:`~codex_cli_image.doctor` with this client's settings: checked afresh."""
+        from .diagnosis import doctor
+
         return doctor(codex=self._codex, codex_home=self._codex_home, profile=self._profile,
                       allow_relay=self._allow_relay, env=self._env)  # fmt: skip
 
@@ -515,10 +515,13 @@ class Client:
         if warm is not None and warm.fresh():
             return warm.codex, warm.version
         found = locate(self._codex, env=self._env)
-        files = tuple(dict.fromkeys(str(p) for p in (found.found, *found.argv)))
+        manifest = found.path.parent.parent / "codex-package.json"
+        files = tuple(dict.fromkeys(str(p) for p in (found.found, *found.argv, manifest)))
         stamps = tuple(_stamp(f) for f in files)  # before the probe: a change during it shows
-        version = probe_version(found, timeout_s=_left(deadline), stop=stop)
-        if None not in stamps:
+        version = manifest_version(found) or probe_version(
+            found, timeout_s=_left(deadline), stop=stop
+        )
+        if None not in stamps[:-1]:  # no manifest (stamp None) is a state too
             self._warm_codex = _WarmCodex(found, version, files, stamps)
         return found, version
 

@@ -645,6 +645,24 @@ def parse_version(text: str) -> CodexVersion | None:
     return CodexVersion(int(major), int(minor), int(patch), pre)
 
 
+def manifest_version(codex: Codex) -> CodexVersion | None:
+    """The version in the npm package's ``codex-package.json`` (layout 1, since 0.142), when
+    the native binary run is that manifest's entry point: no process needed. None otherwise
+    (older packages, other installs, the JS shim): then :func:`probe_version` asks codex."""
+    if codex.via_shim:
+        return None
+    target = codex.path.parent.parent
+    entry = _manifest_entrypoint(target)
+    try:
+        if entry is None or not os.path.samefile(entry, codex.path):
+            return None
+        manifest = json.loads((target / "codex-package.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    version = manifest.get("version") if isinstance(manifest, dict) else None
+    return parse_version(f"codex-cli {version}") if isinstance(version, str) else None
+
+
 def probe_version(
     codex: Codex,
     *,

@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from codex_cli_image import LaunchError, _proc, launcher, locate, probe_version
-from codex_cli_image.launcher import CodexVersion, _Platform, parse_version
+from codex_cli_image.launcher import CodexVersion, _Platform, manifest_version, parse_version
 from codex_cli_image.testing import FakeCodex
 
 import npm_layouts as npm
@@ -518,3 +518,35 @@ def test_codex_is_hashable(tmp_path: Path, isolated_home: Path) -> None:
     fake = FakeCodex(tmp_path / "f", login=None)
     codex = locate(fake.path, env=env_for(isolated_home))
     assert codex in {codex}
+
+
+def test_the_version_is_read_from_the_package_manifest(
+    tmp_path: Path, native: FakeCodex, isolated_home: Path
+) -> None:
+    """No process for the version when the npm package says it (layout 1, since 0.142): the
+    manifest's 0.169.0, not what the binary would answer."""
+    native.configure(version="0.170.0")
+    hoisted = locate(npm.local_hoisted(tmp_path / "a", native.path), env=env_for(isolated_home))
+    assert manifest_version(hoisted) == CodexVersion(0, 169, 0)
+    renamed = npm.local_hoisted(tmp_path / "b", native.path, manifest_entry="bin/codex-v2")
+    assert manifest_version(locate(renamed, env=env_for(isolated_home))) == CodexVersion(0, 169, 0)
+    old = locate(npm.old_layout(tmp_path / "c", native.path), env=env_for(isolated_home))
+    assert manifest_version(old) is None  # before 0.142: no manifest, so codex is asked
+    plain = locate(native.path, env=env_for(isolated_home))
+    assert manifest_version(plain) is None
+    assert native.calls == []
+
+
+def test_a_client_on_an_npm_install_spawns_no_version_probe(
+    tmp_path: Path, native: FakeCodex, isolated_home: Path
+) -> None:
+    from codex_cli_image import Client, ImageRequest
+
+    link = npm.local_hoisted(tmp_path / "proj", native.path)
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**env_for(isolated_home), "CODEX_HOME": str(native.codex_home)}
+    with Client(codex=link, env=env, timeout=30) as client:
+        result = client.generate(ImageRequest("a fox", output=out))
+    assert result.codex_version == "0.169.0"
+    assert [call.argv[0] for call in native.calls] == ["exec"]

@@ -12,6 +12,7 @@ import pytest
 
 from codex_cli_image import InputError, locate, probe_version
 from codex_cli_image.diagnosis import parse_features
+from codex_cli_image.launcher import manifest_version
 from codex_cli_image.preflight import check_login, check_profile_name, profile_problem
 from codex_cli_image.testing import FakeCodex, chatgpt_auth, realcodex
 
@@ -276,3 +277,17 @@ def test_profiles_agree_with_the_real_cli(tmp_path: Path, version: str, case: st
     problem = profile_problem(real_home, name, release)
     verdict = check_login(real_home, env={}, codex_version=release, profile=name)
     assert problem is not None or not verdict.ok
+
+
+@pytest.mark.parametrize("version", realcodex.VERSIONS)
+def test_the_package_manifest_says_what_the_binary_says(version: str) -> None:
+    """The version read from codex-package.json (no process) is what --version answers; before
+    0.142 there is no manifest."""
+    try:
+        shim = realcodex.install(version, root=realcodex.cache_root())
+    except (realcodex.NpmUnavailable, subprocess.CalledProcessError, OSError) as exc:
+        pytest.skip(f"real codex {version} is not installable here: {exc}")
+    codex = locate(shim)
+    expected = None if version == "0.125.0" else probe_version(codex)
+    assert manifest_version(codex) == expected
+    assert str(probe_version(codex)) == version
