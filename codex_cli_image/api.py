@@ -143,6 +143,8 @@ class Prepared:
     version: CodexVersion
     home: Path
     verdict: Verdict
+    skip_features: tuple[str, ...] = ()
+    """Features to ``--disable``: start-up work an image does not need."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,6 +343,7 @@ async def _attempts(
             timeout_s=options.timeout,
             model=options.model,
             profile=options.profile,
+            disable=ready.skip_features,
             wait_for_turn=options.wait_for_turn,
             codex_version=version,
             emit=_numbered(emit, attempt_no),

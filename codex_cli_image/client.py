@@ -41,7 +41,14 @@ from .api import (
     run_blocking,
 )
 from .errors import AuthError, InputError, LaunchError, TransientError
-from .launcher import Codex, CodexVersion, locate, manifest_version, probe_version
+from .launcher import (
+    Codex,
+    CodexVersion,
+    locate,
+    manifest_version,
+    probe_version,
+    skippable_features,
+)
 from .preflight import (
     Verdict,
     check_login,
@@ -90,6 +97,7 @@ def _stamp(path: str | os.PathLike[str]) -> Stamp:
 class _WarmCodex:
     codex: Codex
     version: CodexVersion
+    skip: tuple[str, ...]
     files: tuple[str, ...]
     stamps: tuple[Stamp, ...]
 
@@ -504,16 +512,16 @@ class Client:
             if stop.is_set():
                 raise TransientError("Stopped.", reason="stopped", hint="Retry.")
         try:
-            codex, version = self._codex_for(deadline, stop)
-            verdict = self._login_for(codex, version, deadline, stop)
+            warm = self._codex_for(deadline, stop)
+            verdict = self._login_for(warm.codex, warm.version, deadline, stop)
         finally:
             self._preflight_lock.release()
-        return Prepared(codex, version, self._home, verdict)
+        return Prepared(warm.codex, warm.version, self._home, verdict, warm.skip)
 
-    def _codex_for(self, deadline: float, stop: threading.Event) -> tuple[Codex, CodexVersion]:
+    def _codex_for(self, deadline: float, stop: threading.Event) -> _WarmCodex:
         warm = self._warm_codex
         if warm is not None and warm.fresh():
-            return warm.codex, warm.version
+            return warm
         found = locate(self._codex, env=self._env)
         manifest = found.path.parent.parent / "codex-package.json"
         files = tuple(dict.fromkeys(str(p) for p in (found.found, *found.argv, manifest)))
@@ -521,9 +529,11 @@ class Client:
         version = manifest_version(found) or probe_version(
             found, timeout_s=_left(deadline), stop=stop
         )
+        skip = skippable_features(found, timeout_s=_left(deadline), stop=stop)
+        warm = _WarmCodex(found, version, skip, files, stamps)
         if None not in stamps[:-1]:  # no manifest (stamp None) is a state too
-            self._warm_codex = _WarmCodex(found, version, files, stamps)
-        return found, version
+            self._warm_codex = warm
+        return warm
 
     def _login_for(
         self, codex: Codex, version: CodexVersion, deadline: float, stop: threading.Event

@@ -11,7 +11,7 @@ from typing import Literal
 
 from . import _proc
 from .errors import CodexImageError, InputError, Kind
-from .launcher import TESTED_VERSIONS, Codex, Source, locate, probe_version
+from .launcher import TESTED_VERSIONS, Codex, Source, locate, parse_features, probe_version
 from .preflight import (
     PROFILE_FILES_SINCE,
     Notice,
@@ -194,16 +194,6 @@ def version_warnings(release: tuple[int, int, int]) -> tuple[Notice, ...]:
             f"install @openai/codex@{newest}.",
         ),
     )
-
-
-def parse_features(text: str) -> dict[str, bool]:
-    """``codex features list`` rows (``name  stage  true|false``) as a mapping."""
-    result: dict[str, bool] = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) >= 3 and parts[-1] in ("true", "false"):
-            result[parts[0]] = parts[-1] == "true"
-    return result
 
 
 def _profile_feature(home: Path, profile: str, base: bool | None) -> bool | None:

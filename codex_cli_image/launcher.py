@@ -645,6 +645,46 @@ def parse_version(text: str) -> CodexVersion | None:
     return CodexVersion(int(major), int(minor), int(patch), pre)
 
 
+# Features whose start-up requests (plugin lists, suggested plugins, MCP discovery of apps) an
+# image turn does not need. Seen on 0.125-0.171 with the mock: disabling them removes 11-13
+# requests (0.7 s on loopback) and the image tool, references and code mode work as before.
+SKIPPABLE_FEATURES = ("plugins", "apps")
+
+
+def parse_features(text: str) -> dict[str, bool]:
+    """``codex features list`` rows (``name  stage  true|false``) as a mapping."""
+    result: dict[str, bool] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[-1] in ("true", "false"):
+            result[parts[0]] = parts[-1] == "true"
+    return result
+
+
+def skippable_features(
+    codex: Codex, *, timeout_s: float = VERSION_PROBE_TIMEOUT_S, stop: threading.Event | None = None
+) -> tuple[str, ...]:
+    """Which of :data:`SKIPPABLE_FEATURES` this codex knows, so ``--disable`` can name them:
+    codex refuses a flag it does not know ("Unknown feature flag"), so it is asked, never
+    guessed. Run with an empty throwaway home: the names do not depend on the configuration.
+    Nothing (skip nothing) when it cannot be asked."""
+    try:
+        with _proc.scratch_home() as home:
+            returncode, out, _ = _proc.run_bounded(
+                codex.command("features", "list"),
+                env={**codex.env, "CODEX_HOME": str(home)},
+                timeout_s=timeout_s,
+                stop=stop,
+                scratch=str(home),
+            )
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    if returncode != 0:
+        return ()
+    known = parse_features(out.decode("utf-8", "replace"))
+    return tuple(name for name in SKIPPABLE_FEATURES if name in known)
+
+
 def manifest_version(codex: Codex) -> CodexVersion | None:
     """The version in the npm package's ``codex-package.json`` (layout 1, since 0.142), when
     the native binary run is that manifest's entry point: no process needed. None otherwise

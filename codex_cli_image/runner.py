@@ -104,6 +104,8 @@ class Attempt:
     timeout_s: float
     model: str | None = None
     profile: str | None = None
+    disable: tuple[str, ...] = ()
+    """Features codex need not start (it refuses unknown names: ask it first)."""
     wait_for_turn: bool = False
     codex_version: str | None = None
     references: tuple[Reference, ...] = ()
@@ -180,6 +182,7 @@ async def _run(attempt: Attempt, workspace: Path) -> Produced:
         # One argument, so a model name can never be read as an option.
         *([f"--model={attempt.model}"] if attempt.model else []),
         *([f"--profile={attempt.profile}"] if attempt.profile else []),
+        *(f"--disable={feature}" for feature in attempt.disable),
         # -i takes several values: "--" ends the list before "-" (stdin), or "-" is a file.
         *([*images, "--"] if images else []),
         "-",

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from codex_cli_image import InputError, locate, probe_version
-from codex_cli_image.diagnosis import parse_features
-from codex_cli_image.launcher import manifest_version
+from codex_cli_image.launcher import manifest_version, parse_features, skippable_features
 from codex_cli_image.preflight import check_login, check_profile_name, profile_problem
 from codex_cli_image.testing import FakeCodex, chatgpt_auth, realcodex
 
@@ -291,3 +290,24 @@ def test_the_package_manifest_says_what_the_binary_says(version: str) -> None:
     expected = None if version == "0.125.0" else probe_version(codex)
     assert manifest_version(codex) == expected
     assert str(probe_version(codex)) == version
+
+
+@pytest.mark.parametrize("version", realcodex.VERSIONS)
+def test_the_skippable_features_are_known_to_every_release(version: str, tmp_path: Path) -> None:
+    """codex refuses --disable of a feature it does not know; each release is asked (and the
+    fake refuses an unknown one as they do)."""
+    try:
+        shim = realcodex.install(version, root=realcodex.cache_root())
+    except (realcodex.NpmUnavailable, subprocess.CalledProcessError, OSError) as exc:
+        pytest.skip(f"real codex {version} is not installable here: {exc}")
+    codex = locate(shim)
+    assert skippable_features(codex) == ("plugins", "apps")
+    fake = FakeCodex(tmp_path / "fake", codex_home=tmp_path / "home")
+    argv = ["exec", "--disable", "no_such_feature", "--skip-git-repo-check", "-"]
+    runs = [
+        subprocess.run(offline([*prefix, *argv]), input=b"hi", capture_output=True,
+                       env={**codex.env, "CODEX_HOME": str(fake.codex_home)}, timeout=60)
+        for prefix in (codex.command(), [str(fake.path)])
+    ]  # fmt: skip
+    assert [r.returncode for r in runs] == [1, 1]
+    assert all(b"Unknown feature flag: no_such_feature" in r.stderr for r in runs)

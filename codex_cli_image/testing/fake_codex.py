@@ -36,6 +36,15 @@ from typing import Any
 
 CONTROL_FILE = "fake-codex.json"
 PROFILE_FILES_SINCE = (0, 142, 0)
+# A few of the rows `codex features list` prints (0.125-0.171 all have these).
+_FEATURES = (
+    ("apps", "stable", True),
+    ("code_mode_host", "stable", True),
+    ("image_generation", "stable", True),
+    ("image_generation_animation", "under development", False),
+    ("plugins", "stable", True),
+    ("view_image", "stable", True),
+)
 DIR_ENV = "FAKE_CODEX_DIR"
 OPTIONS_ENV = "FAKE_CODEX_OPTIONS"
 SCENARIO_ENV = "FAKE_CODEX_SCENARIO"
@@ -437,13 +446,8 @@ class Fake:
             enabled = False
         if "--disable" in args and "image_generation" in args:
             enabled = False
-        rows = [
-            ("apps", "stable", True),
-            ("code_mode_host", "stable", True),
-            ("image_generation", "stable", enabled),
-            ("image_generation_animation", "under development", False),
-            ("view_image", "stable", True),
-        ]
+        rows = [(name, stage, enabled if name == "image_generation" else on)
+                for name, stage, on in _FEATURES]  # fmt: skip
         for name, stage, on in rows:
             print(f"{name:<41}{stage:<19}{str(on).lower()}")
         return 0
@@ -604,6 +608,11 @@ class Exec:
         ):
             err(f"Error: Model provider `{provider}` not found")
             return 1
+        known = {name for name, _, _ in _FEATURES}
+        for name in self.values.get("disable", []) + self.values.get("enable", []):
+            if name not in known:
+                err(f"Error: Unknown feature flag: {name}")  # as codex 0.125-0.171
+                return 1
         self.fake.record["profile"] = profile
         self.fake.record["model"] = self.values.get("model", [None])[-1] or config.get("model")
         cwd = Path(self.values.get("cd", [os.getcwd()])[-1]).absolute()

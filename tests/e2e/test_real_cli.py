@@ -344,3 +344,29 @@ def test_the_profiles_model_reaches_the_backend(
     assert result.path.read_bytes() == mock.image
     models = {turn.body.get("model") for turn in mock.model_turns() if turn.body is not None}
     assert models == {"gpt-5.1"}
+
+
+def test_start_up_requests_an_image_does_not_need_are_skipped(
+    shim: Path, image_scenario: str, backend: Start, signed_in: SignIn, tmp_path: Path
+) -> None:
+    """Plugin lists, suggested plugins and the apps' MCP discovery cost a round trip each over
+    a real network: we run codex with --disable plugins --disable apps (names it lists), and
+    the mock's request log shows them gone, while the bare CLI makes them."""
+    mock = backend(image_scenario)
+    signed_in(mock)
+    bare = subprocess.run(
+        [*locate(shim).command("exec", "--json", "--skip-git-repo-check", "-")],
+        input=b"make an image of a fox", capture_output=True, env=dict(os.environ),
+        cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert bare.returncode == 0, bare.stderr[-2000:]
+    # Seen on 0.125-0.171: plugins/featured, ps/plugins/*, ps/mcp, connectors/..., wham/apps.
+    markers = ("/ps/", "/plugins/", "/connectors/", "/wham/apps")
+    skippable = [p for p in mock.paths() if any(m in p for m in markers)]
+    assert skippable  # what there is to save, on this version
+    before = len(mock.requests)
+    result = generate("a fox", output=tmp_path / "f.png", codex=shim, allow_relay=True, timeout=90)
+    assert result.path.read_bytes() == mock.image
+    ours = [r.path for r in mock.requests[before:]]
+    assert not [p for p in ours if any(m in p for m in markers)], ours
+    assert any(p.endswith("/codex/responses") for p in ours)
