@@ -10,7 +10,7 @@ from .common import Lab, Row, Section, Stat, check, log, run_timed
 
 TITLE = "4. Cold start"
 REPEAT = 20
-VERSION_LIMIT_MS = 150.0
+VERSION_LIMIT_MS = 50.0
 IMPORT_LIMIT_MS = 80.0
 
 

@@ -11,23 +11,25 @@ Names are imported on first use (PEP 562), so ``import codex_cli_image`` and ``c
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
-from .errors import (
-    AuthError,
-    CodexImageError,
-    InputError,
-    Kind,
-    LaunchError,
-    QuotaError,
-    TransientError,
-)
-
+# Not typing.TYPE_CHECKING: importing typing alone costs ~20 ms of `codex-image --version`.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .api import ImageResult, agenerate, generate
     from .batch import BatchOutcome, BatchRequest, agenerate_many, generate_many
     from .client import Client
     from .diagnosis import CodexInfo, DoctorReport, Problem, doctor
+    from .errors import (
+        AuthError,
+        CodexImageError,
+        InputError,
+        Kind,
+        LaunchError,
+        QuotaError,
+        TransientError,
+    )
     from .launcher import Codex, CodexVersion, locate, probe_version
     from .preflight import Notice, Verdict, check_login
     from .request import ImageRequest
@@ -36,6 +38,13 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _LAZY = {
+    "AuthError": "errors",
+    "CodexImageError": "errors",
+    "InputError": "errors",
+    "Kind": "errors",
+    "LaunchError": "errors",
+    "QuotaError": "errors",
+    "TransientError": "errors",
     "ImageResult": "api",
     "agenerate": "api",
     "generate": "api",

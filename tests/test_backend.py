@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,3 +68,17 @@ def test_image_scenario_answers_after_the_tool_output(tmp_path: Path) -> None:
         output = {"type": "function_call_output", "call_id": call["call_id"], "output": "done"}
         (answer,) = turn(mock, {"input": [user, call, output]})
         assert answer["type"] == "message" and len(mock.model_turns()) == 2
+
+
+def test_latency_delays_every_answer(tmp_path: Path) -> None:
+    """The latency knob (a real network's round trip per request) for the benchmarks."""
+    import time
+
+    with MockBackend("image", directory=tmp_path / "mock", latency_s=0.3) as slow:
+        assert slow.ca_path is not None
+        context = ssl.create_default_context(cafile=str(slow.ca_path))
+        started = time.monotonic()
+        with pytest.raises(urllib.error.HTTPError):  # an unknown path: 404, after the delay
+            urllib.request.urlopen(f"{slow.base_url}nothing", context=context, timeout=10)
+        assert time.monotonic() - started >= 0.3
+        assert slow.paths() == ["/backend-api/nothing"]

@@ -134,6 +134,7 @@ class MockBackend:
         copy_to: str = "image.png",
         echo_request: bool = False,
         images_error: tuple[int, dict[str, Any] | str] | None = None,
+        latency_s: float = 0.0,
     ) -> None:
         if scenario not in SCENARIOS:
             raise ValueError(f"unknown backend scenario {scenario!r}; one of {SCENARIOS}")
@@ -156,6 +157,9 @@ class MockBackend:
                        "message": "Image generation is not supported."}  # fmt: skip
             images_error = (403, {"error": refusal})
         self.images_error = images_error
+        # Every request is answered this much later: a real network's round trip, where each
+        # request codex makes costs time (loopback makes them all free).
+        self.latency_s = latency_s
         self.requests: list[Request] = []
         self.image_served_at: float | None = None
         self.turns_answered: list[float] = []
@@ -362,6 +366,7 @@ class _Handler(BaseHTTPRequestHandler):
         mock.record(
             Request(time.time(), method, path, body, kind, len(raw), raw if body is None else b"")
         )
+        mock.sleep(mock.latency_s)
         if self.headers.get("Upgrade"):
             return self._send(426, b"")  # no WebSocket: codex falls back to HTTPS at once
         if path.endswith("/wham/accounts/check"):
