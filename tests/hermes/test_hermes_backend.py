@@ -105,6 +105,31 @@ def test_references_from_a_path_and_a_data_url(
     assert len(call.raw["images"]) == 2 and all(call.raw["images_exist"])
 
 
+def test_a_reference_from_an_http_url(hermes: Path, fake_codex: FakeCodex, tmp_path: Path) -> None:
+    """As Hermes' own backends take them; a loopback server stands in for the web (offline)."""
+    import functools
+    import http.server
+    import threading
+
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "ref.png").write_bytes(make_png(16, 16, "served"))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=tmp_path / "site")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        result = generate(prompt="make it red", image_url=f"{base}/ref.png")
+        missing = generate(prompt="make it red", image_url=f"{base}/nope.png")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result["success"] is True and result["modality"] == "image", result
+    assert fake_codex.exec_calls[0].raw["images_exist"] == [True]
+    assert missing["success"] is False and missing["error_type"] == "invalid_image_input"
+    assert "could not be downloaded" in missing["error"]
+
+
 @pytest.mark.bad_input
 @pytest.mark.parametrize("where", ["hermes .env", "hermes auth.json", "project .env"])
 def test_references_go_through_hermes_file_safety(
