@@ -184,13 +184,23 @@ def scratch_home(mirror: Path | None = None) -> Iterator[Path]:
     if mirror is not None and sys.platform == "win32":
         yield mirror
         return
-    folder = Path(tempfile.mkdtemp(prefix="codex-image-home-"))
     try:
+        folder = Path(tempfile.mkdtemp(prefix="codex-image-home-"))
+    except OSError as exc:  # not codex's fault: say where and why
+        raise TransientError(
+            f"Could not make a folder in {tempfile.gettempdir()}: {exc.strerror or exc}.",
+            reason="temp_dir_unusable",
+            hint="Free some space there, or point TMPDIR at a writable folder.",
+        ) from exc
+    try:
+        entries: list[os.DirEntry[str]] = []
         if mirror is not None:
             with contextlib.suppress(OSError):  # an unreadable home: codex will say so
-                for entry in os.scandir(mirror):
-                    if entry.name != "tmp":
-                        (folder / entry.name).symlink_to(entry.path)
+                entries = list(os.scandir(mirror))
+        for entry in entries:
+            if entry.name != "tmp":
+                with contextlib.suppress(OSError):  # one odd entry must not hide the rest
+                    (folder / entry.name).symlink_to(entry.path)
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)

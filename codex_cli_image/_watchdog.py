@@ -90,8 +90,10 @@ class Watchdog:
     def watch(self, pgid: int, folder: str | None = None) -> None:
         """Watch ``pgid``; ``folder`` (our temporary workspace for it) goes too if we die."""
         self.start()
-        if folder is not None and ("\n" in folder or "\r" in folder or not folder.strip()):
-            folder = None  # one line each: such a name cannot be sent (nor is one ever made)
+        if folder is not None and (
+            "\n" in folder or "\r" in folder or not folder.strip() or not folder.isascii()
+        ):
+            folder = None  # one ASCII line each: such a name cannot be sent (nor left behind)
         self._send(f"watch {pgid} {folder}\n" if folder else f"watch {pgid}\n")
 
     def forget(self, pgid: int) -> None:

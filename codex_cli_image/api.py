@@ -405,9 +405,14 @@ async def _stoppable(step: Callable[..., T]) -> T:
     own limit, and abandoning it would leave its child running. So it is told to stop (it ends
     its child's tree) and waited for under a shield.
     """
-    stop, done = threading.Event(), threading.Event()
+    stop, started, done = threading.Event(), threading.Event(), threading.Event()
+    gate = threading.Lock()
 
     def run() -> T:
+        with gate:  # cancelled first: the step never starts, so nobody waits for it
+            if stop.is_set():
+                raise TransientError("Stopped.", reason="stopped", hint="Retry.")
+            started.set()
         try:
             return step(stop=stop)
         finally:
@@ -416,9 +421,11 @@ async def _stoppable(step: Callable[..., T]) -> T:
     try:
         return await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
     except anyio.get_cancelled_exc_class():
-        stop.set()
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(done.wait, _CLEANUP_WAIT_S)
+        with gate:
+            stop.set()
+        if started.is_set():  # anyio skips a call cancelled before its thread took it
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(done.wait, _CLEANUP_WAIT_S)
         raise
 
 

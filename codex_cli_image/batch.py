@@ -405,9 +405,13 @@ async def run_batch(
         async with send:
             for index in range(len(jobs)):
                 await limit.acquire()
-                # A deadline that later 429s may push back, not an event to wait for.
-                while (wait := paused_until - time.monotonic()) > 0 and not stopped:  # noqa: ASYNC110
-                    await anyio.sleep(wait)
+                try:
+                    # A deadline that later 429s may push back, not an event to wait for.
+                    while (wait := paused_until - time.monotonic()) > 0 and not stopped:  # noqa: ASYNC110
+                        await anyio.sleep(wait)
+                except BaseException:  # cancelled while paused: the slot is the client's
+                    limit.release()
+                    raise
                 if stopped:
                     limit.release()
                     for rest in range(index, len(jobs)):

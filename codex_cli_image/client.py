@@ -135,9 +135,9 @@ class _Limit:
                 self._busy += 1
                 return
             self._queue.append(ticket)
-        if on_wait is not None:
-            on_wait()
         try:
+            if on_wait is not None:
+                on_wait()
             while True:
                 with self._lock:
                     if self._queue[0] is ticket and self._busy < self.total:
@@ -249,10 +249,14 @@ class Client:
         if profile is not None:
             check_profile_name(profile)
         self._codex = codex
-        self._codex_home = codex_home
         self._allow_relay = allow_relay
         self._env = dict(os.environ if env is None else env)
+        # Made absolute once: a later chdir must not move the home the login is judged in.
         self._home = codex_home_path(self._env, codex_home)
+        given = codex_home is not None and os.fspath(codex_home) != ""
+        self._codex_home: Path | None = self._home if given else None
+        if not given and self._env.get("CODEX_HOME"):
+            self._env["CODEX_HOME"] = str(self._home)
         self._options = RunOptions(timeout, retries, model, wait_for_turn, keep_codex_copy,
                                    profile)  # fmt: skip
         self._profile = profile
@@ -308,9 +312,21 @@ class Client:
                     log.exception("on_progress callback failed")
 
         async def work() -> ImageResult:
-            await self._limit.acquire(queued)
+            # The timeout is the whole call's: time in the queue counts (a host such as Hermes
+            # gives up after its own deadline, and an image made after it is paid for nothing).
+            with anyio.move_on_after(options.timeout) as waiting:
+                await self._limit.acquire(queued)
+            if waiting.cancelled_caught:
+                raise TransientError(
+                    f"No image could start within {options.timeout:g} s: "
+                    f"{self._limit.total} were being made (the client's concurrency).",
+                    reason="timeout",
+                    hint="Allow more time, or make fewer images at once.",
+                )
+            left = max(0.05, options.timeout - (time.monotonic() - started))
             try:
-                return await self._make(request, on_progress, options=options)
+                rest = replace(options, timeout=left)
+                return await self._make(request, on_progress, options=rest)
             finally:
                 self._limit.release()
 
@@ -555,10 +571,12 @@ class Client:
             codex_version=version.release, timeout_s=_left(deadline), stop=stop,
             profile=self._profile,
         )  # fmt: skip
+        # Only a verdict that allows is kept, and only one read from files: a refusal is read
+        # again each time (the user's fix, codex login, is seen at once), and credentials in
+        # the OS keyring can change without any file changing.
+        from_files = verdict.store == "file" or (verdict.store == "auto" and key[2] is not None)
         with self._state_lock:
-            # Only a verdict that allows is kept: a refusal is re-read each time, so that the
-            # user's fix (codex login) is seen at once.
-            if verdict.ok and epoch == self._login_epoch:
+            if verdict.ok and from_files and epoch == self._login_epoch:
                 self._warm_login = _WarmLogin(key, verdict)
             elif epoch == self._login_epoch:
                 self._warm_login = None

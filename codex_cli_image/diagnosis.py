@@ -217,7 +217,7 @@ def _features(
                 timeout_s=FEATURES_TIMEOUT_S,
                 scratch=None if seen == home else str(seen),
             )
-    except (OSError, subprocess.TimeoutExpired):
+    except (OSError, subprocess.TimeoutExpired, CodexImageError):  # doctor never raises
         return None
     if returncode != 0:
         # Only a verdict leaves here: codex's text may quote the configuration file.

@@ -23,6 +23,8 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from agent.image_gen_provider import (
     ImageGenProvider,
@@ -116,7 +118,9 @@ class CodexCliProvider(ImageGenProvider):  # type: ignore[misc]  # Hermes ships 
         sources += normalize_reference_images(reference_image_urls) or []
         try:
             client = self._current()
-            with tempfile.TemporaryDirectory(prefix="codex-image-hermes-") as scratch:
+            with tempfile.TemporaryDirectory(
+                prefix="codex-image-hermes-", ignore_cleanup_errors=True
+            ) as scratch:
                 references = _materialize(sources, Path(scratch))
                 request = ImageRequest(prompt, _images_folder(), references, aspect)
                 result = client.generate(request)
@@ -225,7 +229,7 @@ def _materialize(sources: list[str], scratch: Path) -> list[str]:
         elif lower.startswith(("http://", "https://")):
             paths.append(str(_write(scratch / f"source-{number}", _download(source))))
         else:
-            path = source.removeprefix("file://") if lower.startswith("file://") else source
+            path = url2pathname(urlsplit(source).path) if lower.startswith("file:") else source
             _check_read_allowed(path)
             paths.append(path)
     return paths
@@ -261,11 +265,17 @@ def _download(url: str) -> bytes:
         with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
             data: bytes = response.read(MAX_REFERENCE_BYTES + 1)
     except (OSError, ValueError) as exc:
-        raise _bad_image(f"The image {url} could not be downloaded: {exc}.",
+        raise _bad_image(f"The image {_shown(url)} could not be downloaded: {exc}.",
                          "Check the URL, or pass a local file.") from None  # fmt: skip
     if len(data) > MAX_REFERENCE_BYTES:
-        raise _bad_image(f"The image {url} is larger than 25 MB.", "Pass a smaller image.")
+        raise _bad_image(f"The image {_shown(url)} is larger than 25 MB.", "Pass a smaller image.")
     return data
+
+
+def _shown(url: str) -> str:
+    """A URL for a message: without a query or credentials, which may be secrets."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
 
 
 def _write(path: Path, data: bytes) -> Path:

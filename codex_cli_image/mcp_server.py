@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.types import (
     CallToolResult,
     ImageContent,
@@ -79,7 +79,10 @@ class _Server(MCPServer):
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:
             # The SDK's own answer would be pydantic's text, without kind, reason or hint.
-            if isinstance(exc.__cause__, ValidationError):
+            # (A crash is an UnexpectedToolError, a ToolError too: not the caller's fault.)
+            if isinstance(exc.__cause__, ValidationError) and not isinstance(
+                exc, UnexpectedToolError
+            ):
                 return _tool_error(_bad_arguments(name, exc.__cause__))
             raise
 

@@ -664,7 +664,8 @@ def _name_home(verdict: Verdict, home: Path, source: HomeSource) -> Verdict:
 
 def _with_home(home: Path) -> str:
     if sys.platform == "win32":  # PowerShell
-        return f"$env:CODEX_HOME='{home}'; "
+        quoted = str(home).replace("'", "''")
+        return f"$env:CODEX_HOME='{quoted}'; "
     return f"CODEX_HOME={shlex.quote(str(home))} "
 
 

@@ -395,3 +395,95 @@ def test_nothing_before_the_turn_writes_into_the_codex_home(
     assert fake_codex.exec_calls == [] and list(private_tmp.iterdir()) == []
     subprocess.run([fake_codex.path, "--version"], check=True, capture_output=True)
     assert (home / "tmp" / "arg0-linux").is_dir()  # what a probe in the user's home would do
+
+
+def test_a_keyring_login_is_asked_each_time_not_reused(fake_codex: FakeCodex, out: Path) -> None:
+    """Regression guard (review): a verdict from `codex login status` was reused while no file
+    changed, but credentials in the OS keyring change without any file changing."""
+    (fake_codex.codex_home / "config.toml").write_text(
+        'cli_auth_credentials_store = "keyring"\n', "utf-8"
+    )
+    fake_codex.configure("success", login="chatgpt")
+    with Client(timeout=30) as client:
+        client.generate(ImageRequest("a fox", output=out))
+        fake_codex.configure("success", login="apikey")  # signed in again, with an API key
+        with pytest.raises(AuthError) as info:
+            client.generate(ImageRequest("a hen", output=out))
+    assert info.value.reason == "api_key_login" and len(fake_codex.exec_calls) == 1
+    assert sum(1 for c in fake_codex.calls if c.argv == ["login", "status"]) == 2
+
+
+def test_time_in_the_queue_counts_against_the_timeout(fake_codex: FakeCodex, out: Path) -> None:
+    """Regression guard (review): a call could wait for a slot without limit, then run its
+    whole timeout: a host with its own deadline (Hermes: 420 s) had long given up."""
+    fake_codex.configure("hang")
+
+    async def main() -> tuple[str, float]:
+        client = Client(timeout=60, concurrency=1)
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(client.agenerate, ImageRequest("first", output=out))
+            await anyio.to_thread.run_sync(_wait_for_exec, fake_codex)
+            started = time.monotonic()
+            with pytest.raises(TransientError) as info:
+                await client.agenerate(ImageRequest("second", output=out), timeout=1)
+            waited = time.monotonic() - started
+            tasks.cancel_scope.cancel()
+        await client.aclose()
+        return info.value.reason, waited
+
+    reason, waited = anyio.run(main)
+    assert reason == "timeout" and waited < 10 and len(fake_codex.exec_calls) == 1
+
+
+def test_a_batch_cancelled_while_paused_gives_its_slot_back(
+    fake_codex: FakeCodex, out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression guard (review): leaving a batch while it paused for a 429 kept a slot of
+    the client's limit for good; with concurrency 1 every later call then waited forever."""
+    from codex_cli_image import batch as batch_module
+
+    monkeypatch.setattr(batch_module, "RATE_LIMIT_PAUSE_S", 60.0)
+    fake_codex.configure("success", by_prompt={"limited": {"scenario": "rate_limited"}})
+
+    async def main() -> str:
+        async with Client(timeout=30, concurrency=1, retries=0) as client:
+            async with client.agenerate_many(["limited fox", "a hen"], out_dir=out) as outcomes:
+                async for outcome in outcomes:
+                    assert outcome.error is not None and outcome.error.reason == "rate_limited"
+                    break  # leave while the batch waits out the pause, holding the next slot
+            with anyio.fail_after(20):
+                result = await client.agenerate(ImageRequest("a cat", output=out))
+        return result.path.name
+
+    assert anyio.run(main).endswith(".png")
+
+
+def test_a_relative_codex_home_is_fixed_when_the_client_is_made(
+    fake_codex: FakeCodex, out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(fake_codex.codex_home.parent)
+    client = Client(codex_home=fake_codex.codex_home.name, timeout=30)
+    monkeypatch.chdir(tmp_path / "out")  # a daemon that changes directory later
+    with client:
+        assert client.generate(ImageRequest("a fox", output=out)).path.is_file()
+    assert client.codex_home == fake_codex.codex_home
+
+
+def test_a_cancel_before_the_preflight_thread_starts_does_not_wait() -> None:
+    """Regression guard (review): anyio skips a worker call cancelled before it starts, so the
+    shielded wait for it ran its full 30 s."""
+    from codex_cli_image.api import _stoppable
+
+    ran: list[bool] = []
+
+    def step(*, stop: threading.Event) -> None:
+        ran.append(True)
+
+    async def main() -> float:
+        started = time.monotonic()
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await _stoppable(step)
+        return time.monotonic() - started
+
+    assert anyio.run(main) < 5 and ran == []
