@@ -123,11 +123,6 @@ class _Limit:
         self._busy = 0
         self._queue: deque[object] = deque()
 
-    @property
-    def full(self) -> bool:
-        with self._lock:
-            return self._busy >= self.total or bool(self._queue)
-
     async def acquire(self, on_wait: Callable[[], None] | None = None) -> None:
         ticket = object()
         with self._lock:
