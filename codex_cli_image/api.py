@@ -225,10 +225,12 @@ async def make_image(
     preflight: Preflight,
     options: RunOptions,
     on_progress: ProgressCallback | None = None,
+    started: float | None = None,
 ) -> ImageResult:
     """The work of one image, for a :class:`~codex_cli_image.Client`: check what is asked,
-    preflight (``preflight``), run codex with retries, deliver, verify."""
-    started = time.monotonic()
+    preflight (``preflight``), run codex with retries, deliver, verify. ``started``: when the
+    call began (``time.monotonic()``; default now): the timeout counts from it."""
+    started = time.monotonic() if started is None else started
     request.check()
     check_options(timeout=options.timeout, retries=options.retries, model=options.model)
     deadline = started + options.timeout

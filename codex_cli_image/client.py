@@ -318,10 +318,8 @@ class Client:
                     reason="timeout",
                     hint="Allow more time, or make fewer images at once.",
                 )
-            left = max(0.05, options.timeout - (time.monotonic() - started))
             try:
-                rest = replace(options, timeout=left)
-                return await self._make(request, on_progress, options=rest)
+                return await self._make(request, on_progress, options=options, started=started)
             finally:
                 self._limit.release()
 
@@ -502,10 +500,11 @@ class Client:
         on_progress: ProgressCallback | None = None,
         *,
         options: RunOptions,
+        started: float | None = None,
     ) -> ImageResult:
         """One image, the slot already held; an auth or launch failure voids the warm state."""
         try:
-            return await make_image(request, self._preflight, options, on_progress)
+            return await make_image(request, self._preflight, options, on_progress, started)
         except AuthError:
             self._forget_login()
             raise
