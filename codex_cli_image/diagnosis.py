@@ -9,9 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from . import _proc
 from .errors import CodexImageError, InputError, Kind
-from .launcher import TESTED_VERSIONS, Codex, Source, locate, parse_features, probe_version
+from .launcher import (
+    TESTED_VERSIONS,
+    Codex,
+    Source,
+    locate,
+    parse_features,
+    probe_version,
+    run_features_list,
+)
 from .preflight import (
     PROFILE_FILES_SINCE,
     Notice,
@@ -210,13 +217,9 @@ def _features(
     ``selected``: the profile option, for versions that take it there."""
     try:
         # The user's home seen through links: its configuration is read, nothing is written.
-        with _proc.scratch_home(mirror=home) as seen:
-            returncode, out, err = _proc.run_bounded(
-                codex.command(*selected, "features", "list"),
-                env={**codex.env, "CODEX_HOME": str(seen)},
-                timeout_s=FEATURES_TIMEOUT_S,
-                scratch=None if seen == home else str(seen),
-            )
+        returncode, out, err = run_features_list(
+            codex, mirror=home, options=selected, timeout_s=FEATURES_TIMEOUT_S
+        )
     except (OSError, subprocess.TimeoutExpired, CodexImageError):  # doctor never raises
         return None
     if returncode != 0:

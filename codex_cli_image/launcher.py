@@ -661,6 +661,27 @@ def parse_features(text: str) -> dict[str, bool]:
     return result
 
 
+def run_features_list(
+    codex: Codex,
+    *,
+    mirror: Path | None = None,
+    options: Sequence[str] = (),
+    timeout_s: float = VERSION_PROBE_TIMEOUT_S,
+    stop: threading.Event | None = None,
+) -> tuple[int, bytes, bytes]:
+    """``codex [options] features list`` in a throwaway home (``mirror``: one that sees that
+    home through links), so that nothing lands in the user's codex home. Raises OSError,
+    ``subprocess.TimeoutExpired`` or (no temporary folder) :class:`TransientError`."""
+    with _proc.scratch_home(mirror=mirror) as home:
+        return _proc.run_bounded(
+            codex.command(*options, "features", "list"),
+            env={**codex.env, "CODEX_HOME": str(home)},
+            timeout_s=timeout_s,
+            stop=stop,
+            scratch=None if home == mirror else str(home),
+        )
+
+
 def skippable_features(
     codex: Codex, *, timeout_s: float = VERSION_PROBE_TIMEOUT_S, stop: threading.Event | None = None
 ) -> tuple[str, ...]:
@@ -669,14 +690,7 @@ def skippable_features(
     guessed. Run with an empty throwaway home: the names do not depend on the configuration.
     Nothing (skip nothing) when it cannot be asked."""
     try:
-        with _proc.scratch_home() as home:
-            returncode, out, _ = _proc.run_bounded(
-                codex.command("features", "list"),
-                env={**codex.env, "CODEX_HOME": str(home)},
-                timeout_s=timeout_s,
-                stop=stop,
-                scratch=str(home),
-            )
+        returncode, out, _ = run_features_list(codex, timeout_s=timeout_s, stop=stop)
     except (OSError, subprocess.TimeoutExpired):
         return ()
     if returncode != 0:
