@@ -296,13 +296,13 @@ def kill_tree(pid: int, *, grace_s: float = TERMINATE_GRACE_S) -> None:
     _wait_gone(procs, 1.0)
 
 
-def kill_group(pgid: int, *, created_before: float) -> None:
-    """Kill what is left of an exited leader's process group (its helpers), POSIX only.
+def kill_group(pgid: int) -> None:
+    """Kill what is left of an exited, reaped leader's process group (its helpers), POSIX only.
 
-    The leader is gone and its id may be reused, so no signal goes to a bare id: members are
-    found by group and killed through psutil, which checks each process's identity. Only
-    processes created before ``created_before`` (when the leader's exit was seen) count: until
-    then the group id was the leader's, so a later group with the same id is someone else's.
+    No clock is needed to tell codex's helpers from strangers: a process group id is not reused
+    while any member lives, so members of ``pgid`` are the leader's helpers unless the group
+    emptied and the id was taken again, and then a live process has that id (the new leader):
+    then nothing is done. Members are killed through psutil, which checks each one's identity.
     """
     if sys.platform == "win32":
         return
@@ -314,14 +314,12 @@ def kill_group(pgid: int, *, created_before: float) -> None:
         pass
     import psutil
 
+    if psutil.pid_exists(pgid):
+        return  # the id is someone else's now (our leader was reaped before this call)
     members = []
-    for proc in psutil.process_iter(["pid", "create_time"]):
+    for proc in psutil.process_iter(["pid"]):
         with contextlib.suppress(psutil.Error, OSError):
-            if (
-                proc.info["create_time"] <= created_before
-                and os.getpgid(proc.pid) == pgid
-                and _alive(proc)
-            ):
+            if os.getpgid(proc.pid) == pgid and _alive(proc):
                 members.append(proc)
     for proc in members:
         with contextlib.suppress(psutil.Error):

@@ -390,6 +390,35 @@ def test_kill_tree_reaches_helpers_orphaned_before_the_kill(fake: FakeCodex) -> 
     proc.stdout.close()
 
 
+def test_kill_group_ends_helpers_of_an_exited_leader_without_a_clock(fake: FakeCodex) -> None:
+    """Helpers codex left after exiting are found by group, whatever the wall clock says (it
+    used to compare creation times with it: a clock stepped back hid the helpers)."""
+    proc = start_fake(fake, "grandchild")
+    wait_for(lambda: hanging(fake))
+    helper_pid = fake.exec_calls[-1].helper_pid
+    assert helper_pid is not None
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(5)  # reaped: only the helper holds the group id now
+    _proc.kill_group(proc.pid)
+    wait_for(
+        lambda: not psutil.pid_exists(helper_pid) or psutil.Process(helper_pid).status() == "zombie"
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()
+
+
+def test_kill_group_leaves_a_group_whose_id_has_a_live_leader() -> None:
+    """A live process with the group's id means the id is not (or no longer) an exited
+    leader's: its group is left alone."""
+    other = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        _proc.kill_group(other.pid)
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait(5)
+
+
 def test_image_written_slowly_in_pieces(fake: FakeCodex) -> None:
     proc = start_fake(fake, "success", write_pieces=4, piece_delay=0.3)
     sizes: list[int] = []
