@@ -46,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if set(chosen) - _OFFLINE_OK and not _private_network():
         return _reexec_offline(sys.argv[1:] if argv is None else list(argv))
     info = machine(args.codex_version)
+    _byte_compile()
     root = Path(tempfile.mkdtemp(prefix="codex-image-bench-", dir=_lab_parent()))
     sections: list[Section] = []
     previous = signal.signal(signal.SIGTERM, _interrupt)  # clean up as for Ctrl-C
@@ -80,6 +81,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             update_readme(text)
             log(f"table written to {README}")
     return 0
+
+
+def _byte_compile() -> None:
+    """Our modules as ``pip install`` leaves them, compiled: with PYTHONDONTWRITEBYTECODE set
+    (some machines set it) an editable checkout would otherwise compile every module on every
+    start, which no installed copy does."""
+    import compileall
+
+    compileall.compile_dir(REPO / "codex_cli_image", quiet=1)
 
 
 def _interrupt(signum: int, frame: object) -> None:
