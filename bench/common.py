@@ -255,6 +255,7 @@ class Lab:
         env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED)}
         env["HOME"] = str(self.user_home)
         env["TMPDIR"] = str(self.tmp)  # our runner's workspaces stay in the lab
+        env["CODEX_IMAGE_CACHE_DIR"] = str(self.root / "cache")  # what we learn of codex, too
         return env
 
     @contextlib.contextmanager

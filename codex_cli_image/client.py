@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 
+from . import _facts
+from ._facts import Stamp, stamp
 from ._tasks import beside
 from .api import (
     DEFAULT_TIMEOUT_S,
@@ -44,10 +46,12 @@ from .errors import AuthError, InputError, LaunchError, TransientError
 from .launcher import (
     Codex,
     CodexVersion,
+    known_features,
     locate,
     manifest_version,
+    parse_version,
     probe_version,
-    skippable_features,
+    skippable,
 )
 from .preflight import (
     Verdict,
@@ -76,22 +80,6 @@ _STEP_LIMIT_S = 10.0
 DEFAULT_CONCURRENCY = 2  # the backend answers 429 when more than 2-3 image streams run
 MAX_CONCURRENCY = 16
 
-Stamp = tuple[str, int, int, int, int] | None
-
-
-def _stamp(path: str | os.PathLike[str]) -> Stamp:
-    """What tells a file from its replacement: resolved path, size, mtime, ctime and inode.
-
-    Not the mtime alone: npm sets every packaged file's mtime to one fixed date, so two codex
-    releases installed in turn can share it; an install always changes the ctime.
-    """
-    try:
-        real = os.path.realpath(path)
-        info = os.stat(real)
-    except (OSError, ValueError):
-        return None
-    return (real, info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
-
 
 @dataclass(frozen=True, slots=True)
 class _WarmCodex:
@@ -102,7 +90,7 @@ class _WarmCodex:
     stamps: tuple[Stamp, ...]
 
     def fresh(self) -> bool:
-        return tuple(_stamp(f) for f in self.files) == self.stamps
+        return tuple(stamp(f) for f in self.files) == self.stamps
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +236,7 @@ class Client:
         self._env = dict(os.environ if env is None else env)
         # Made absolute once: a later chdir must not move the home the login is judged in.
         self._home = codex_home_path(self._env, codex_home)
+        self._cache = _facts.cache_dir(self._env)
         given = codex_home is not None and os.fspath(codex_home) != ""
         self._codex_home: Path | None = self._home if given else None
         if not given and self._env.get("CODEX_HOME"):
@@ -535,12 +524,23 @@ class Client:
         found = locate(self._codex, env=self._env)
         manifest = found.path.parent.parent / "codex-package.json"
         files = tuple(dict.fromkeys(str(p) for p in (found.found, *found.argv, manifest)))
-        stamps = tuple(_stamp(f) for f in files)  # before the probe: a change during it shows
-        version = manifest_version(found) or probe_version(
-            found, timeout_s=_left(deadline), stop=stop
-        )
-        skip = skippable_features(found, timeout_s=_left(deadline), stop=stop)
-        warm = _WarmCodex(found, version, skip, files, stamps)
+        stamps = tuple(stamp(f) for f in files)  # before the probes: a change during them shows
+        # What a probe learns is kept on disk per binary too: the next process need not ask.
+        binary = tuple(stamp(f) for f in found.argv)
+        kept = _facts.load(self._cache, binary)
+        version = manifest_version(found)
+        if version is None and kept.version is not None:
+            version = parse_version(f"codex-cli {kept.version}")
+        learned = kept
+        if version is None:
+            version = probe_version(found, timeout_s=_left(deadline), stop=stop)
+            learned = replace(learned, version=str(version))
+        if kept.features is None:
+            features = known_features(found, timeout_s=_left(deadline), stop=stop)
+            learned = replace(learned, features=features)
+        if learned != kept:
+            _facts.save(self._cache, binary, learned)
+        warm = _WarmCodex(found, version, skippable(learned.features), files, stamps)
         if None not in stamps[:-1]:  # no manifest (stamp None) is a state too
             self._warm_codex = warm
         return warm
@@ -557,7 +557,7 @@ class Client:
         with self._state_lock:
             epoch = self._login_epoch
             warm = self._warm_login
-        key = (codex.argv, version.release, *(_stamp(f) for f in files))
+        key = (codex.argv, version.release, *(stamp(f) for f in files))
         if warm is not None and warm.key == key:
             return warm.verdict
         verdict = check_login(

@@ -682,21 +682,32 @@ def run_features_list(
         )
 
 
-def skippable_features(
+def known_features(
     codex: Codex, *, timeout_s: float = VERSION_PROBE_TIMEOUT_S, stop: threading.Event | None = None
-) -> tuple[str, ...]:
-    """Which of :data:`SKIPPABLE_FEATURES` this codex knows, so ``--disable`` can name them:
-    codex refuses a flag it does not know ("Unknown feature flag"), so it is asked, never
-    guessed. Run with an empty throwaway home: the names do not depend on the configuration.
-    Nothing (skip nothing) when it cannot be asked."""
+) -> tuple[str, ...] | None:
+    """Every feature name this codex lists, asked in an empty throwaway home (the names do not
+    depend on the configuration); None when it cannot be asked."""
     try:
         returncode, out, _ = run_features_list(codex, timeout_s=timeout_s, stop=stop)
     except (OSError, subprocess.TimeoutExpired):
-        return ()
+        return None
     if returncode != 0:
-        return ()
-    known = parse_features(out.decode("utf-8", "replace"))
-    return tuple(name for name in SKIPPABLE_FEATURES if name in known)
+        return None
+    return tuple(parse_features(out.decode("utf-8", "replace"))) or None
+
+
+def skippable(known: Sequence[str] | None) -> tuple[str, ...]:
+    """Which of :data:`SKIPPABLE_FEATURES` a codex knowing ``known`` has, so ``--disable`` can
+    name them: codex refuses a flag it does not know ("Unknown feature flag"), so it is asked,
+    never guessed. Nothing (skip nothing) when it could not be asked."""
+    return () if known is None else tuple(name for name in SKIPPABLE_FEATURES if name in known)
+
+
+def skippable_features(
+    codex: Codex, *, timeout_s: float = VERSION_PROBE_TIMEOUT_S, stop: threading.Event | None = None
+) -> tuple[str, ...]:
+    """:func:`skippable` of what this codex lists now."""
+    return skippable(known_features(codex, timeout_s=timeout_s, stop=stop))
 
 
 def manifest_version(codex: Codex) -> CodexVersion | None:

@@ -43,7 +43,8 @@ def watchdog_started() -> None:
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test gets an empty HOME and CODEX_HOME: nothing can reach the real ~/.codex."""
+    """Every test gets an empty HOME, CODEX_HOME and cache folder: nothing can reach the real
+    ~/.codex, and no test sees what another learned about a codex binary."""
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     codex_home = tmp_path / "codex-home"
@@ -52,6 +53,7 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("USERPROFILE", str(home))
     monkeypatch.setenv("CODEX_HOME", str(codex_home))
     monkeypatch.setenv("CODEX_IMAGE_NPM_CACHE", str(NPM_CACHE))
+    monkeypatch.setenv("CODEX_IMAGE_CACHE_DIR", str(tmp_path / "cache"))
     for name in _CALLER_ENV:
         monkeypatch.delenv(name, raising=False)
     return home

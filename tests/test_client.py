@@ -123,6 +123,43 @@ def test_a_replaced_codex_is_found_and_probed_again(fake_codex: FakeCodex, out: 
     assert version_probes(fake_codex) == 2
 
 
+def feature_lists(fake: FakeCodex) -> int:
+    return sum(1 for call in fake.calls if call.argv[-2:] == ["features", "list"])
+
+
+def test_a_new_client_asks_codex_nothing_an_earlier_process_learned(
+    fake_codex: FakeCodex, out: Path, tmp_path: Path
+) -> None:
+    """The version and feature names are kept on disk per binary: a command-line call (a new
+    process, a new client) starts codex's turn without spawning codex to ask them again."""
+    with Client(timeout=30) as client:
+        client.generate(ImageRequest("a fox", output=out))
+    assert version_probes(fake_codex) == 1 and feature_lists(fake_codex) == 1
+    (entry,) = (tmp_path / "cache" / "binaries").iterdir()
+    with Client(timeout=30) as client:
+        client.generate(ImageRequest("a hen", output=out))
+    assert version_probes(fake_codex) == 1 and feature_lists(fake_codex) == 1
+    assert "--disable=plugins" in fake_codex.exec_calls[-1].argv  # from the kept names
+    entry.write_text("{not json", "utf-8")  # a damaged entry is asked again, then rewritten
+    with Client(timeout=30) as client:
+        client.generate(ImageRequest("a cat", output=out))
+    assert version_probes(fake_codex) == 2 and feature_lists(fake_codex) == 2
+    assert json.loads(entry.read_text("utf-8"))["version"] == "0.169.0"
+
+
+def test_an_unwritable_cache_costs_only_the_questions(
+    fake_codex: FakeCodex, out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder would be", "utf-8")
+    monkeypatch.setenv("CODEX_IMAGE_CACHE_DIR", str(blocked))
+    for prompt in ("a fox", "a hen"):
+        with Client(timeout=30) as client:
+            assert png_ok(client.generate(ImageRequest(prompt, output=out)).path.read_bytes())
+    assert version_probes(fake_codex) == 2 and feature_lists(fake_codex) == 2
+    assert blocked.read_text("utf-8") == "a file where the cache folder would be"
+
+
 def test_concurrency_is_shared_by_every_call_of_a_client(fake_codex: FakeCodex, out: Path) -> None:
     """Single calls and a batch of one client together never run more than its limit."""
     fake_codex.configure("success", delay=0.6)

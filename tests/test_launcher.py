@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from codex_cli_image import LaunchError, _proc, launcher, locate, probe_version
+from codex_cli_image import LaunchError, _facts, _proc, launcher, locate, probe_version
 from codex_cli_image.launcher import CodexVersion, _Platform, manifest_version, parse_version
 from codex_cli_image.testing import FakeCodex
 
@@ -551,3 +551,39 @@ def test_a_client_on_an_npm_install_spawns_no_version_probe(
     assert result.codex_version == "0.169.0"
     assert ["--version"] not in [call.argv for call in native.calls]
     assert [call.argv for call in native.calls][0] == ["features", "list"]  # what to skip
+
+
+@pytest.mark.parametrize(
+    ("platform", "env", "expected"),
+    [
+        ("linux", {"HOME": "/home/u"}, "/home/u/.cache/codex-cli-image"),
+        ("linux", {"HOME": "/home/u", "XDG_CACHE_HOME": "/xdg"}, "/xdg/codex-cli-image"),
+        ("linux", {"HOME": "/home/u", "XDG_CACHE_HOME": "rel"}, "/home/u/.cache/codex-cli-image"),
+        ("darwin", {"HOME": "/Users/u"}, "/Users/u/Library/Caches/codex-cli-image"),
+        (
+            "win32",
+            {"LOCALAPPDATA": "C:/Users/u/AppData/Local"},
+            "C:/Users/u/AppData/Local/codex-cli-image/Cache",
+        ),  # fmt: skip
+        ("linux", {"HOME": "/home/u", "CODEX_IMAGE_CACHE_DIR": "/mine"}, "/mine"),
+        ("linux", {}, None),
+        ("win32", {}, None),
+    ],
+)
+def test_where_facts_about_codex_binaries_are_kept(
+    platform: str, env: dict[str, str], expected: str | None
+) -> None:
+    found = _facts.cache_dir(env, platform)
+    assert (None if found is None else found.as_posix()) == expected
+
+
+def test_kept_facts_belong_to_one_binary(tmp_path: Path) -> None:
+    binary = tmp_path / "codex"
+    binary.write_bytes(b"one")
+    stamps = (_facts.stamp(binary),)
+    _facts.save(tmp_path / "cache", stamps, _facts.Facts("0.169.0", ("plugins", "apps")))
+    assert _facts.load(tmp_path / "cache", stamps) == _facts.Facts("0.169.0", ("plugins", "apps"))
+    binary.write_bytes(b"two, a reinstall")  # new size and times: another binary
+    assert _facts.load(tmp_path / "cache", (_facts.stamp(binary),)) == _facts.Facts()
+    assert _facts.load(tmp_path / "cache", (None,)) == _facts.Facts()  # an unreadable file
+    assert not list((tmp_path / "cache").rglob(".tmp-*"))  # written whole, no temporary left
