@@ -1,9 +1,10 @@
 """``generate`` and ``agenerate``: one prompt in, one verified PNG out (or a sorted error).
 
-The async function does the work; the sync one runs it on an event loop in a worker thread
-(anyio's blocking portal), so it also works inside a thread that already runs a loop (notebooks,
-async apps). Ctrl-C or cancellation ends codex's whole process tree and removes every temporary
-file before the exception propagates.
+The async function does the work; the sync one runs it on an event loop: right in the main
+thread of a POSIX process that runs none, else in a worker thread (anyio's blocking portal), so
+it also works inside a thread that already runs a loop (notebooks, async apps). Ctrl-C or
+cancellation ends codex's whole process tree and removes every temporary file before the
+exception propagates.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import hashlib
 import logging
 import os
 import random
+import signal
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -23,8 +26,9 @@ from pathlib import Path
 from typing import TypeVar
 
 import anyio
-from anyio.from_thread import start_blocking_portal
 
+from ._interrupts import acting_as_ctrl_c
+from ._tasks import beside
 from .errors import InputError, TransientError
 from .fit import fit_png, require_pillow
 from .launcher import Codex, CodexVersion
@@ -491,9 +495,10 @@ def generate(
 ) -> ImageResult:
     """The blocking twin of :func:`agenerate`: same arguments, same result, same errors.
 
-    Runs on its own event loop in a worker thread, so it is safe from any thread, including one
-    that already runs an event loop. Ctrl-C cancels the run and ends codex's process tree before
-    ``KeyboardInterrupt`` propagates. ``on_progress`` is called from that worker thread.
+    Runs on its own event loop (see :func:`run_blocking`), so it is safe from any thread,
+    including one that already runs an event loop. Ctrl-C cancels the run and ends codex's
+    process tree before ``KeyboardInterrupt`` propagates. ``on_progress`` is called from the
+    thread that runs the loop (this one, or a worker thread).
     """
     from .client import Client
 
@@ -508,8 +513,80 @@ def generate(
 
 
 def run_blocking(call: Callable[[], Awaitable[T]]) -> T:
-    """Run ``call`` on its own event loop in a worker thread; Ctrl-C cancels it and waits for
-    its clean-up (codex's process trees ended, temporary files removed) before propagating."""
+    """Run ``call`` on its own event loop; Ctrl-C cancels it and waits for its clean-up (codex's
+    process trees ended, temporary files removed) before ``KeyboardInterrupt`` propagates.
+
+    In the main thread of a POSIX process with no event loop running, the loop runs right here
+    and takes over the signals that would raise KeyboardInterrupt anyway (SIGINT, and those a
+    command line handles with :func:`~codex_cli_image._interrupts.interrupt`): a signal then
+    cancels the call cleanly. Elsewhere (other threads, a running loop, Windows) it runs in a
+    worker thread through anyio's blocking portal, and Ctrl-C is caught while waiting for it.
+    """
+    signums = acting_as_ctrl_c()
+    if signums and not _in_async_context():
+        return _run_here(call, signums)
+    return _run_in_worker(call)
+
+
+def _in_async_context() -> bool:
+    """True inside a running asyncio or trio loop (its signal handling must not be touched)."""
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+        return True
+    except RuntimeError:
+        pass
+    trio = sys.modules.get("trio")
+    if trio is None:
+        return False
+    try:
+        trio.lowlevel.current_trio_token()
+        return True
+    except RuntimeError:
+        return False
+
+
+def _run_here(call: Callable[[], Awaitable[T]], signums: tuple[signal.Signals, ...]) -> T:
+    previous = {signum: signal.getsignal(signum) for signum in signums}
+    try:
+        return anyio.run(_interruptible, call, signums)
+    finally:  # the loop leaves SIGINT at Python's default and the others at the system's
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+async def _interruptible(
+    call: Callable[[], Awaitable[T]], signums: tuple[signal.Signals, ...]
+) -> T:
+    """``call()``, cancelled by the first of ``signums``; then KeyboardInterrupt, once the
+    call's clean-up is done (later signals while it runs are only logged)."""
+    interrupted = False
+
+    async def watch(scope: anyio.CancelScope) -> None:
+        nonlocal interrupted
+        with anyio.open_signal_receiver(*signums) as received:
+            async for _ in received:
+                if interrupted:
+                    log.warning("still stopping codex; it will be gone in a moment")
+                else:
+                    interrupted = True
+                    scope.cancel()
+
+    try:
+        done = await beside(call, watch)
+    except Exception:
+        if interrupted:  # a failure of the cancelled call, e.g. "stopped": the user stopped it
+            raise KeyboardInterrupt from None
+        raise
+    if done is None:
+        raise KeyboardInterrupt
+    return done[0]
+
+
+def _run_in_worker(call: Callable[[], Awaitable[T]]) -> T:
+    from anyio.from_thread import start_blocking_portal  # not needed on the main-thread path
+
     finished = threading.Event()
 
     async def tracked() -> T:

@@ -54,17 +54,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _interrupt_on_termination() -> dict[int, Any]:
     """Treat SIGTERM and SIGHUP (terminal closed) like Ctrl-C: codex runs in its own session, so
-    only we can end its tree, and dying without clean-up would leave it running."""
+    only we can end its tree, and dying without clean-up would leave it running. A signal the
+    caller ignores (``nohup``) stays ignored."""
     if threading.current_thread() is not threading.main_thread():
         return {}
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+    from ._interrupts import interrupt
 
     previous: dict[int, Any] = {}
     for name in ("SIGTERM", "SIGHUP"):
         signum = getattr(signal, name, None)
-        if signum is not None:
+        if signum is not None and signal.getsignal(signum) is not signal.SIG_IGN:
             previous[signum] = signal.signal(signum, interrupt)
     return previous
 

@@ -322,8 +322,9 @@ class Client:
         retries: int | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> ImageResult:
-        """The blocking twin of :meth:`agenerate`, safe from any thread (its own event loop in a
-        worker thread); Ctrl-C ends codex's tree before ``KeyboardInterrupt`` propagates."""
+        """The blocking twin of :meth:`agenerate`, safe from any thread (its own event loop, in
+        this thread or a worker's); Ctrl-C ends codex's tree before ``KeyboardInterrupt``
+        propagates."""
         request = _as_request(request)
         request.check()
         call = partial(self.agenerate, request, timeout=timeout, retries=retries,

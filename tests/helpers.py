@@ -62,10 +62,12 @@ def survivors(fake: FakeCodex) -> list[int]:
 
 
 def default_sigint() -> None:
-    """``preexec_fn`` for a child that a test sends SIGINT: start it with SIGINT at its default
-    disposition. A suite started as a background job (``cmd &``, nohup, many CI agents) inherits
-    SIGINT as ignored, which Python and our CLI rightly keep; the test means a Ctrl-C."""
+    """``preexec_fn`` for a child that a test sends SIGINT or SIGHUP: start it with both at their
+    default disposition. A suite started as a background job (``cmd &``, nohup, many CI agents)
+    inherits SIGINT (nohup: SIGHUP) as ignored, which Python and our CLI rightly keep; the test
+    means a Ctrl-C, a closed terminal."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 # What each refusal of the images endpoint (codex_cli_image.testing.backend.image_refusal) must

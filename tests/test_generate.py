@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -437,6 +438,65 @@ def test_sync_api_inside_a_running_event_loop(fake_codex: FakeCodex, out: Path) 
         return generate("a fox", output=out / "a.png", timeout=30)
 
     assert anyio.run(main).path.exists()
+
+
+def test_the_loop_runs_in_the_calling_main_thread_and_elsewhere_in_a_worker(
+    fake_codex: FakeCodex, out: Path
+) -> None:
+    """The command line's path (main thread, no loop running) needs no worker thread and no
+    portal; any other thread still gets one, so the call never touches its signals."""
+    fake_codex.configure("success")
+    threads: dict[str, set[str]] = {"main": set(), "worker": set()}
+
+    def call(who: str) -> None:
+        def seen(progress: Progress) -> None:
+            threads[who].add(threading.current_thread().name)
+
+        generate("a fox", output=out, timeout=30, on_progress=seen)
+
+    call("main")
+    worker = threading.Thread(target=call, args=("worker",), name="caller")
+    worker.start()
+    worker.join(60)
+    assert threads["main"] == {threading.main_thread().name}
+    assert threads["worker"] and "caller" not in threads["worker"]
+
+
+def test_ctrl_c_in_the_main_thread_ends_the_tree_before_keyboard_interrupt(
+    fake_codex: FakeCodex, out: Path, private_tmp: Path
+) -> None:
+    # Python's own Ctrl-C handler, whatever the suite inherited (a background job ignores it).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    fake_codex.configure("grandchild")
+    timer = threading.Timer(0, lambda: None)
+
+    def ctrl_c(progress: Progress) -> None:
+        nonlocal timer
+        if progress.phase == "thread_started":
+            timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+            timer.start()
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            generate("a fox", output=out, timeout=30, on_progress=ctrl_c)
+    finally:
+        timer.join(5)
+        signal.signal(signal.SIGINT, previous)
+    assert survivors(fake_codex) == [] and list(private_tmp.iterdir()) == []
+    assert list(out.iterdir()) == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back as it was
+
+
+def test_the_cli_imports_no_blocking_portal(fake_codex: FakeCodex, out: Path) -> None:
+    fake_codex.configure("success")
+    script = (
+        "import sys\nfrom codex_cli_image.cli import main\n"
+        f"code = main(['generate', 'a fox', '-o', {str(out)!r}, '-q'])\n"
+        "print(code, 'anyio.from_thread' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.stdout.splitlines()[-1] == "0 False", done.stderr
 
 
 # --- input, preflight, delivery --------------------------------------------------------------

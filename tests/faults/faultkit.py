@@ -25,13 +25,14 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import stat
 import subprocess
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -239,10 +240,19 @@ class Guard:
         """``codex-image ARGS`` started in the background; see :class:`RunningCli`."""
         return self.start(self.cli_argv(*args))
 
-    def start(self, argv: list[str], *, stdin: bool = False) -> RunningCli:
+    def start(
+        self, argv: list[str], *, stdin: bool = False, ignoring: Sequence[int] = ()
+    ) -> RunningCli:
         """Any host of our code (the CLI, a Python program) started in the background;
-        ``stdin``: a pipe to write to (else it reads nothing)."""
+        ``stdin``: a pipe to write to (else it reads nothing); ``ignoring``: signals it starts
+        with ignored (as ``nohup`` leaves SIGHUP)."""
         self._count_run()
+
+        def prepare() -> None:
+            default_sigint()
+            for signum in ignoring:
+                signal.signal(signum, signal.SIG_IGN)
+
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
@@ -250,7 +260,7 @@ class Guard:
             stderr=subprocess.PIPE,
             text=True,
             env=dict(os.environ),
-            preexec_fn=default_sigint,
+            preexec_fn=prepare,
         )
         return RunningCli(proc, self)
 

@@ -1,4 +1,4 @@
-"""SIGINT and SIGTERM to our CLI at each stage of a run: while `codex --version` is probed,
+"""SIGINT, SIGTERM and SIGHUP to our CLI at each stage of a run: while `codex --version` is probed,
 while codex works (with a helper), while it writes the image, and while a codex that ignores
 SIGTERM is being stopped after the image. Each time: exit 130 soon, "interrupted" and no
 traceback, codex's whole tree ended, the user's file at the output path intact."""
@@ -47,7 +47,9 @@ STAGES = {
 
 
 @pytest.mark.parametrize("stage", list(STAGES))
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["SIGINT", "SIGTERM", "SIGHUP"]
+)
 def test_signal_to_the_cli(guard: Guard, sig: signal.Signals, stage: str) -> None:
     options, reached = STAGES[stage]
     scenario = "hang_after_image" if stage == "stopping" else "success"
@@ -69,3 +71,21 @@ def test_signal_to_the_cli(guard: Guard, sig: signal.Signals, stage: str) -> Non
         (copy,) = guard.fake.generated_images()  # the image is not lost: codex's copy stays
         assert copy.read_bytes()
     guard.verify()  # no delivery: the user's file at the output path is untouched
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGINT], ids=["SIGHUP", "SIGINT"])
+def test_a_signal_the_caller_ignores_stays_ignored(guard: Guard, sig: signal.Signals) -> None:
+    """``nohup codex-image ...`` (SIGHUP ignored), or a background job (SIGINT ignored): a
+    closed terminal or a Ctrl-C meant for the foreground does not stop the image."""
+    guard.fake.configure("success", delay=1.5)
+    running = guard.start(
+        guard.cli_argv("generate", "a lighthouse", "-o", str(guard.target), "--overwrite",
+                       "--events"),
+        ignoring=[sig],
+    )  # fmt: skip
+    running.wait_for_event("thread_started")
+    running.proc.send_signal(sig)
+    code, out, err = running.finish()
+    assert code == 0, err
+    assert out.strip() == str(guard.target) and "interrupted" not in err
+    guard.verify(delivered=[guard.target])
