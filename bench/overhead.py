@@ -47,7 +47,9 @@ def run(lab: Lab, repeat: int = REPEAT) -> Section:
         "flags our runner passes but without --disable plugins --disable apps. Bare codex waits "
         "for its closing model turn (instant at the mock); ours stops codex once the PNG is "
         "verified. 'PNG on disk' is the earliest any wrapper could have the image; 'first "
-        "model request' is when codex asked /responses for the turn, from the process start."
+        "model request' is when codex asked /responses for the turn, from the process start. "
+        "Ours starts with what the unmeasured first run learned of the binary (its feature "
+        "names, kept in the cache folder), as every call after a user's first does."
     )
     section.raw = raw
     return section
