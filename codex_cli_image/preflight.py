@@ -712,7 +712,7 @@ def _check_home(
     store = effective.get("cli_auth_credentials_store") if config_error is None else None
     status: LoginStatus | None = None
     if store == "keyring" or (store == "auto" and auth is None and auth_error is None):
-        status = _login_status(home, env, codex, timeout_s, stop)
+        status = _login_status(home, env, codex, timeout_s, stop, store)
     return assess(
         auth=auth,
         config=config,
@@ -838,14 +838,19 @@ def _login_status(
     codex: Codex | None,
     timeout_s: float,
     stop: threading.Event | None,
+    store: str,
 ) -> LoginStatus:
-    """Ask codex; its answer (stderr) can show part of an API key, so only the parse leaves here."""
+    """Ask codex; its answer (stderr) can show part of an API key, so only the parse leaves here.
+
+    The credential store is passed as an override: ``login status`` takes no ``--profile``, so
+    a store set only in the profile would otherwise not be the one codex looks in.
+    """
     from .launcher import locate
 
     codex = codex or locate(env=env)
     try:
         returncode, _, err = _proc.run_bounded(
-            codex.command("login", "status"),
+            codex.command("-c", f'cli_auth_credentials_store="{store}"', "login", "status"),
             env={**codex.env, "CODEX_HOME": str(home)},
             timeout_s=timeout_s,
             stop=stop,

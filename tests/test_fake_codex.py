@@ -565,12 +565,37 @@ def test_login_status(fake: FakeCodex, auth: Any, forced: str | None, code: int,
         target.write_text(json.dumps(auth))
     elif isinstance(auth, str):
         target.write_text(auth)
+    if forced is not None:
+        (fake.codex_home / "config.toml").write_text('cli_auth_credentials_store = "keyring"\n')
     fake.configure("success", login=forced)
     proc = subprocess.run(
         [str(fake.path), "login", "status"], capture_output=True, text=True, env=fake.env()
     )
     assert proc.returncode == code
     assert proc.stdout == "" and text in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("store", "override", "expected"),
+    [
+        ("keyring", None, "Logged in using ChatGPT"),  # the keyring's login
+        ("file", None, "Not logged in"),  # the file store never looks in the keyring
+        ("file", "keyring", "Logged in using ChatGPT"),  # -c beats config.toml, as in codex
+        ("keyring", "file", "Not logged in"),
+    ],
+)
+def test_login_status_looks_where_the_store_says(
+    fake: FakeCodex, store: str, override: str | None, expected: str
+) -> None:
+    (fake.codex_home / "auth.json").unlink()
+    (fake.codex_home / "config.toml").write_text(f'cli_auth_credentials_store = "{store}"\n')
+    fake.configure("success", login="chatgpt")
+    options = [] if override is None else ["-c", f'cli_auth_credentials_store="{override}"']
+    proc = subprocess.run(
+        [str(fake.path), *options, "login", "status"], capture_output=True, text=True,
+        env=fake.env(),
+    )  # fmt: skip
+    assert expected in proc.stderr
 
 
 def test_secrets_are_recorded_by_presence_only(fake: FakeCodex) -> None:

@@ -101,6 +101,23 @@ def test_a_changed_profile_file_is_read_again(fake_codex: FakeCodex, out: Path) 
     assert len(fake_codex.exec_calls) == 1
 
 
+def test_a_keyring_store_set_only_by_the_profile_is_where_codex_is_asked(
+    fake_codex: FakeCodex, out: Path
+) -> None:
+    """Regression guard (review): `login status` takes no --profile, so it looked in the file
+    store that config.toml implies and a keyring login of the profile read as signed out."""
+    (fake_codex.codex_home / "auth.json").unlink()
+    write(fake_codex, "config.toml", "")
+    write(fake_codex, "work.config.toml", 'cli_auth_credentials_store = "keyring"\n')
+    fake_codex.configure("success", login="chatgpt")  # what the keyring holds
+    assert generate("a fox", output=out, profile="work").path.is_file()
+    (status,) = [c.argv for c in fake_codex.calls if c.argv[-2:] == ["login", "status"]]
+    assert status == ["-c", 'cli_auth_credentials_store="keyring"', "login", "status"]
+    with pytest.raises(AuthError) as info:
+        generate("a fox", output=out)  # without the profile: the file store, no auth.json
+    assert info.value.reason == "not_signed_in"
+
+
 def test_doctor_checks_the_profile(fake_codex: FakeCodex) -> None:
     assert not doctor(profile="work").ok  # no work.config.toml
     write(fake_codex, "work.config.toml", "[features]\nimage_generation = false\n")

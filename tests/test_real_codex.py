@@ -62,10 +62,12 @@ def test_doctor_cli_with_the_npm_shim_and_a_gui_path(real_codex_shim: Path, tmp_
     [None, chatgpt_auth(), chatgpt_auth(auth_mode=None, api_key="sk-test-not-real")],
     ids=["signed-out", "chatgpt", "api-key"],
 )
+@pytest.mark.parametrize("store", [None, "file"], ids=["as-configured", "store-override"])
 def test_fake_login_status_matches_the_real_one(
-    real_codex_shim: Path, tmp_path: Path, auth: dict[str, object] | None
+    real_codex_shim: Path, tmp_path: Path, auth: dict[str, object] | None, store: str | None
 ) -> None:
-    """Keeps the fake honest: same exit code, same first line, same stream as the real CLI."""
+    """Keeps the fake honest: same exit code, same first line, same stream as the real CLI;
+    also with the store given as ``-c`` before the command, as our preflight asks."""
     codex = locate(real_codex_shim)
     fake = FakeCodex(tmp_path / "fake", codex_home=tmp_path / "fake-home", login=None)
     real_home = tmp_path / "real-home"
@@ -73,12 +75,14 @@ def test_fake_login_status_matches_the_real_one(
     for home in (real_home, fake.codex_home):
         if auth is not None:
             (home / "auth.json").write_text(json.dumps(auth))
+    options = [] if store is None else ["-c", f'cli_auth_credentials_store="{store}"']
     answers = []
     for argv, home in ((codex.command(), real_home), ([str(fake.path)], fake.codex_home)):
         env = {**codex.env, "CODEX_HOME": str(home)}
         proc = subprocess.run(
-            offline([*argv, "login", "status"]), capture_output=True, text=True, env=env, timeout=60
-        )
+            offline([*argv, *options, "login", "status"]), capture_output=True, text=True,
+            env=env, timeout=60,
+        )  # fmt: skip
         answers.append((proc.returncode, proc.stdout, proc.stderr.replace(str(home), "<home>")))
     assert answers[0] == answers[1]
 

@@ -246,6 +246,8 @@ class Usage(Exception):
 class Fake:
     def __init__(self, argv: list[str]) -> None:
         self.argv = argv
+        self.overrides: list[str] = []
+        """Global ``-c key=value`` options, in order."""
         self.dir = Path(os.environ[DIR_ENV]) if os.environ.get(DIR_ENV) else None
         self.opts = self._load_options()
         self.record: dict[str, Any] = {
@@ -307,8 +309,13 @@ class Fake:
         if not args:
             raise Usage("the interactive TUI is not simulated by the fake codex")
         profile = None
-        if args[0] in ("-p", "--profile") and len(args) > 2:  # the global form: -p NAME command
-            profile, args = args[1], args[2:]
+        while len(args) > 2 and args[0] in ("-p", "--profile", "-c", "--config"):
+            # The global forms, before the command: -p NAME, -c key=value (as codex, any order).
+            if args[0] in ("-p", "--profile"):
+                profile = args[1]
+            else:
+                self.overrides.append(args[1])
+            args = args[2:]
         if args[0] in ("--version", "-V"):
             time.sleep(float(self.opts["version_delay"]))
             print(f"codex-cli {self.opts['version']}")
@@ -346,8 +353,13 @@ class Fake:
         return home
 
     def login_status(self) -> int:
-        answer = self.opts["login"]
+        store = self.credentials_store()
+        # The "login" option is what the OS keyring holds: codex looks there with the keyring
+        # store (only), with auto (first), never with the file store (the default).
+        answer = self.opts["login"] if store in ("keyring", "auto") else None
         masked = "***"
+        if answer is None and store == "keyring":
+            answer = "none"
         if answer is None:
             home = self.codex_home()
             if home is None:
@@ -371,6 +383,16 @@ class Fake:
         code, text = texts[answer]
         err(text)
         return code
+
+    def credentials_store(self) -> str:
+        """``cli_auth_credentials_store`` as codex resolves it: the last ``-c`` override, else
+        config.toml, else file."""
+        for override in reversed(self.overrides):
+            key, _, value = override.partition("=")
+            if key.strip() == "cli_auth_credentials_store":
+                return value.strip().strip('"')
+        store = self.config().get("cli_auth_credentials_store")
+        return store if isinstance(store, str) else "file"
 
     def config(self) -> dict[str, Any]:
         """config.toml as codex would read it (empty where tomllib is missing, before 3.11)."""
