@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -144,7 +144,7 @@ class _Runs:
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
-        self._count = 0
+        self._threads: Counter[int] = Counter()  # calls in flight by the thread of their loop
         self.closing = False
 
     def enter(self) -> None:
@@ -155,11 +155,12 @@ class _Runs:
                     reason="client_closed",
                     hint="Make a new Client, or keep this one open until its last call ends.",
                 )
-            self._count += 1
+            self._threads[threading.get_ident()] += 1
 
     def exit(self) -> None:
         with self._changed:
-            self._count -= 1
+            self._threads[threading.get_ident()] -= 1
+            self._threads += Counter()  # drop the zeros
             self._changed.notify_all()
 
     def close(self) -> bool:
@@ -171,11 +172,17 @@ class _Runs:
     @property
     def idle(self) -> bool:
         with self._changed:
-            return self._count == 0
+            return not self._threads
+
+    @property
+    def here(self) -> bool:
+        """True when calls are in flight on this thread's loop: they cannot end while it blocks."""
+        with self._changed:
+            return threading.get_ident() in self._threads
 
     def wait_idle(self, timeout_s: float) -> bool:
         with self._changed:
-            return self._changed.wait_for(lambda: self._count == 0, timeout_s)
+            return self._changed.wait_for(lambda: not self._threads, timeout_s)
 
     async def cancel_on_close(self, scope: anyio.CancelScope) -> None:
         # Polled: close() may come from any thread, and an anyio.Event belongs to one loop.
@@ -418,8 +425,14 @@ class Client:
 
     def close(self) -> None:
         """End every call in flight (codex trees ended, temporary files removed) and refuse new
-        ones. Returns once they are gone. From async code, use :meth:`aclose`."""
+        ones. Returns once they are gone. From async code, use :meth:`aclose`: called from the
+        thread whose loop runs calls of this client (a progress callback, a coroutine), it
+        cannot wait for them, so it only tells them to end and returns."""
         self._runs.close()
+        if self._runs.here:  # waiting would block the loop they need to end: a deadlock
+            log.warning("Client.close() from the loop of its calls: they end once it runs on; "
+                        "use `await client.aclose()`")  # fmt: skip
+            return
         if not self._runs.wait_idle(_CLOSE_WAIT_S):
             log.warning("calls of a closed Client were still ending after %g s", _CLOSE_WAIT_S)
 

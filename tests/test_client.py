@@ -238,6 +238,36 @@ def test_aclose_mid_run_ends_codex_and_removes_everything_before_it_returns(
     assert list(out.iterdir()) == []
 
 
+def test_a_sync_close_on_the_loop_of_its_calls_does_not_deadlock(
+    fake_codex: FakeCodex, out: Path, private_tmp: Path
+) -> None:
+    """Regression guard (review): close() waited for calls that needed the very loop it was
+    blocking, for a minute. Now it tells them to end and returns; they end as the loop runs."""
+    fake_codex.configure("grandchild")
+    errors: list[BaseException] = []
+
+    async def main() -> float:
+        client = Client(timeout=60)
+
+        async def one() -> None:
+            try:
+                await client.agenerate(ImageRequest("a fox", output=out))
+            except TransientError as error:
+                errors.append(error)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(one)
+            await anyio.to_thread.run_sync(_wait_for_codex, fake_codex, 1)
+            started = time.monotonic()
+            client.close()  # blocking, on purpose, from the calls' own loop
+            took = time.monotonic() - started
+        return took
+
+    assert anyio.run(main) < 5
+    assert [getattr(e, "reason", None) for e in errors] == ["cancelled"]
+    assert nothing_left(fake_codex, private_tmp) and list(out.iterdir()) == []
+
+
 def test_close_from_another_thread_ends_a_blocking_call(
     fake_codex: FakeCodex, out: Path, private_tmp: Path
 ) -> None:
