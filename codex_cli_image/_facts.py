@@ -44,7 +44,7 @@ def cache_dir(env: Mapping[str, str], platform: str = sys.platform) -> Path | No
     ``~/Library/Caches``, ``%LOCALAPPDATA%``); None when there is no home to put it in."""
     chosen = env.get(CACHE_ENV)
     if chosen:
-        return Path(chosen)
+        return Path(os.path.abspath(chosen))  # fixed now: a later chdir must not move it
     if platform == "win32":
         local = env.get("LOCALAPPDATA")
         return Path(local) / "codex-cli-image" / "Cache" if local else None
@@ -103,7 +103,7 @@ def save(directory: Path | None, stamps: Sequence[Stamp], facts: Facts) -> None:
             with os.fdopen(fd, "w", encoding="utf-8") as file:
                 json.dump(data, file)
             os.replace(tmp, target)
-        except OSError:
+        except BaseException:  # an interrupt too: no temporary file left behind
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise

@@ -319,8 +319,8 @@ def kill_group(pgid: int) -> None:
     members = []
     for proc in psutil.process_iter(["pid"]):
         with contextlib.suppress(psutil.Error, OSError):
-            if os.getpgid(proc.pid) == pgid and _alive(proc):
-                members.append(proc)
+            if proc.pid != pgid and os.getpgid(proc.pid) == pgid and _alive(proc):
+                members.append(proc)  # (a new leader that appeared meanwhile is not a member)
     for proc in members:
         with contextlib.suppress(psutil.Error):
             proc.kill()

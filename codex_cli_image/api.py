@@ -28,7 +28,6 @@ from typing import TypeVar
 import anyio
 
 from ._interrupts import acting_as_ctrl_c
-from ._tasks import beside
 from .errors import InputError, TransientError
 from .fit import fit_png, require_pillow
 from .launcher import Codex, CodexVersion
@@ -547,40 +546,71 @@ def _in_async_context() -> bool:
         return False
 
 
+class _Handlers:
+    """The signal handlers and wakeup fd the event loop replaces, to put back once it is done.
+
+    Put back with the signals blocked and SIGINT last: a signal arriving meanwhile is taken by
+    the restored handler (after the others are in place), never by the system default."""
+
+    def __init__(self, signums: tuple[signal.Signals, ...]) -> None:
+        self.signums = signums
+        self.handlers = {signum: signal.getsignal(signum) for signum in signums}
+        self.wakeup_fd = signal.set_wakeup_fd(-1)  # a host's (a GUI toolkit's), if any
+        signal.set_wakeup_fd(self.wakeup_fd)
+
+    def restore(self) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, self.signums)
+        try:
+            signal.set_wakeup_fd(self.wakeup_fd)
+            for signum in sorted(self.handlers, key=lambda s: s == signal.SIGINT):
+                signal.signal(signum, self.handlers[signum])
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, self.signums)
+
+
 def _run_here(call: Callable[[], Awaitable[T]], signums: tuple[signal.Signals, ...]) -> T:
-    previous = {signum: signal.getsignal(signum) for signum in signums}
+    handlers = _Handlers(signums)
     try:
-        return anyio.run(_interruptible, call, signums)
-    finally:  # the loop leaves SIGINT at Python's default and the others at the system's
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        return anyio.run(_interruptible, call, handlers)
+    finally:
+        handlers.restore()  # again, in case the loop failed before the coroutine restored them
 
 
-async def _interruptible(
-    call: Callable[[], Awaitable[T]], signums: tuple[signal.Signals, ...]
-) -> T:
-    """``call()``, cancelled by the first of ``signums``; then KeyboardInterrupt, once the
-    call's clean-up is done (later signals while it runs are only logged)."""
+async def _interruptible(call: Callable[[], Awaitable[T]], handlers: _Handlers) -> T:
+    """``call()``, cancelled by the first of the signals; then KeyboardInterrupt, once the
+    call's clean-up is done. The signals are received until then: later ones are only logged,
+    never left to a default that would kill the process mid-clean-up."""
     interrupted = False
-
-    async def watch(scope: anyio.CancelScope) -> None:
-        nonlocal interrupted
-        with anyio.open_signal_receiver(*signums) as received:
-            async for _ in received:
-                if interrupted:
-                    log.warning("still stopping codex; it will be gone in a moment")
-                else:
-                    interrupted = True
-                    scope.cancel()
-
+    work = anyio.CancelScope()
+    done: list[T] = []
+    failure: Exception | None = None
     try:
-        done = await beside(call, watch)
-    except Exception:
-        if interrupted:  # a failure of the cancelled call, e.g. "stopped": the user stopped it
-            raise KeyboardInterrupt from None
-        raise
-    if done is None:
-        raise KeyboardInterrupt
+        with anyio.open_signal_receiver(*handlers.signums) as received:
+
+            async def watch() -> None:
+                nonlocal interrupted
+                async for _ in received:
+                    if interrupted:
+                        log.warning("still stopping codex; it will be gone in a moment")
+                    else:
+                        interrupted = True
+                        work.cancel()
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(watch)
+                try:
+                    with work:
+                        done.append(await call())
+                except Exception as exc:  # as itself: out of the task group it would be grouped
+                    failure = exc
+                finally:
+                    tasks.cancel_scope.cancel()  # the call and its clean-up are over
+    finally:
+        handlers.restore()  # at once: leaving the receiver set them to the system's defaults
+    if interrupted:  # whatever the call made of its cancellation, the user stopped it
+        raise KeyboardInterrupt from None
+    if failure is not None:
+        raise failure
     return done[0]
 
 

@@ -6,11 +6,13 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import pytest
 
 from codex_cli_image import CodexImageError, runner
 from codex_cli_image import api as api_module
+from codex_cli_image._interrupts import interrupt
 from codex_cli_image.api import ImageResult, agenerate, generate
 from codex_cli_image.failures import SENTINEL
 from codex_cli_image.runner import Progress
@@ -440,6 +443,18 @@ def test_sync_api_inside_a_running_event_loop(fake_codex: FakeCodex, out: Path) 
     assert anyio.run(main).path.exists()
 
 
+@pytest.fixture
+def ctrl_c() -> Iterator[None]:
+    """Python's own Ctrl-C handler for the test, whatever the suite inherited (a background job
+    starts with SIGINT ignored, and then rightly no signal is taken over)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("ctrl_c")
 def test_the_loop_runs_in_the_calling_main_thread_and_elsewhere_in_a_worker(
     fake_codex: FakeCodex, out: Path
 ) -> None:
@@ -462,15 +477,14 @@ def test_the_loop_runs_in_the_calling_main_thread_and_elsewhere_in_a_worker(
     assert threads["worker"] and "caller" not in threads["worker"]
 
 
+@pytest.mark.usefixtures("ctrl_c")
 def test_ctrl_c_in_the_main_thread_ends_the_tree_before_keyboard_interrupt(
     fake_codex: FakeCodex, out: Path, private_tmp: Path
 ) -> None:
-    # Python's own Ctrl-C handler, whatever the suite inherited (a background job ignores it).
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     fake_codex.configure("grandchild")
     timer = threading.Timer(0, lambda: None)
 
-    def ctrl_c(progress: Progress) -> None:
+    def press(progress: Progress) -> None:
         nonlocal timer
         if progress.phase == "thread_started":
             timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
@@ -478,13 +492,32 @@ def test_ctrl_c_in_the_main_thread_ends_the_tree_before_keyboard_interrupt(
 
     try:
         with pytest.raises(KeyboardInterrupt):
-            generate("a fox", output=out, timeout=30, on_progress=ctrl_c)
+            generate("a fox", output=out, timeout=30, on_progress=press)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         timer.join(5)
-        signal.signal(signal.SIGINT, previous)
     assert survivors(fake_codex) == [] and list(private_tmp.iterdir()) == []
     assert list(out.iterdir()) == []
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back as it was
+
+
+@pytest.mark.usefixtures("ctrl_c")
+def test_the_hosts_handlers_and_wakeup_fd_are_put_back(fake_codex: FakeCodex, out: Path) -> None:
+    """The loop replaces them while it runs (asyncio leaves SIGTERM at the system default and
+    no wakeup fd): a host's SIGTERM handler and its toolkit's wakeup fd must survive a call."""
+    fake_codex.configure("success")
+    mine, theirs = socket.socketpair()
+    mine.setblocking(False)
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    old_fd = signal.set_wakeup_fd(mine.fileno())
+    try:
+        generate("a fox", output=out, timeout=30)
+        assert signal.getsignal(signal.SIGTERM) is interrupt
+        assert signal.set_wakeup_fd(old_fd) == mine.fileno()
+    finally:
+        signal.set_wakeup_fd(old_fd)
+        signal.signal(signal.SIGTERM, previous)
+        mine.close()
+        theirs.close()
 
 
 def test_the_cli_imports_no_blocking_portal(fake_codex: FakeCodex, out: Path) -> None:

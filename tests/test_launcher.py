@@ -566,6 +566,7 @@ def test_a_client_on_an_npm_install_spawns_no_version_probe(
             "C:/Users/u/AppData/Local/codex-cli-image/Cache",
         ),  # fmt: skip
         ("linux", {"HOME": "/home/u", "CODEX_IMAGE_CACHE_DIR": "/mine"}, "/mine"),
+        ("linux", {"CODEX_IMAGE_CACHE_DIR": "rel"}, f"{Path.cwd().as_posix()}/rel"),
         ("linux", {}, None),
         ("win32", {}, None),
     ],
