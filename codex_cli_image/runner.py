@@ -428,8 +428,8 @@ async def _stop(process: anyio.abc.Process, job: _proc.ProcessJob) -> None:
     try:
         if process.returncode is None:
             await anyio.to_thread.run_sync(_proc.kill_tree, process.pid)
-        else:  # reaped by now: helpers codex left behind in its group
-            _proc.kill_group(process.pid)
+        else:  # reaped by now: helpers codex left behind in its group (a table scan, if any)
+            await anyio.to_thread.run_sync(_proc.kill_group, process.pid)
     finally:
         job.close()
     with anyio.move_on_after(5):
