@@ -703,13 +703,6 @@ def skippable(known: Sequence[str] | None) -> tuple[str, ...]:
     return () if known is None else tuple(name for name in SKIPPABLE_FEATURES if name in known)
 
 
-def skippable_features(
-    codex: Codex, *, timeout_s: float = VERSION_PROBE_TIMEOUT_S, stop: threading.Event | None = None
-) -> tuple[str, ...]:
-    """:func:`skippable` of what this codex lists now."""
-    return skippable(known_features(codex, timeout_s=timeout_s, stop=stop))
-
-
 def manifest_version(codex: Codex) -> CodexVersion | None:
     """The version in the npm package's ``codex-package.json`` (layout 1, since 0.142), when
     the native binary run is that manifest's entry point: no process needed. None otherwise

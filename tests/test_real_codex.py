@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from codex_cli_image import InputError, locate, probe_version
-from codex_cli_image.launcher import manifest_version, parse_features, skippable_features
+from codex_cli_image.launcher import known_features, manifest_version, parse_features, skippable
 from codex_cli_image.preflight import check_login, check_profile_name, profile_problem
 from codex_cli_image.testing import FakeCodex, chatgpt_auth, realcodex
 
@@ -305,7 +305,7 @@ def test_the_skippable_features_are_known_to_every_release(version: str, tmp_pat
     except (realcodex.NpmUnavailable, subprocess.CalledProcessError, OSError) as exc:
         pytest.skip(f"real codex {version} is not installable here: {exc}")
     codex = locate(shim)
-    assert skippable_features(codex) == ("plugins", "apps")
+    assert skippable(known_features(codex)) == ("plugins", "apps")
     fake = FakeCodex(tmp_path / "fake", codex_home=tmp_path / "home")
     argv = ["exec", "--disable", "no_such_feature", "--skip-git-repo-check", "-"]
     runs = [
