@@ -35,12 +35,15 @@ ROUND: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
 RUNS = 50
 # Bounds for 50 runs after a warm-up round. The runs leave nothing behind, so descriptors and
 # threads return exactly to where they were; memory may move a little with the allocator and
-# caches. Traced growth measured 16-19 KB, quiet and beside a full suite, once psutil's table of
-# every process on the machine is left out (see _NOT_OURS: beside a full suite it added 55 KB).
-# The leak this guards against (a per-thread cache, 1.7 KB a run) grew 85 KB over 50 runs, so
-# 48 KB catches a leak of 1 KB a run with room to spare.
+# caches. Traced growth measured 16-19 KB over 50 runs, quiet and beside a full suite, once
+# psutil's table of every process on the machine is left out (see _NOT_OURS). A leak grows in
+# every run, so it is judged on each half of the runs: now and then one half takes a one-time
+# allocation of 50-60 KB (seen twice in some ten runs beside other tests, never alone), which is
+# not a leak and does not come back in the other half. The leak this guards against (a
+# per-thread cache, 1.7 KB a run) grows 42 KB in each half, so 24 KB per half catches a leak of
+# 1 KB a run.
 RSS_GROWTH_MAX = 8 * 1024 * 1024
-TRACED_GROWTH_MAX = 48 * 1024
+TRACED_GROWTH_MAX = 24 * 1024  # per half of the runs
 
 
 def _one(guard: Guard, n: int, folder: Path) -> str | None:
@@ -88,19 +91,25 @@ def test_fifty_sequential_generations_in_one_process(guard: Guard, tmp_path: Pat
         wait_for(lambda: me.num_threads() <= before, 5, "the warm-up's threads to end")
         gc.collect()  # what is retained, not the cycles a failed run leaves for the collector
         fds, threads, rss = me.num_fds(), me.num_threads(), me.memory_info().rss
-        before = _retained()
-        for n in range(len(ROUND), len(ROUND) + RUNS):
-            results.append(_one(guard, n, folder))
-        gc.collect()
-        traced_growth = sum(s.size_diff for s in _retained().compare_to(before, "filename"))
+        snapshots = [_retained()]
+        for half in range(2):
+            start = len(ROUND) + half * RUNS // 2
+            for n in range(start, start + RUNS // 2):
+                results.append(_one(guard, n, folder))
+            gc.collect()
+            snapshots.append(_retained())
+        halves = [
+            sum(s.size_diff for s in snapshots[i + 1].compare_to(snapshots[i], "filename"))
+            for i in range(2)
+        ]
     finally:
         tracemalloc.stop()
     assert _settled(me.num_fds, fds) == fds, "file descriptors grew"
     assert _settled(me.num_threads, threads) == threads, "threads grew"
     rss_growth = me.memory_info().rss - rss
     print(f"50 runs: fds {fds}, threads {threads}, RSS {rss_growth:+d} B, "
-          f"traced {traced_growth:+d} B")  # fmt: skip
-    assert rss_growth < RSS_GROWTH_MAX and traced_growth < TRACED_GROWTH_MAX
+          f"traced {halves[0]:+d} B and {halves[1]:+d} B")  # fmt: skip
+    assert rss_growth < RSS_GROWTH_MAX and min(halves) < TRACED_GROWTH_MAX
 
     delivered = [r for r in results if r is not None]
     assert len(delivered) == 6 * (len(ROUND) + RUNS) // len(ROUND)
