@@ -17,8 +17,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from .api import ImageResult, agenerate, generate
-    from .batch import BatchOutcome, BatchRequest, agenerate_many, generate_many
+    from .api import agenerate, agenerate_many, generate, generate_many
+    from .batch import BatchOutcome, BatchRequest
     from .client import Client
     from .diagnosis import CodexInfo, DoctorReport, Problem, doctor
     from .errors import (
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .launcher import Codex, CodexVersion, locate, probe_version
     from .preflight import Notice, Verdict, check_login
     from .request import ImageRequest
-    from .runner import Progress
+    from .results import ImageResult, Progress
 
 __version__ = "0.1.0"
 
@@ -45,13 +45,13 @@ _LAZY = {
     "LaunchError": "errors",
     "QuotaError": "errors",
     "TransientError": "errors",
-    "ImageResult": "api",
+    "ImageResult": "results",
     "agenerate": "api",
     "generate": "api",
     "BatchOutcome": "batch",
     "BatchRequest": "batch",
-    "agenerate_many": "batch",
-    "generate_many": "batch",
+    "agenerate_many": "api",
+    "generate_many": "api",
     "Client": "client",
     "CodexInfo": "diagnosis",
     "DoctorReport": "diagnosis",
@@ -65,7 +65,7 @@ _LAZY = {
     "Verdict": "preflight",
     "check_login": "preflight",
     "ImageRequest": "request",
-    "Progress": "runner",
+    "Progress": "results",
 }
 
 __all__ = [

@@ -1,10 +1,11 @@
-"""Many images in one call: ``generate_many`` and ``agenerate_many``.
+"""The batch engine under :meth:`Client.generate_many <codex_cli_image.Client.generate_many>`,
+and the parsing of batch files.
 
-Each job is one :func:`~codex_cli_image.agenerate` call with its own codex process, thread and
-workspace, so a job's image can only come from its own thread. At most ``concurrency`` jobs run at
-once (the backend answers 429 when more than 2-3 image streams run). A failing job does not stop
-the others, except a quota failure: the jobs not yet started would all fail the same way, so they
-are reported as not started, with the quota error's ``retry_at``.
+Each job is one image with its own codex process, thread and workspace, so a job's image can
+only come from its own thread. At most ``concurrency`` jobs run at once (the backend answers 429
+when more than 2-3 image streams run). A failing job does not stop the others, except a quota
+failure: the jobs not yet started would all fail the same way, so they are reported as not
+started, with the quota error's ``retry_at``.
 
 Requests are checked before any job starts (a typo on line 40 must not surface after 39 images
 were paid for); the parsing of batch files is pure.
@@ -31,30 +32,33 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
-from .api import DEFAULT_TIMEOUT_S, ImageResult
-from .client import DEFAULT_CONCURRENCY, Client, _Limit
-from .errors import CodexImageError, InputError, QuotaError, TransientError, internal_error
-from .fit import require_pillow
-from .output import plan_output
-from .request import ImageRequest, check_references
-from .runner import Progress, ProgressCallback
-
-if TYPE_CHECKING:
-    Make = Callable[[ImageRequest, ProgressCallback | None], Awaitable[ImageResult]]
+from ._limit import Limit
+from .errors import (
+    CodexImageError,
+    InputError,
+    QuotaError,
+    TransientError,
+    internal_error,
+    log_unexpected,
+)
+from .pipeline import Plan, plan_image
+from .request import ImageRequest
+from .results import ImageResult, Progress, ProgressCallback
 
 __all__ = [
     "BatchOutcome",
     "BatchRequest",
-    "agenerate_many",
-    "generate_many",
+    "coerce_requests",
     "numbered_requests",
     "parse_batch",
+    "plan_batch",
+    "run_batch",
 ]
 
 log = logging.getLogger(__name__)
@@ -218,15 +222,15 @@ def coerce_requests(requests: Iterable[RequestLike]) -> list[ImageRequest]:
     return checked
 
 
-def _prepare(
+def plan_batch(
     requests: Sequence[ImageRequest],
     out_dir: str | os.PathLike[str] | None,
     overwrite: bool,
     where: Sequence[str],
-) -> list[Path | None]:
-    """Each job's output, checked as the job itself would check it (and its references), so
-    that no job starts while a later one cannot run. Relative outputs go under ``out_dir``
-    (created if missing); two jobs naming one file are refused. Runs in a worker thread."""
+) -> list[Plan]:
+    """Each job planned as the job itself would be (request, references, output), so that no job
+    starts while a later one cannot run. Relative outputs go under ``out_dir`` (created if
+    missing); two jobs naming one file are refused. Blocking: run it in a worker thread."""
     folder = None if out_dir is None else _expand(out_dir, "the output folder").absolute()
     if folder is not None:
         try:
@@ -237,9 +241,7 @@ def _prepare(
                 reason="output_dir_unusable",
                 hint="Choose a folder you can write to.",
             ) from exc
-    if any(request.fit for request in requests):
-        require_pillow()
-    outputs: list[Path | None] = []
+    plans: list[Plan] = []
     claimed: dict[str, int] = {}
     for index, request in enumerate(requests):
         path = folder
@@ -247,27 +249,22 @@ def _prepare(
             path = _expand(request.output, f"{where[index]}: the output")
             if folder is not None and not path.is_absolute():
                 path = folder / path
-        outputs.append(path)
-        try:
-            target = plan_output(path, request.prompt, overwrite=overwrite or request.overwrite)
-            check_references(list(request.references))
-        except InputError as error:
-            raise InputError(
-                f"{where[index]}: {error.message}", reason=error.reason, hint=error.hint
-            ) from None
-        if target.named_by_us:
+        job = replace(request, output=path, overwrite=overwrite or request.overwrite)
+        plan = plan_image(job, where=where[index])
+        plans.append(plan)
+        if plan.target.named_by_us:
             continue
-        key = os.path.realpath(target.path)
+        key = os.path.realpath(plan.target.path)
         if sys.platform in ("darwin", "win32"):  # case-insensitive file systems by default
             key = key.casefold()
         if key in claimed:
             raise InputError(
-                f"{where[claimed[key]]} and {where[index]} both write to {target.path}.",
+                f"{where[claimed[key]]} and {where[index]} both write to {plan.target.path}.",
                 reason="duplicate_output",
                 hint="Give each request its own output file, or name a folder.",
             )
         claimed[key] = index
-    return outputs
+    return plans
 
 
 def _expand(path: str | os.PathLike[str], what: str) -> Path:
@@ -283,69 +280,14 @@ def _expand(path: str | os.PathLike[str], what: str) -> Path:
 
 OutcomeCallback = Callable[[BatchOutcome], None]
 BatchProgressCallback = Callable[[int, Progress], None]
-
-
-@asynccontextmanager
-async def agenerate_many(
-    requests: Iterable[RequestLike],
-    *,
-    concurrency: int = DEFAULT_CONCURRENCY,
-    out_dir: str | os.PathLike[str] | None = None,
-    overwrite: bool = False,
-    timeout: float = DEFAULT_TIMEOUT_S,  # noqa: ASYNC109 (per job, as agenerate's)
-    retries: int = 1,
-    codex: str | os.PathLike[str] | None = None,
-    codex_home: str | os.PathLike[str] | None = None,
-    model: str | None = None,
-    allow_relay: bool = False,
-    wait_for_turn: bool = False,
-    keep_codex_copy: bool = False,
-    on_progress: BatchProgressCallback | None = None,
-    env: Mapping[str, str] | None = None,
-    lines: Sequence[int] | None = None,
-    profile: str | None = None,
-) -> AsyncIterator[AsyncIterator[BatchOutcome]]:
-    """Run a batch; yields an iterator of :class:`BatchOutcome` in the order jobs finish.
-
-    ::
-
-        async with agenerate_many(["a fox", "a hen"], out_dir="out") as outcomes:
-            async for outcome in outcomes:
-                print(outcome.index, outcome.status, outcome.result or outcome.error)
-
-    Every outcome comes out, one per request (not-started ones included). Leaving the block
-    early, or cancelling, stops every running job and ends its codex process tree. requests:
-    prompts, mappings (the JSON Lines fields) or :class:`~codex_cli_image.ImageRequest`.
-    out_dir: where images without an output go, and what relative outputs are relative to
-    (created if missing). overwrite: for every job (a request may also set its own).
-    on_progress: called with the job's index and its :class:`Progress`. lines: the requests'
-    line numbers in a batch file, for messages and outcomes. The other arguments apply to every
-    job, as for :func:`~codex_cli_image.agenerate` (timeout is per job).
-
-    A usage limit, exhausted credits or a plan without Codex stops new jobs (the rest are
-    ``not_started``, with the error's ``retry_at``); a rate limit (429) pauses new starts for
-    its ``retry_after_s`` (10 s when unknown, at most 2 min).
-
-    A throwaway :class:`~codex_cli_image.Client` with ``concurrency``. Raises
-    :class:`InputError` before any job starts when a request, one of its files or an argument
-    is invalid.
-    """
-    jobs = coerce_requests(requests)
-    async with Client(
-        codex=codex, codex_home=codex_home, profile=profile, model=model,
-        allow_relay=allow_relay, env=env, timeout=timeout, retries=retries,
-        concurrency=concurrency, wait_for_turn=wait_for_turn, keep_codex_copy=keep_codex_copy,
-    ) as client, client.agenerate_many(
-        jobs, out_dir=out_dir, overwrite=overwrite, on_progress=on_progress, lines=lines
-    ) as outcomes:  # fmt: skip
-        yield outcomes
+Make = Callable[[Plan, ProgressCallback | None], Awaitable[ImageResult]]
 
 
 @asynccontextmanager
 async def run_batch(
-    requests: Iterable[RequestLike],
+    jobs: Sequence[ImageRequest],
     *,
-    limit: _Limit,
+    limit: Limit,
     make: Make,
     out_dir: str | os.PathLike[str] | None,
     overwrite: bool,
@@ -353,10 +295,9 @@ async def run_batch(
     lines: Sequence[int] | None,
     stop_when: Callable[[anyio.CancelScope], Coroutine[Any, Any, None]],
 ) -> AsyncIterator[AsyncIterator[BatchOutcome]]:
-    """The batch engine of a :class:`~codex_cli_image.Client`: jobs start as ``limit`` (the
-    client's) has room, each made by ``make``; ``stop_when`` cancels the batch's scope when the
-    client closes."""
-    jobs = coerce_requests(requests)
+    """The batch engine of a :class:`~codex_cli_image.Client`: the checked ``jobs`` start as
+    ``limit`` (the client's) has room, each made by ``make``; ``stop_when`` cancels the batch's
+    scope when the client closes."""
     if lines is not None and len(lines) != len(jobs):
         raise InputError(
             "lines must give one line number per request.",
@@ -364,69 +305,15 @@ async def run_batch(
             hint="Pass as many line numbers as requests, or none.",
         )
     where = [f"line {n}" for n in lines] if lines else [f"request {i}" for i in range(len(jobs))]
-    outputs = await anyio.to_thread.run_sync(_prepare, jobs, out_dir, overwrite, where)
-    resolved = [  # what each job makes; its outcome reports the request as given
-        replace(job, output=output, overwrite=overwrite or job.overwrite)
-        for job, output in zip(jobs, outputs, strict=True)
-    ]
-    send, receive = anyio.create_memory_object_stream[BatchOutcome](math.inf)
-    stopped: list[QuotaError] = []
-    paused_until = 0.0
-
-    def line_of(index: int) -> int | None:
-        return lines[index] if lines else None
-
-    async def run_job(index: int, out: MemoryObjectSendStream[BatchOutcome]) -> None:
-        nonlocal paused_until
-        request = jobs[index]
-        progress = None if on_progress is None else partial(_forward, on_progress, index)
-        async with out:
-            try:
-                try:
-                    result = await make(resolved[index], progress)
-                    outcome = BatchOutcome(index, request, "ok", result, line=line_of(index))
-                except Exception as exc:
-                    error = exc if isinstance(exc, CodexImageError) else _unexpected(exc)
-                    if isinstance(error, QuotaError):
-                        # Recorded before the slot is freed, so nothing new starts meanwhile.
-                        if error.reason == "rate_limited":
-                            asked = error.retry_after_s or RATE_LIMIT_PAUSE_S
-                            wait = min(max(asked, 0.0), _MAX_PAUSE_S)
-                            paused_until = max(paused_until, time.monotonic() + wait)
-                        else:
-                            stopped.append(error)
-                    outcome = BatchOutcome(index, request, "failed", error=error,
-                                           line=line_of(index))  # fmt: skip
-                out.send_nowait(outcome)
-            finally:
-                limit.release()
-
-    async def dispatch(tg: TaskGroup) -> None:
-        async with send:
-            for index in range(len(jobs)):
-                await limit.acquire()
-                try:
-                    # A deadline that later 429s may push back, not an event to wait for.
-                    while (wait := paused_until - time.monotonic()) > 0 and not stopped:  # noqa: ASYNC110
-                        await anyio.sleep(wait)
-                except BaseException:  # cancelled while paused: the slot is the client's
-                    limit.release()
-                    raise
-                if stopped:
-                    limit.release()
-                    for rest in range(index, len(jobs)):
-                        outcome = _not_started(rest, jobs[rest], stopped[0], line_of(rest))
-                        send.send_nowait(outcome)
-                    return
-                tg.start_soon(run_job, index, send.clone())
-
+    plans = await anyio.to_thread.run_sync(plan_batch, jobs, out_dir, overwrite, where)
+    batch = _Batch(jobs, plans, limit, make, on_progress, lines)
     failure: Exception | None = None
-    with receive:
+    with batch.receive:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(dispatch, tg)
+            tg.start_soon(batch.dispatch, tg)
             tg.start_soon(stop_when, tg.cancel_scope)
             try:
-                yield receive
+                yield batch.receive
             except Exception as exc:  # the caller's own error: re-raised as is, not grouped
                 failure = exc
             finally:
@@ -436,8 +323,75 @@ async def run_batch(
         raise failure
 
 
-def _forward(callback: BatchProgressCallback, index: int, progress: Progress) -> None:
-    callback(index, progress)
+class _Batch:
+    """The jobs of one batch and what they share: the limit, and a stop after a quota failure
+    or a pause after a rate limit."""
+
+    def __init__(
+        self,
+        jobs: Sequence[ImageRequest],
+        plans: list[Plan],
+        limit: Limit,
+        make: Make,
+        on_progress: BatchProgressCallback | None,
+        lines: Sequence[int] | None,
+    ) -> None:
+        self.jobs, self.plans, self.limit, self.make = jobs, plans, limit, make
+        self.on_progress, self.lines = on_progress, lines
+        self.send, self.receive = anyio.create_memory_object_stream[BatchOutcome](math.inf)
+        self.stopped: list[QuotaError] = []
+        self.paused_until = 0.0
+
+    def line_of(self, index: int) -> int | None:
+        return self.lines[index] if self.lines else None
+
+    async def dispatch(self, tg: TaskGroup) -> None:
+        async with self.send:
+            for index in range(len(self.jobs)):
+                await self.limit.acquire()
+                try:
+                    await self._wait_out_pause()
+                except BaseException:  # cancelled while paused: the slot is the client's
+                    self.limit.release()
+                    raise
+                if self.stopped:
+                    self.limit.release()
+                    for rest in range(index, len(self.jobs)):
+                        self.send.send_nowait(_not_started(
+                            rest, self.jobs[rest], self.stopped[0], self.line_of(rest)
+                        ))  # fmt: skip
+                    return
+                tg.start_soon(self.run_job, index, self.send.clone())
+
+    async def _wait_out_pause(self) -> None:
+        # A deadline that later 429s may push back, not an event to wait for.
+        while (wait := self.paused_until - time.monotonic()) > 0 and not self.stopped:  # noqa: ASYNC110
+            await anyio.sleep(wait)
+
+    async def run_job(self, index: int, out: MemoryObjectSendStream[BatchOutcome]) -> None:
+        request, line = self.jobs[index], self.line_of(index)
+        progress = None if self.on_progress is None else partial(self.on_progress, index)
+        async with out:
+            try:
+                try:
+                    result = await self.make(self.plans[index], progress)
+                    outcome = BatchOutcome(index, request, "ok", result, line=line)
+                except Exception as exc:
+                    error = exc if isinstance(exc, CodexImageError) else _unexpected(exc)
+                    self._note(error)  # before the slot is freed: nothing new starts meanwhile
+                    outcome = BatchOutcome(index, request, "failed", error=error, line=line)
+                out.send_nowait(outcome)
+            finally:
+                self.limit.release()
+
+    def _note(self, error: CodexImageError) -> None:
+        if not isinstance(error, QuotaError):
+            return
+        if error.reason == "rate_limited":
+            wait = min(max(error.retry_after_s or RATE_LIMIT_PAUSE_S, 0.0), _MAX_PAUSE_S)
+            self.paused_until = max(self.paused_until, time.monotonic() + wait)
+        else:
+            self.stopped.append(error)
 
 
 def _not_started(
@@ -454,49 +408,6 @@ def _not_started(
     return BatchOutcome(index, request, "not_started", error=error, line=line)
 
 
-def generate_many(
-    requests: Iterable[RequestLike],
-    *,
-    concurrency: int = DEFAULT_CONCURRENCY,
-    out_dir: str | os.PathLike[str] | None = None,
-    overwrite: bool = False,
-    timeout: float = DEFAULT_TIMEOUT_S,
-    retries: int = 1,
-    codex: str | os.PathLike[str] | None = None,
-    codex_home: str | os.PathLike[str] | None = None,
-    model: str | None = None,
-    allow_relay: bool = False,
-    wait_for_turn: bool = False,
-    keep_codex_copy: bool = False,
-    on_progress: BatchProgressCallback | None = None,
-    on_outcome: OutcomeCallback | None = None,
-    env: Mapping[str, str] | None = None,
-    lines: Sequence[int] | None = None,
-    profile: str | None = None,
-) -> list[BatchOutcome]:
-    """The blocking twin of :func:`agenerate_many`: every outcome, in request order.
-
-    ``on_outcome`` is called as each job finishes, on the batch's event loop thread (keep it
-    quick); an exception from it stops the batch, ends every running job and propagates.
-    Ctrl-C stops every job and ends every codex process tree before ``KeyboardInterrupt``
-    propagates.
-    """
-    jobs = coerce_requests(requests)  # bad input raises before a worker thread and a loop start
-    with Client(
-        codex=codex, codex_home=codex_home, profile=profile, model=model,
-        allow_relay=allow_relay, env=env, timeout=timeout, retries=retries,
-        concurrency=concurrency, wait_for_turn=wait_for_turn, keep_codex_copy=keep_codex_copy,
-    ) as client:  # fmt: skip
-        return client.generate_many(
-            jobs,
-            out_dir=out_dir,
-            overwrite=overwrite,
-            on_progress=on_progress,
-            on_outcome=on_outcome,
-            lines=lines,
-        )
-
-
 def _unexpected(exc: Exception) -> TransientError:
-    log.error("unexpected error in a batch job", exc_info=exc)
+    log_unexpected(log, "unexpected error in a batch job", exc)
     return internal_error(exc)

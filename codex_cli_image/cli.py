@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import signal
 import sys
 import threading
@@ -25,7 +24,8 @@ if TYPE_CHECKING:
     from .client import Client
     from .diagnosis import DoctorReport
     from .errors import CodexImageError, Kind
-    from .runner import Progress
+    from .results import Progress
+    from .settings import Settings
 
 EXIT_OK = 0
 EXIT_INTERRUPTED = 130
@@ -118,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
         help="folder for the images and base of relative outputs (created if missing; default: .)",
     )
     batch.add_argument(
-        "-j", "--jobs", type=int, default=2, metavar="N",
+        "-j", "--jobs", type=int, default=2, metavar="N", dest="concurrency",
         help="jobs at once (default 2: the backend rate-limits more parallel image streams)",
     )  # fmt: skip
     _add_run_options(batch, per="per job")
@@ -139,7 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     mcp.add_argument("--timeout", type=float, default=600.0, metavar="S", help="seconds per image")
     mcp.add_argument(
-        "-j", "--jobs", type=int, default=2, metavar="N",
+        "-j", "--jobs", type=int, default=2, metavar="N", dest="concurrency",
         help="images made at once; more calls wait (default 2: the backend rate-limits more)",
     )  # fmt: skip
     mcp.add_argument(
@@ -213,16 +213,18 @@ def _add_codex_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _client(args: argparse.Namespace, concurrency: int = 1) -> Client:
-    """The client of one command: its codex, login and run options."""
+def _settings(args: argparse.Namespace) -> Settings:
+    """The client settings a command's options name (each option's dest is a setting's name);
+    raises :class:`InputError` for a bad value."""
+    from .settings import SETTING_NAMES, Settings
+
+    return Settings(**{name: value for name, value in vars(args).items() if name in SETTING_NAMES})
+
+
+def _client(args: argparse.Namespace) -> Client:
     from .client import Client
 
-    return Client(
-        codex=args.codex, codex_home=args.codex_home, profile=args.profile, model=args.model,
-        allow_relay=args.allow_relay, timeout=args.timeout, retries=args.retries,
-        concurrency=concurrency, wait_for_turn=args.wait_for_turn,
-        keep_codex_copy=args.keep_codex_copy,
-    )  # fmt: skip
+    return Client(_settings(args))
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -244,9 +246,12 @@ def _generate(args: argparse.Namespace) -> int:
         status.show(progress)
 
     try:
-        prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-        request = ImageRequest(prompt, args.output, args.ref, args.aspect, args.size,
-                               args.transparent, args.fit, args.overwrite)  # fmt: skip
+        # Bytes, decoded as UTF-8 whatever the locale or console code page says.
+        prompt = sys.stdin.buffer.read().decode("utf-8-sig") if args.prompt == "-" else args.prompt
+        request = ImageRequest(
+            prompt, output=args.output, references=args.ref, aspect=args.aspect, size=args.size,
+            transparent=args.transparent, fit=args.fit, overwrite=args.overwrite,
+        )  # fmt: skip
         with _client(args) as client:
             result = client.generate(request, on_progress=on_progress)
     except CodexImageError as error:
@@ -308,7 +313,7 @@ def _batch(args: argparse.Namespace) -> int:
 
     try:
         numbered = numbered_requests(_read_batch(args.file))
-        with _client(args, concurrency=args.jobs) as client:
+        with _client(args) as client:
             outcomes = client.generate_many(
                 [request for _, request in numbered],
                 lines=[line for line, _ in numbered],
@@ -320,6 +325,8 @@ def _batch(args: argparse.Namespace) -> int:
         return _fail(error, as_json=args.json)
     except BrokenPipeError:
         # Whoever read our output is gone: the batch was stopped (no more images paid for).
+        from ._stdio import silence_stdout
+
         silence_stdout()
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
@@ -332,6 +339,8 @@ def _batch(args: argparse.Namespace) -> int:
         try:
             print(json.dumps({"summary": summary}), flush=True)
         except BrokenPipeError:
+            from ._stdio import silence_stdout
+
             silence_stdout()
     elif not args.quiet:
         line = f"batch: {summary['ok']} ok, {summary['failed']} failed"
@@ -343,16 +352,6 @@ def _batch(args: argparse.Namespace) -> int:
         return EXIT_CODES["quota"]  # cut short by a limit, whatever else failed first
     failed = [outcome.error for outcome in outcomes if outcome.error is not None]
     return EXIT_CODES[failed[0].kind] if failed else EXIT_OK
-
-
-def silence_stdout() -> None:
-    """Point stdout at devnull so the interpreter's final flush cannot fail again."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError):
-        pass
 
 
 def _mcp(args: argparse.Namespace) -> int:
@@ -369,27 +368,15 @@ def _mcp(args: argparse.Namespace) -> int:
             f"codex-cli-image, run {sys.executable} -m pip install '.[mcp]'.",
         )
         return _fail(missing, as_json=False)
-    if not 1 <= args.jobs <= 16 or args.timeout <= 0 or args.inline_max_bytes < 0:
-        bad = InputError(
-            "--jobs must be 1 to 16, --timeout positive and --inline-max-bytes 0 or more.",
-            reason="invalid_option",
-            hint="Fix the option and start the server again.",
-        )
-        return _fail(bad, as_json=False)
     try:
-        return serve(
-            ServerOptions(
-                out_dir=Path(args.out_dir or ".").expanduser().absolute(),
-                codex=args.codex,
-                codex_home=args.codex_home,
-                profile=args.profile,
-                allow_relay=args.allow_relay,
-                model=args.model,
-                timeout=args.timeout,
-                jobs=args.jobs,
-                inline_max_bytes=args.inline_max_bytes,
+        if args.inline_max_bytes < 0:
+            raise InputError(
+                "--inline-max-bytes must be 0 or more.",
+                reason="invalid_option",
+                hint="Fix the option and start the server again.",
             )
-        )
+        out_dir = Path(args.out_dir or ".").expanduser().absolute()
+        return serve(ServerOptions(out_dir, _settings(args), args.inline_max_bytes))
     except CodexImageError as error:  # settings refused before the server starts
         return _fail(error, as_json=False)
 

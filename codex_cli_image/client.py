@@ -1,15 +1,15 @@
 """``Client``: settings once, images many, codex kept warm.
 
 A desktop app, a daemon or the MCP server makes many images in one process. The client holds what
-they share (the codex executable, its home, the model, the relay policy, the environment, default
-timeout and retries, one concurrency limit) and what need not be redone per image: the located
-executable and its version, reused while the binary's file is unchanged, and the login verdict,
-reused while ``auth.json`` and ``config.toml`` are unchanged and no run failed for auth. The module
-functions (:func:`~codex_cli_image.generate` and friends) are throwaway clients.
+they share (:class:`~codex_cli_image.settings.Settings`: the codex executable, its home, the
+model, the relay policy, the environment, default timeout and retries, one concurrency limit) and
+what need not be redone per image: the located executable and its version, reused while the
+binary's file is unchanged, and the login verdict, reused while ``auth.json`` and ``config.toml``
+are unchanged and no run failed for auth. The module functions (:func:`~codex_cli_image.generate`
+and friends) are throwaway clients.
 
-One client may be used from many threads and event loops at once, so its shared state is guarded
-by thread locks, and what waits across loops (the concurrency limit, :meth:`Client.close`) polls a
-little rather than using one loop's primitives.
+One client may be used from many threads and event loops at once: its shared state is guarded by
+thread locks, and what waits across loops (the limit, :meth:`Client.close`) polls a little.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import logging
 import os
 import threading
 import time
-from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -31,16 +30,16 @@ import anyio
 
 from . import _facts
 from ._facts import Stamp, stamp
+from ._limit import POLL_S, Limit, Runs
+from ._sync import run_blocking, stoppable
 from ._tasks import beside
-from .api import (
-    DEFAULT_TIMEOUT_S,
-    ImageResult,
-    Prepared,
-    RunOptions,
-    _stoppable,
-    check_options,
-    make_image,
-    run_blocking,
+from .batch import (
+    BatchOutcome,
+    BatchProgressCallback,
+    OutcomeCallback,
+    RequestLike,
+    coerce_requests,
+    run_batch,
 )
 from .errors import AuthError, InputError, LaunchError, TransientError
 from .launcher import (
@@ -53,32 +52,26 @@ from .launcher import (
     probe_version,
     skippable,
 )
-from .preflight import (
-    Verdict,
-    check_login,
-    check_profile_name,
-    codex_home_path,
-    profile_problem,
-)
+from .pipeline import Plan, Ready, Reporter, make_image, plan_image
+from .preflight import Verdict, check_login, codex_home_path, profile_problem
 from .request import ImageRequest
-from .runner import Progress, ProgressCallback
+from .results import ImageResult, ProgressCallback
+from .settings import Settings
 
-if TYPE_CHECKING:  # loaded when used: the single-image path needs neither
-    from .batch import BatchOutcome, BatchProgressCallback, OutcomeCallback, RequestLike
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from .diagnosis import DoctorReport
+    from .settings import ClientOptions, ImageOptions
 
 __all__ = ["Client"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_POLL_S = 0.05
-"""How often a waiting call looks at the shared limit, and a run at whether the client closed."""
 _CLOSE_WAIT_S = 60.0
 """A run's own clean-up is bounded (terminate, grace, kill, reap): this only guards a hang."""
 _STEP_LIMIT_S = 10.0
-DEFAULT_CONCURRENCY = 2  # the backend answers 429 when more than 2-3 image streams run
-MAX_CONCURRENCY = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,119 +92,21 @@ class _WarmLogin:
     verdict: Verdict
 
 
-class _Limit:
-    """At most ``total`` images at once, first come first served, shared by every thread and
-    event loop using the client (an anyio limiter belongs to one loop). Waiters poll: a slot is
-    held for tens of seconds, so a few wake-ups a second cost nothing and need no cross-loop
-    signalling."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self._lock = threading.Lock()
-        self._busy = 0
-        self._queue: deque[object] = deque()
-
-    async def acquire(self, on_wait: Callable[[], None] | None = None) -> None:
-        ticket = object()
-        with self._lock:
-            if self._busy < self.total and not self._queue:
-                self._busy += 1
-                return
-            self._queue.append(ticket)
-        try:
-            if on_wait is not None:
-                on_wait()
-            while True:
-                with self._lock:
-                    if self._queue[0] is ticket and self._busy < self.total:
-                        self._queue.popleft()
-                        self._busy += 1
-                        return
-                await anyio.sleep(_POLL_S)
-        except BaseException:
-            with self._lock:
-                if ticket in self._queue:
-                    self._queue.remove(ticket)
-            raise
-
-    def release(self) -> None:
-        with self._lock:
-            self._busy -= 1
-
-
-class _Runs:
-    """The client's calls in flight, so that closing can end them and wait for their clean-up."""
-
-    def __init__(self) -> None:
-        self._changed = threading.Condition()
-        self._threads: Counter[int] = Counter()  # calls in flight by the thread of their loop
-        self.closing = False
-
-    def enter(self) -> None:
-        with self._changed:
-            if self.closing:
-                raise InputError(
-                    "This Client is closed.",
-                    reason="client_closed",
-                    hint="Make a new Client, or keep this one open until its last call ends.",
-                )
-            self._threads[threading.get_ident()] += 1
-
-    def exit(self) -> None:
-        with self._changed:
-            self._threads[threading.get_ident()] -= 1
-            self._threads += Counter()  # drop the zeros
-            self._changed.notify_all()
-
-    def close(self) -> bool:
-        """Stop new calls; True when this call closed it (the first)."""
-        with self._changed:
-            first, self.closing = not self.closing, True
-            return first
-
-    @property
-    def idle(self) -> bool:
-        with self._changed:
-            return not self._threads
-
-    @property
-    def here(self) -> bool:
-        """True when calls are in flight on this thread's loop: they cannot end while it blocks."""
-        with self._changed:
-            return threading.get_ident() in self._threads
-
-    def wait_idle(self, timeout_s: float) -> bool:
-        with self._changed:
-            return self._changed.wait_for(lambda: not self._threads, timeout_s)
-
-    async def cancel_on_close(self, scope: anyio.CancelScope) -> None:
-        # Polled: close() may come from any thread, and an anyio.Event belongs to one loop.
-        while not self.closing:  # noqa: ASYNC110
-            await anyio.sleep(_POLL_S)
-        scope.cancel()
-
-
 class Client:
     """Makes images with one set of settings, keeping codex warm between them.
 
     ::
 
         with Client(timeout=300) as client:
-            fox = client.generate("a red fox in the snow")
+            fox = client.generate("a red fox in the snow", output="fox.png")
             hen = client.generate(ImageRequest("a hen", output="hen.png", aspect="square"))
 
         async with Client(concurrency=2) as client:
             result = await client.agenerate("a red fox")
 
-    codex / codex_home: the executable and its state directory (default: found as
-    ``codex-image doctor`` shows). profile: the codex profile to run with (``--profile``;
-    codex 0.142+ reads ``$CODEX_HOME/<profile>.config.toml``), checked like config.toml before
-    any quota is spent. model: passed to codex. allow_relay: accept a custom provider
-    that receives the ChatGPT login. env: the environment codex is found and run with (default:
-    ``os.environ`` as it is now; read once). timeout (seconds per image, retries included) and
-    retries: defaults for every call. concurrency: images made at once by all calls of this
-    client together (batches too); more calls wait their turn. wait_for_turn and
-    keep_codex_copy: as for :func:`~codex_cli_image.generate`.
+    Takes the keywords of :class:`~codex_cli_image.settings.Settings` (codex, codex_home,
+    profile, model, allow_relay, env, timeout, retries, concurrency, wait_for_turn,
+    keep_codex_copy), or a ``Settings`` value first; they are checked here, once.
 
     Safe to share between threads and event loops. :meth:`close` (or leaving the ``with``
     block) ends every call in flight, their codex trees and temporary files included, before it
@@ -220,39 +115,23 @@ class Client:
     """
 
     def __init__(
-        self,
-        *,
-        codex: str | os.PathLike[str] | None = None,
-        codex_home: str | os.PathLike[str] | None = None,
-        profile: str | None = None,
-        model: str | None = None,
-        allow_relay: bool = False,
-        env: Mapping[str, str] | None = None,
-        timeout: float = DEFAULT_TIMEOUT_S,
-        retries: int = 1,
-        concurrency: int = DEFAULT_CONCURRENCY,
-        wait_for_turn: bool = False,
-        keep_codex_copy: bool = False,
+        self, settings: Settings | None = None, /, **options: Unpack[ClientOptions]
     ) -> None:
-        check_options(timeout=timeout, retries=retries, model=model)
-        _check_concurrency(concurrency)
-        if profile is not None:
-            check_profile_name(profile)
-        self._codex = codex
-        self._allow_relay = allow_relay
-        self._env = dict(os.environ if env is None else env)
+        if settings is None:
+            settings = Settings.from_options(options)
+        elif options:
+            settings = replace(settings, **options)
+        self.settings = settings
+        self._env = dict(os.environ if settings.env is None else settings.env)
         # Made absolute once: a later chdir must not move the home the login is judged in.
-        self._home = codex_home_path(self._env, codex_home)
+        self._home = codex_home_path(self._env, settings.codex_home)
         self._cache = _facts.cache_dir(self._env)
-        given = codex_home is not None and os.fspath(codex_home) != ""
+        given = settings.codex_home is not None and os.fspath(settings.codex_home) != ""
         self._codex_home: Path | None = self._home if given else None
         if not given and self._env.get("CODEX_HOME"):
             self._env["CODEX_HOME"] = str(self._home)
-        self._options = RunOptions(timeout, retries, model, wait_for_turn, keep_codex_copy,
-                                   profile)  # fmt: skip
-        self._profile = profile
-        self._limit = _Limit(concurrency)
-        self._runs = _Runs()
+        self._limit = Limit(settings.concurrency)
+        self._runs = Runs()
         self._preflight_lock = threading.Lock()  # one probe at a time: the rest reuse it
         self._state_lock = threading.Lock()
         self._warm_codex: _WarmCodex | None = None
@@ -282,42 +161,23 @@ class Client:
         timeout: float | None = None,  # noqa: ASYNC109
         retries: int | None = None,
         on_progress: ProgressCallback | None = None,
+        **image: Unpack[ImageOptions],
     ) -> ImageResult:
-        """Make one image: a prompt, or an :class:`~codex_cli_image.ImageRequest` for more.
+        """Make one image: a prompt with the per-image keywords of
+        :func:`~codex_cli_image.generate` (output, references, aspect, size, transparent, fit,
+        overwrite), or an :class:`~codex_cli_image.ImageRequest`.
 
         timeout / retries: this call's, instead of the client's. on_progress: called with each
         :class:`~codex_cli_image.Progress` (phase ``queued`` when the call waits for a free
         slot). Raises :class:`~codex_cli_image.CodexImageError`.
         """
-        request = _as_request(request)
-        request.check()  # before waiting in line
-        options = self._per_call(timeout, retries)
-        started = time.monotonic()
-
-        def queued() -> None:
-            if on_progress is not None:
-                message = f"waiting for a free slot ({self._limit.total} images at once)"
-                try:
-                    on_progress(Progress("queued", time.monotonic() - started, 1, message))
-                except Exception:
-                    log.exception("on_progress callback failed")
+        report = Reporter(on_progress)
+        request = _as_request(request, image)
+        settings = self.settings.per_call(timeout, retries)
 
         async def work() -> ImageResult:
-            # The timeout is the whole call's: time in the queue counts (a host such as Hermes
-            # gives up after its own deadline, and an image made after it is paid for nothing).
-            with anyio.move_on_after(options.timeout) as waiting:
-                await self._limit.acquire(queued)
-            if waiting.cancelled_caught:
-                raise TransientError(
-                    f"No image could start within {options.timeout:g} s: "
-                    f"{self._limit.total} were being made (the client's concurrency).",
-                    reason="timeout",
-                    hint="Allow more time, or make fewer images at once.",
-                )
-            try:
-                return await self._make(request, on_progress, options=options, started=started)
-            finally:
-                self._limit.release()
+            plan = await anyio.to_thread.run_sync(plan_image, request)
+            return await self._queued(plan, settings, report)
 
         return await self._guarded(work)
 
@@ -328,15 +188,17 @@ class Client:
         timeout: float | None = None,
         retries: int | None = None,
         on_progress: ProgressCallback | None = None,
+        **image: Unpack[ImageOptions],
     ) -> ImageResult:
         """The blocking twin of :meth:`agenerate`, safe from any thread (its own event loop, in
         this thread or a worker's); Ctrl-C ends codex's tree before ``KeyboardInterrupt``
-        propagates."""
-        request = _as_request(request)
-        request.check()
-        call = partial(self.agenerate, request, timeout=timeout, retries=retries,
-                       on_progress=on_progress)  # fmt: skip
-        return run_blocking(call)
+        propagates. ``on_progress`` is called from the thread that runs that loop."""
+        report = Reporter(on_progress)
+        request = _as_request(request, image)
+        settings = self.settings.per_call(timeout, retries)
+        self._refuse_if_closed()
+        plan = plan_image(request)  # before a worker thread and an event loop start
+        return run_blocking(partial(self._guarded, partial(self._queued, plan, settings, report)))
 
     # --- many images -----------------------------------------------------------------------
 
@@ -354,21 +216,18 @@ class Client:
     ) -> AsyncIterator[AsyncIterator[BatchOutcome]]:
         """A batch, as :func:`~codex_cli_image.agenerate_many`, within this client's concurrency
         (shared with its other calls) and settings."""
-        from .batch import run_batch
+        jobs = coerce_requests(requests)
+        settings = self.settings.per_call(timeout, retries)
 
-        options = self._per_call(timeout, retries)
+        def make(plan: Plan, progress: ProgressCallback | None) -> Awaitable[ImageResult]:
+            return self._make(plan, settings, Reporter(progress))
+
         self._runs.enter()
         try:
             async with run_batch(
-                requests,
-                limit=self._limit,
-                make=partial(self._make, options=options),
-                out_dir=out_dir,
-                overwrite=overwrite,
-                on_progress=on_progress,
-                lines=lines,
-                stop_when=self._runs.cancel_on_close,
-            ) as outcomes:
+                jobs, limit=self._limit, make=make, out_dir=out_dir, overwrite=overwrite,
+                on_progress=on_progress, lines=lines, stop_when=self._runs.cancel_on_close,
+            ) as outcomes:  # fmt: skip
                 yield outcomes
             if self._runs.closing:
                 raise _closed_mid_run()
@@ -389,8 +248,6 @@ class Client:
     ) -> list[BatchOutcome]:
         """The blocking twin of :meth:`agenerate_many`, as :func:`~codex_cli_image.generate_many`:
         every outcome, in request order; ``on_outcome`` as each job finishes."""
-        from .batch import coerce_requests
-
         jobs = coerce_requests(requests)  # bad input raises before a thread and a loop start
 
         async def collect() -> list[BatchOutcome]:
@@ -418,8 +275,9 @@ class Client:
         """:func:`~codex_cli_image.doctor` with this client's settings: checked afresh."""
         from .diagnosis import doctor
 
-        return doctor(codex=self._codex, codex_home=self._codex_home, profile=self._profile,
-                      allow_relay=self._allow_relay, env=self._env)  # fmt: skip
+        return doctor(codex=self.settings.codex, codex_home=self._codex_home,
+                      profile=self.settings.profile, allow_relay=self.settings.allow_relay,
+                      env=self._env)  # fmt: skip
 
     # --- closing ---------------------------------------------------------------------------
 
@@ -441,7 +299,7 @@ class Client:
         self._runs.close()
         with anyio.move_on_after(_CLOSE_WAIT_S) as waited:
             while not self._runs.idle:  # noqa: ASYNC110 (calls on other loops and threads)
-                await anyio.sleep(_POLL_S)
+                await anyio.sleep(POLL_S)
         if waited.cancelled_caught:
             log.warning("calls of a closed Client were still ending after %g s", _CLOSE_WAIT_S)
 
@@ -475,16 +333,6 @@ class Client:
         self._runs.enter()
         self._runs.exit()
 
-    def _per_call(self, timeout: float | None, retries: int | None) -> RunOptions:
-        base = self._options
-        options = replace(
-            base,
-            timeout=base.timeout if timeout is None else timeout,
-            retries=base.retries if retries is None else retries,
-        )
-        check_options(timeout=options.timeout, retries=options.retries, model=options.model)
-        return options
-
     async def _guarded(self, work: Callable[[], Awaitable[T]]) -> T:
         """``work()`` as a call in flight: ended (cancelled, then cleaned up) if the client
         closes meanwhile."""
@@ -497,17 +345,30 @@ class Client:
             raise _closed_mid_run()
         return done[0]
 
-    async def _make(
-        self,
-        request: ImageRequest,
-        on_progress: ProgressCallback | None = None,
-        *,
-        options: RunOptions,
-        started: float | None = None,
-    ) -> ImageResult:
+    async def _queued(self, plan: Plan, settings: Settings, report: Reporter) -> ImageResult:
+        """One image once a slot is free. The timeout is the whole call's: time in the queue
+        counts (a host such as Hermes gives up after its own deadline, and an image made after
+        it is paid for nothing)."""
+        waiting_message = f"waiting for a free slot ({self._limit.total} images at once)"
+        left = settings.timeout - (time.monotonic() - report.started)
+        with anyio.move_on_after(left) as waiting:
+            await self._limit.acquire(partial(report, "queued", waiting_message))
+        if waiting.cancelled_caught:
+            raise TransientError(
+                f"No image could start within {settings.timeout:g} s: "
+                f"{self._limit.total} were being made (the client's concurrency).",
+                reason="timeout",
+                hint="Allow more time, or make fewer images at once.",
+            )
+        try:
+            return await self._make(plan, settings, report)
+        finally:
+            self._limit.release()
+
+    async def _make(self, plan: Plan, settings: Settings, report: Reporter) -> ImageResult:
         """One image, the slot already held; an auth or launch failure voids the warm state."""
         try:
-            return await make_image(request, self._preflight, options, on_progress, started)
+            return await make_image(plan, self._preflight, settings, report)
         except AuthError:
             self._forget_login()
             raise
@@ -515,27 +376,36 @@ class Client:
             self._warm_codex = None
             raise
 
-    async def _preflight(self, deadline: float) -> Prepared:
-        return await _stoppable(partial(self._prepare, deadline))
+    async def _preflight(self, deadline: float) -> Ready:
+        return await stoppable(partial(self._prepare, deadline))
 
-    def _prepare(self, deadline: float, *, stop: threading.Event) -> Prepared:
+    def _prepare(self, deadline: float, *, stop: threading.Event) -> Ready:
         """The executable, its version and the login: from warm state when nothing changed.
         Runs in a worker thread; ``stop`` ends it (and any child) at once."""
-        while not self._preflight_lock.acquire(timeout=_POLL_S):
+        while not self._preflight_lock.acquire(timeout=POLL_S):
             if stop.is_set():
                 raise TransientError("Stopped.", reason="stopped", hint="Retry.")
+            if time.monotonic() >= deadline:
+                raise TransientError(
+                    "No time was left to check codex and the login.",
+                    reason="timeout",
+                    hint="Allow more time (--timeout), or make fewer images at once.",
+                )
         try:
             warm = self._codex_for(deadline, stop)
-            verdict = self._login_for(warm.codex, warm.version, deadline, stop)
+            try:
+                verdict = self._login_for(warm.codex, warm.version, deadline, stop)
+            except OSError as exc:  # the codex home's files: a login problem, never a crash
+                raise _home_error(self._home, exc) from None
         finally:
             self._preflight_lock.release()
-        return Prepared(warm.codex, warm.version, self._home, verdict, warm.skip)
+        return Ready(warm.codex, warm.version, self._home, verdict, warm.skip)
 
     def _codex_for(self, deadline: float, stop: threading.Event) -> _WarmCodex:
         warm = self._warm_codex
         if warm is not None and warm.fresh():
             return warm
-        found = locate(self._codex, env=self._env)
+        found = locate(self.settings.codex, env=self._env)
         manifest = found.path.parent.parent / "codex-package.json"
         files = tuple(dict.fromkeys(str(p) for p in (found.found, *found.argv, manifest)))
         stamps = tuple(stamp(f) for f in files)  # before the probes: a change during them shows
@@ -563,11 +433,11 @@ class Client:
         self, codex: Codex, version: CodexVersion, deadline: float, stop: threading.Event
     ) -> Verdict:
         files = [self._home / "auth.json", self._home / "config.toml"]
-        if self._profile is not None:
-            problem = profile_problem(self._home, self._profile, version.release)
+        if self.settings.profile is not None:
+            problem = profile_problem(self._home, self.settings.profile, version.release)
             if problem is not None:
                 raise problem
-            files.append(self._home / f"{self._profile}.config.toml")
+            files.append(self._home / f"{self.settings.profile}.config.toml")
         with self._state_lock:
             epoch = self._login_epoch
             warm = self._warm_login
@@ -575,9 +445,9 @@ class Client:
         if warm is not None and warm.key == key:
             return warm.verdict
         verdict = check_login(
-            self._codex_home, env=self._env, allow_relay=self._allow_relay, codex=codex,
+            self._codex_home, env=self._env, allow_relay=self.settings.allow_relay, codex=codex,
             codex_version=version.release, timeout_s=_left(deadline), stop=stop,
-            profile=self._profile,
+            profile=self.settings.profile,
         )  # fmt: skip
         # Only a verdict that allows is kept, and only one read from files: a refusal is read
         # again each time (the user's fix, codex login, is seen at once), and credentials in
@@ -601,15 +471,25 @@ def _left(deadline: float) -> float:
     return max(0.05, min(_STEP_LIMIT_S, deadline - time.monotonic()))
 
 
-def _as_request(request: ImageRequest | str) -> ImageRequest:
-    if isinstance(request, ImageRequest):
-        return request
+def _as_request(request: ImageRequest | str, image: Mapping[str, object]) -> ImageRequest:
     if isinstance(request, str):
-        return ImageRequest(request)
+        return ImageRequest(request, **image)  # type: ignore[arg-type]
+    if isinstance(request, ImageRequest):
+        return replace(request, **image) if image else request  # type: ignore[arg-type]
     raise InputError(
         f"A {type(request).__name__} is not a request.",
         reason="invalid_request",
         hint="Pass a prompt string or an ImageRequest.",
+    )
+
+
+def _home_error(home: Path, exc: OSError) -> AuthError:
+    where = exc.filename or home
+    return AuthError(
+        f"The codex home {home} cannot be read ({where}: {exc.strerror or type(exc).__name__}).",
+        reason="codex_home_unreadable",
+        hint="Give your user access to it and the folders above it, or point CODEX_HOME at a "
+        "directory you own.",
     )
 
 
@@ -619,16 +499,3 @@ def _closed_mid_run() -> TransientError:
         reason="cancelled",
         hint="Retry with a client that stays open until the call returns.",
     )
-
-
-def _check_concurrency(concurrency: int) -> None:
-    if (
-        isinstance(concurrency, bool)
-        or not isinstance(concurrency, int)
-        or not (1 <= concurrency <= MAX_CONCURRENCY)
-    ):
-        raise InputError(
-            f"The concurrency {concurrency!r} is out of range.",
-            reason="invalid_concurrency",
-            hint=f"Run 1 to {MAX_CONCURRENCY} jobs at once (2 avoids the backend's rate limit).",
-        )

@@ -24,11 +24,11 @@ from .preflight import (
     Notice,
     Verdict,
     check_login,
-    check_profile_name,
     codex_home_path,
     profile_problem,
     read_toml,
 )
+from .settings import check_profile_name
 
 __all__ = ["CodexInfo", "DoctorReport", "Problem", "doctor", "parse_features"]
 

@@ -14,7 +14,9 @@ Messages and evidence never contain tokens or keys.
 
 from __future__ import annotations
 
+import logging
 import re
+import traceback
 from typing import ClassVar, Literal
 
 Kind = Literal["input", "launch", "auth", "quota", "transient"]
@@ -40,6 +42,8 @@ _SECRETS = re.compile(
     r"|eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"
     # Key-shaped: long, with a digit, not part of a path or file name (rk-2024-cards.png).
     r"|(?<![\w/\\.-])(?:sk|rk|sess)-(?=[A-Za-z0-9_-]*\d)[A-Za-z0-9_-]{20,}(?![A-Za-z0-9_-]|\.\w)"
+    # The user and password of a URL (https://user:password@host).
+    r"|(?<=://)[^/\s@:]+:[^/\s@]*(?=@)"
 )
 
 
@@ -105,6 +109,12 @@ class InputError(CodexImageError):
 
     kind = "input"
 
+    def at(self, where: str | None) -> InputError:
+        """This error with ``where`` (e.g. ``"line 3"``) before its message."""
+        if where is None:
+            return self
+        return InputError(f"{where}: {self.message}", reason=self.reason, hint=self.hint)
+
 
 class LaunchError(CodexImageError):
     """The codex executable cannot be found or started."""
@@ -163,6 +173,13 @@ def internal_error(exc: BaseException) -> TransientError:
         reason="internal_error",
         hint="Retry; if it happens again, report it with the log of the codex_cli_image logger.",
     )
+
+
+def log_unexpected(logger: logging.Logger, what: str, exc: BaseException) -> None:
+    """Log a bug of ours with its traceback, redacted: exception texts may quote a secret (a URL
+    with a password, a token in codex's output)."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    logger.error("%s\n%s", what, redact(text).rstrip())
 
 
 def _rebuild(

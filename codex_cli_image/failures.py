@@ -22,11 +22,10 @@ from .errors import (
     QuotaError,
     TransientError,
 )
+from .prompt import SENTINEL
 
-__all__ = ["SENTINEL", "RunOutcome", "classify", "parse_retry"]
+__all__ = ["SENTINEL", "RunOutcome", "classify", "error_lines", "parse_retry"]
 
-# The line our instruction asks the model to print when it has no image tool.
-SENTINEL = "CODEX_IMAGE_TOOL_UNAVAILABLE"
 
 _MONTHS = {m: i for i, m in enumerate(
     ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
@@ -68,6 +67,8 @@ class RunOutcome:
     """Why the image that was found is not a valid PNG."""
     invalid_source: Literal["file", "log"] = "file"
     """Where it was found: a file codex saved, or the session log (hosted tools)."""
+    invalid_path: str | None = None
+    """The file codex saved that is not a valid PNG."""
     timeout_s: float | None = None
     codex_version: str | None = None
     thread_id: str | None = None
@@ -135,20 +136,19 @@ def classify(outcome: RunOutcome, *, now: dt.datetime) -> CodexImageError:
     """The error for a run that produced no valid image. ``now``: aware local time."""
     texts = [t for t in (outcome.turn_failed, *outcome.errors, outcome.image_failure) if t]
     if outcome.timed_out and not texts:
-        limit = f" within {outcome.timeout_s:g} s" if outcome.timeout_s else ""
-        return _error(
-            TransientError, outcome, f"codex did not deliver an image{limit}.",
-            "timeout", "Retry, or allow more time (--timeout).",
-        )  # fmt: skip
+        return _timeout(outcome)
     if outcome.exit_code == 2 and outcome.thread_id is None:
         return _error(
             LaunchError, outcome,
-            "codex rejected its arguments" + _last_line(outcome.stderr_tail),
+            "codex rejected its arguments" + _said(outcome.stderr_tail),
             "codex_usage_error",
             "This codex may not support an option we pass (or the model name): update it "
             "with `npm install -g @openai/codex@latest`.",
         )  # fmt: skip
-    texts_and_stderr = [*texts, outcome.stderr_tail] if outcome.exit_code else texts
+    # Only the lines codex writes for a fatal error: warnings and info lines before them may
+    # mention old retries (429) or moderation settings; a death by signal is just that.
+    fatal = error_lines(outcome.stderr_tail) if (outcome.exit_code or 0) > 0 else []
+    texts_and_stderr = [*texts, *fatal]
     endpoint = _endpoint_failure(outcome)
     if endpoint is not None and endpoint.status is not None and not outcome.turn_failed:
         return _endpoint_error(endpoint, outcome, now)
@@ -178,11 +178,7 @@ def classify(outcome: RunOutcome, *, now: dt.datetime) -> CodexImageError:
             "no_image", "Retry; if it keeps happening, make the prompt shorter and more direct.",
         )  # fmt: skip
     if outcome.timed_out:
-        limit = f" within {outcome.timeout_s:g} s" if outcome.timeout_s else ""
-        return _error(
-            TransientError, outcome, f"codex did not deliver an image{limit}.",
-            "timeout", "Retry, or allow more time (--timeout).",
-        )  # fmt: skip
+        return _timeout(outcome)
     if any(SENTINEL in message for message in outcome.agent_messages):
         return _error(
             AuthError, outcome, "codex offered no image tool to the model.",
@@ -191,16 +187,13 @@ def classify(outcome: RunOutcome, *, now: dt.datetime) -> CodexImageError:
             "image_generation feature on.",
         )  # fmt: skip
     if outcome.invalid_image:
-        return _error(
-            TransientError, outcome,
-            (
-                f"codex saved a file that is not a valid PNG: {outcome.invalid_image}."
-                if outcome.invalid_source == "file"
-                else f"codex saved no file, and the image in its session log is not usable: "
-                f"{outcome.invalid_image}."
-            ),
-            "invalid_image", "Retry.",
-        )  # fmt: skip
+        if outcome.invalid_source == "log":
+            message = ("codex saved no file, and the image in its session log is not usable: "
+                       f"{outcome.invalid_image}.")  # fmt: skip
+        else:
+            where = f" ({outcome.invalid_path}, left there)" if outcome.invalid_path else ""
+            message = f"codex saved a file that is not a valid PNG{where}: {outcome.invalid_image}."
+        return _error(TransientError, outcome, message, "invalid_image", "Retry.")
     if outcome.exit_code == 0:
         failed = " (the image call failed)" if outcome.image_status == "failed" else ""
         return _error(
@@ -209,10 +202,16 @@ def classify(outcome: RunOutcome, *, now: dt.datetime) -> CodexImageError:
         )  # fmt: skip
     return _error(
         TransientError, outcome,
-        f"codex failed ({_exit_text(outcome.exit_code)})" + _last_line(outcome.stderr_tail),
+        f"codex failed ({_exit_text(outcome.exit_code)})" + _said(outcome.stderr_tail),
         "codex_failed",
         "Retry; if it keeps failing, run `codex exec` by hand to see the whole error.",
     )  # fmt: skip
+
+
+def _timeout(outcome: RunOutcome) -> TransientError:
+    limit = f" within {outcome.timeout_s:g} s" if outcome.timeout_s else ""
+    return _error(TransientError, outcome, f"codex did not deliver an image{limit}.", "timeout",
+                  "Retry, or allow more time (--timeout).")  # fmt: skip
 
 
 def _endpoint_failure(outcome: RunOutcome) -> EndpointFailure | None:
@@ -371,6 +370,44 @@ def _exit_text(code: int | None) -> str:
     return f"exit code {code}"
 
 
-def _last_line(stderr_tail: str) -> str:
+# How codex reports what ended it on stderr: anyhow's "Error: ..." (and its "Caused by:" lines),
+# clap's "error: ...", the exec printer's "ERROR: ...", a tracing line at level ERROR, a Rust
+# panic or allocation failure. Tracing lines at other levels are not errors.
+_ERROR_LINE = re.compile(
+    r"^(?:error:|ERROR:?\s|\S+\s+ERROR\s|thread '.*' panicked|memory allocation of \d+ bytes)"
+    r"|panicked at ",
+    re.IGNORECASE,
+)
+_FRAME = re.compile(r"^\s*(?:\d+:\s|at\s+\S+:\d+|stack backtrace:|note: run with `RUST_BACKTRACE)")
+
+
+def error_lines(stderr_tail: str) -> list[str]:
+    """The lines of ``stderr_tail`` in which codex reports an error (pure): each error line,
+    with the causes anyhow lists under it joined on."""
+    found: list[str] = []
+    in_causes = False
+    for line in stderr_tail.splitlines():
+        if _ERROR_LINE.search(line.strip()) and not _WARN_LEVEL.search(line):
+            found.append(line.strip())
+            in_causes = False
+        elif found and line.strip() == "Caused by:":
+            in_causes = True
+        elif found and in_causes and line[:1].isspace() and line.strip():
+            found[-1] += ": " + re.sub(r"^\s*\d+:\s*", "", line).strip()
+        else:
+            in_causes = False
+    return found
+
+
+_WARN_LEVEL = re.compile(r"^\S*\s*(?:WARN|INFO|DEBUG|TRACE)\s")
+
+
+def _said(stderr_tail: str) -> str:
+    """What codex said about its end: its last error line, else its last line that is not a
+    backtrace frame (RUST_BACKTRACE=1 ends stderr with frames)."""
+    errors = error_lines(stderr_tail)
+    if errors:
+        return f": {_short(errors[-1])}"
     lines = [line for line in stderr_tail.strip().splitlines() if line.strip()]
+    lines = [line for line in lines if not _FRAME.match(line)] or lines
     return f": {_short(lines[-1])}" if lines else "; it printed nothing on stderr."

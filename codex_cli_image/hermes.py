@@ -35,8 +35,9 @@ from agent.image_gen_provider import (
 )
 
 from .client import Client
-from .errors import CodexImageError, InputError, internal_error
-from .request import MAX_REFERENCE_BYTES, MAX_REFERENCES, ImageRequest
+from .errors import CodexImageError, InputError, internal_error, log_unexpected
+from .request import MAX_REFERENCE_BYTES, MAX_REFERENCES
+from .settings import Settings
 
 __all__ = ["PROVIDER_NAME", "CodexCliProvider", "register"]
 
@@ -99,8 +100,8 @@ class CodexCliProvider(ImageGenProvider):  # type: ignore[misc]  # Hermes ships 
         except CodexImageError as error:
             log.debug("codex-cli image backend not available: %s", error.message)
             return False
-        except Exception:
-            log.exception("checking the codex-cli image backend failed")
+        except Exception as exc:
+            log_unexpected(log, "checking the codex-cli image backend failed", exc)
             return False
         return True
 
@@ -122,12 +123,13 @@ class CodexCliProvider(ImageGenProvider):  # type: ignore[misc]  # Hermes ships 
                 prefix="codex-image-hermes-", ignore_cleanup_errors=True
             ) as scratch:
                 references = _materialize(sources, Path(scratch))
-                request = ImageRequest(prompt, _images_folder(), references, aspect)
-                result = client.generate(request)
+                result = client.generate(
+                    prompt, output=_images_folder(), references=references, aspect=aspect
+                )
         except CodexImageError as error:
             return _error(error, prompt, aspect)
         except Exception as exc:  # a bug of ours must not take Hermes' tool call down
-            log.exception("codex-cli image backend failed")
+            log_unexpected(log, "codex-cli image backend failed", exc)
             return _error(internal_error(exc), prompt, aspect)
         response: dict[str, Any] = success_response(
             image=str(result.path),
@@ -177,22 +179,23 @@ def _read_settings() -> dict[str, Any]:
 
 
 def _client_from(settings: Mapping[str, Any]) -> Client:
+    """A client for Hermes' settings: the keys of ``_SETTINGS`` are settings' names."""
     for key in ("codex", "codex_home", "profile", "model"):
         if settings.get(key) is not None and not isinstance(settings[key], str):
             raise _setting_error(f"image_gen.codex-cli.{key}", "is not a string")
-    allow_relay = settings.get("allow_relay", False)
-    if not isinstance(allow_relay, bool):
-        raise _setting_error("image_gen.codex-cli.allow_relay", "is not true or false")
-    timeout = settings.get("timeout", DEFAULT_TIMEOUT_S)
-    return Client(
-        codex=settings.get("codex"),
-        codex_home=settings.get("codex_home"),
-        profile=settings.get("profile"),
-        model=settings.get("model"),
-        allow_relay=allow_relay,
-        timeout=timeout,
-        retries=1,
-    )
+    try:
+        return Client(Settings(**{"timeout": DEFAULT_TIMEOUT_S, "retries": 1, **settings}))
+    except InputError as error:  # in Hermes' terms: the key to fix
+        named = {
+            "invalid_timeout": "timeout",
+            "invalid_option": "allow_relay",
+            "invalid_profile": "profile",
+            "invalid_model": "model",
+        }.get(error.reason)
+        if named is None:
+            raise
+        message = "is not usable: " + error.message
+        raise _setting_error(f"image_gen.codex-cli.{named}", message) from None
 
 
 def _setting_error(key: str, problem: str) -> InputError:
@@ -261,11 +264,18 @@ def _decode_data_url(url: str) -> bytes:
 
 
 def _download(url: str) -> bytes:
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        raise _bad_image(f"The image URL {_shown(url)} carries a user name or password.",
+                         "Pass a URL without credentials, or a local file.")  # fmt: skip
     try:
         with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
             data: bytes = response.read(MAX_REFERENCE_BYTES + 1)
-    except (OSError, ValueError) as exc:
-        raise _bad_image(f"The image {_shown(url)} could not be downloaded: {exc}.",
+    except Exception as exc:  # urllib raises OSError, ValueError, http.client's own errors
+        # Only what went wrong, never the exception's text: it can quote the URL.
+        why = getattr(exc, "reason", None) if isinstance(exc, OSError) else None
+        shown = why if isinstance(why, str) else type(exc).__name__
+        raise _bad_image(f"The image {_shown(url)} could not be downloaded ({shown}).",
                          "Check the URL, or pass a local file.") from None  # fmt: skip
     if len(data) > MAX_REFERENCE_BYTES:
         raise _bad_image(f"The image {_shown(url)} is larger than 25 MB.", "Pass a smaller image.")

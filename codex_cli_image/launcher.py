@@ -601,8 +601,12 @@ def _get_path(env: Mapping[str, str], plat: _Platform) -> str:
 def _split_path(value: str, plat: _Platform) -> list[str]:
     # Empty and relative entries mean "relative to the current directory": a different program
     # depending on where we run. Never search or pass those on.
+    # Windows entries may be quoted ("C:\Program Files\nodejs"): the quotes are not the path.
     isabs = ntpath.isabs if plat.windows else posixpath.isabs
-    return [entry for entry in value.split(";" if plat.windows else ":") if isabs(entry.strip())]
+    entries = value.split(";" if plat.windows else ":")
+    if plat.windows:
+        entries = [entry.strip().strip('"') for entry in entries]
+    return [entry for entry in entries if isabs(entry.strip())]
 
 
 def _dedupe(paths: Sequence[Path], plat: _Platform) -> list[Path]:

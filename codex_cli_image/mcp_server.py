@@ -33,12 +33,13 @@ from mcp.types import (
 from pydantic import Field, ValidationError
 
 from . import __version__
+from ._stdio import silence_stdout
 from ._tasks import beside
-from .api import DEFAULT_TIMEOUT_S, ImageResult
 from .client import Client
-from .errors import CodexImageError, InputError, TransientError, internal_error
+from .errors import CodexImageError, InputError, TransientError, internal_error, log_unexpected
 from .request import ImageRequest
-from .runner import Progress
+from .results import ImageResult, Progress
+from .settings import Settings
 
 __all__ = ["ServerOptions", "build_server", "client_for", "serve"]
 
@@ -89,16 +90,11 @@ class _Server(MCPServer):
 
 @dataclass(frozen=True, slots=True)
 class ServerOptions:
-    """What every call of the server shares (set from ``codex-image mcp``'s options)."""
+    """What every call of the server shares (set from ``codex-image mcp``'s options): the
+    folder images go to, the client's settings, and how large an image is sent inline."""
 
     out_dir: Path
-    codex: str | None = None
-    codex_home: str | None = None
-    profile: str | None = None
-    allow_relay: bool = False
-    model: str | None = None
-    timeout: float = DEFAULT_TIMEOUT_S
-    jobs: int = 2
+    settings: Settings = Settings()
     inline_max_bytes: int = DEFAULT_INLINE_MAX_BYTES
 
 
@@ -146,38 +142,19 @@ def build_server(options: ServerOptions, client: Client | None = None) -> MCPSer
     ) -> CallToolResult:
         try:
             _refuse_relative(references or ())
-            request = ImageRequest(prompt, None, references or (), aspect, size, transparent)
+            request = ImageRequest(prompt, references=references or (), aspect=aspect,
+                                   size=size, transparent=transparent)  # fmt: skip
             request.check()  # before a folder is made for it
             folder = await anyio.to_thread.run_sync(_folder, options.out_dir, output_dir)
-            request = replace(request, output=folder)
             reporter = _Reporter(ctx)
-            result = await reporter.around(
-                partial(client.agenerate, request, on_progress=reporter.progress)
-            )
+            result = await reporter.around(partial(
+                client.agenerate, replace(request, output=folder), on_progress=reporter.progress
+            ))  # fmt: skip
         except CodexImageError as error:
-            if client.closed and error.reason in ("cancelled", "client_closed"):
-                error = TransientError(
-                    "The server is stopping; the image was not made.",
-                    reason="cancelled",
-                    hint="Retry once the server runs again.",
-                )
-            return _tool_error(error)
+            return _tool_error(_stopping(error) if client.closed else error)
         except Exception as exc:  # a bug of ours must not cost the agent its whole server
             return _tool_error(_unexpected(exc))
-        data = result.to_dict()
-        summary = f"Saved a {result.width}x{result.height} PNG to {result.path}"
-        content: list[TextContent | ImageContent] = [
-            TextContent(type="text", text=f"{summary}.\n{json.dumps(data)}")
-        ]
-        if result.bytes <= options.inline_max_bytes:
-            try:
-                png = await anyio.to_thread.run_sync(result.path.read_bytes)
-            except OSError:  # moved or removed already: the path and metadata still stand
-                png = b""
-            if png:
-                encoded = base64.b64encode(png).decode("ascii")
-                content.append(ImageContent(type="image", data=encoded, mime_type="image/png"))
-        return CallToolResult(content=list(content), structured_content=data)
+        return await _image_result(result, options.inline_max_bytes)
 
     @server.tool(
         name="doctor",
@@ -197,6 +174,35 @@ def build_server(options: ServerOptions, client: Client | None = None) -> MCPSer
         )
 
     return server
+
+
+async def _image_result(result: ImageResult, inline_max_bytes: int) -> CallToolResult:
+    """The answer to a made image: its path and metadata, and the image when small enough."""
+    data = result.to_dict()
+    summary = f"Saved a {result.width}x{result.height} PNG to {result.path}"
+    content: list[TextContent | ImageContent] = [
+        TextContent(type="text", text=f"{summary}.\n{json.dumps(data)}")
+    ]
+    if result.bytes <= inline_max_bytes:
+        try:
+            png = await anyio.to_thread.run_sync(result.path.read_bytes)
+        except OSError:  # moved or removed already: the path and metadata still stand
+            png = b""
+        if png:
+            encoded = base64.b64encode(png).decode("ascii")
+            content.append(ImageContent(type="image", data=encoded, mime_type="image/png"))
+    return CallToolResult(content=list(content), structured_content=data)
+
+
+def _stopping(error: CodexImageError) -> CodexImageError:
+    """A call ended by the server's own shutdown says so."""
+    if error.reason not in ("cancelled", "client_closed"):
+        return error
+    return TransientError(
+        "The server is stopping; the image was not made.",
+        reason="cancelled",
+        hint="Retry once the server runs again.",
+    )
 
 
 class _Reporter:
@@ -337,10 +343,7 @@ def _tool_error(error: CodexImageError) -> CallToolResult:
 
 
 def client_for(options: ServerOptions) -> Client:
-    return Client(codex=options.codex, codex_home=options.codex_home, profile=options.profile,
-                  model=options.model,
-                  allow_relay=options.allow_relay, timeout=options.timeout,
-                  concurrency=options.jobs)  # fmt: skip
+    return Client(options.settings)
 
 
 def serve(options: ServerOptions) -> int:
@@ -363,9 +366,7 @@ def serve(options: ServerOptions) -> int:
             raise
         # The client vanished (killed, crashed): the calls were cancelled, ending their codex
         # trees, on the way here. Nobody is left to read a traceback or a last flush.
-        log.info("the MCP client went away: %r", exc)
-        from .cli import silence_stdout
-
+        log.info("the MCP client went away: %s", type(exc).__name__)
         silence_stdout()
     finally:
         client.close()
@@ -392,5 +393,5 @@ async def _stop_on_signal(client: Client) -> None:
 
 
 def _unexpected(exc: Exception) -> TransientError:
-    log.error("unexpected error in generate_image", exc_info=exc)
+    log_unexpected(log, "unexpected error in generate_image", exc)
     return internal_error(exc)

@@ -21,7 +21,7 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -79,7 +79,6 @@ _OPENAI_HOSTS = ("openai.com", "chatgpt.com")
 # [profiles.x] ("config profile `x` not found" without one). The first version between is not
 # known: older than 0.142 is taken for the tables.
 PROFILE_FILES_SINCE = (0, 142, 0)
-_PROFILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 # codex refreshes a token whose last refresh is older than this (and on 401).
 _REFRESH_AGE = dt.timedelta(days=8)
 
@@ -156,6 +155,83 @@ def parse_login_status(exit_code: int, stderr: str) -> LoginStatus:
     return "error"
 
 
+@dataclass(frozen=True, slots=True)
+class LoginInputs:
+    """What the login is judged from: ``auth.json`` (parsed, or why it could not be read) and,
+    for credentials in the OS keyring, the answer of ``codex login status``."""
+
+    auth: Mapping[str, Any] | None
+    auth_error: str | None = None
+    login_status: LoginStatus | None = None
+    auth_file: str = "auth.json"
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigLayer:
+    """The configuration codex runs with: the selected profile's own settings (``layer``,
+    named ``layer_name`` in messages) over ``config.toml``, merged as codex merges them."""
+
+    config: Mapping[str, Any]
+    layer: Mapping[str, Any]
+    layer_name: str
+    selected: str | None
+    config_file: str
+
+    @property
+    def provider(self) -> str:
+        return (
+            _str(self.layer.get("model_provider"))
+            or _str(self.config.get("model_provider"))
+            or "openai"
+        )
+
+    @property
+    def store(self) -> str:
+        return _str(self.config.get("cli_auth_credentials_store")) or "file"
+
+
+class _Judge:
+    """Refusals carry the warnings gathered so far, and what is known of the login."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.warnings = [
+            Notice(
+                "api_key_env_ignored",
+                f"{name} is set in the environment; it is removed from codex's environment so "
+                "that the ChatGPT login is used.",
+            )
+            for name in CREDENTIAL_ENV
+            if env.get(name)
+        ]
+        self.known: dict[str, Any] = {}
+
+    def refuse(self, reason: str, message: str, hint: str, **known: Any) -> Verdict:
+        known = {**self.known, **known}
+        return Verdict(
+            ok=False,
+            mode=known.get("mode"),
+            plan=known.get("plan"),
+            reason=reason,
+            message=message,
+            hint=hint,
+            warnings=tuple(self.warnings),
+            account=known.get("account"),
+            store=known.get("store", "file"),
+            provider=known.get("provider", "openai"),
+            profile=known.get("profile"),
+        )
+
+    def allow(self) -> Verdict:
+        known = self.known
+        return Verdict(ok=True, mode=known.get("mode"), plan=known.get("plan"),
+                       warnings=tuple(self.warnings), account=known.get("account"),
+                       store=known["store"], provider=known["provider"],
+                       profile=known.get("profile"))  # fmt: skip
+
+    def warn(self, code: str, message: str) -> None:
+        self.warnings.append(Notice(code, message))
+
+
 def assess(
     *,
     auth: Mapping[str, Any] | None,
@@ -186,58 +262,49 @@ def assess(
     is ``profile_config`` (parsed, ``{}`` when absent) named ``profile_file``, layered over
     ``config`` as codex does; before, ``[profiles.<profile>]`` of ``config``.
     """
-    warnings = [
-        Notice(
-            "api_key_env_ignored",
-            f"{name} is set in the environment; it is removed from codex's environment so that "
-            "the ChatGPT login is used.",
-        )
-        for name in CREDENTIAL_ENV
-        if env.get(name)
-    ]
-
-    def refuse(reason: str, message: str, hint: str, **known: Any) -> Verdict:
-        return Verdict(
-            ok=False,
-            mode=known.get("mode"),
-            plan=known.get("plan"),
-            reason=reason,
-            message=message,
-            hint=hint,
-            warnings=tuple(warnings),
-            account=known.get("account"),
-            store=known.get("store", "file"),
-            provider=known.get("provider", "openai"),
-            profile=known.get("profile"),
-        )
-
+    judge = _Judge(env)
     if codex_home_error is not None:
-        return refuse(
-            "codex_home_missing",
-            codex_home_error,
-            "Create that directory, or unset CODEX_HOME to use ~/.codex.",
-        )
+        hint = "Create that directory, or unset CODEX_HOME to use ~/.codex."
+        return judge.refuse("codex_home_missing", codex_home_error, hint)
     if codex_home_unreadable is not None:
-        return refuse(
+        return judge.refuse(
             "codex_home_unreadable",
             codex_home_unreadable,
             "Give your user read and write access to it (codex keeps its login, sessions and "
             "images there), or point CODEX_HOME at a directory you own.",
         )
     if config_error is not None:
-        return refuse(
-            "config_unreadable",
-            f"{config_file} cannot be read: {config_error}.",
-            f"Fix {config_file} (or move it aside) and try again.",
-        )
+        return judge.refuse("config_unreadable", f"{config_file} cannot be read: {config_error}.",
+                            f"Fix {config_file} (or move it aside) and try again.")  # fmt: skip
+    layer = _select_layer(judge, config, config_file, profile, codex_version,
+                          profile_config, profile_file)  # fmt: skip
+    if isinstance(layer, Verdict):
+        return layer
+    judge.known = {"store": layer.store, "provider": layer.provider, "profile": layer.selected}
+    login = LoginInputs(auth, auth_error, login_status, auth_file)
+    refused = _judge_login(judge, login, layer, now)
+    if refused is not None:
+        return refused
+    return _judge_config(judge, layer, allow_relay) or judge.allow()
 
-    legacy_profile = _str(config.get("profile"))
+
+def _select_layer(
+    judge: _Judge,
+    config: Mapping[str, Any],
+    config_file: str,
+    profile: str | None,
+    codex_version: tuple[int, int, int] | None,
+    profile_config: Mapping[str, Any] | None,
+    profile_file: str | None,
+) -> ConfigLayer | Verdict:
+    """The profile's layer as this codex version selects it, or the refusal codex would give."""
+    legacy = _str(config.get("profile"))
     # Unknown version: the older rules, which refuse less.
     files = codex_version is not None and codex_version >= PROFILE_FILES_SINCE
     if profile is not None and files:
         tables = config.get("profiles")
-        if legacy_profile or (isinstance(tables, Mapping) and profile in tables):
-            return refuse(
+        if legacy or (isinstance(tables, Mapping) and profile in tables):
+            return judge.refuse(
                 "config_unreadable",
                 f"codex refuses --profile {profile} while {config_file} still has a legacy "
                 f'profile = "..." line or a [profiles.{profile}] table.',
@@ -246,191 +313,134 @@ def assess(
                 profile=profile,
             )
         own = profile_config or {}
-        return _assess_config(
-            config=_merged(config, own), layer=own,
-            layer_name=profile_file or f"{profile}.config.toml",
-            selected=profile, refuse=refuse, warnings=warnings, auth=auth, env=env, now=now,
-            auth_error=auth_error, login_status=login_status, allow_relay=allow_relay,
-            auth_file=auth_file, config_file=config_file,
-        )  # fmt: skip
-    if legacy_profile and codex_version is not None and files:
+        name = profile_file or f"{profile}.config.toml"
+        return ConfigLayer(_merged(config, own), own, name, profile, config_file)
+    if legacy and codex_version is not None and files:
         shown = ".".join(map(str, codex_version))
-        return refuse(
+        return judge.refuse(
             "config_unreadable",
-            f'codex {shown} refuses to start: {config_file} selects profile = "{legacy_profile}", '
+            f'codex {shown} refuses to start: {config_file} selects profile = "{legacy}", '
             "which it no longer supports.",
-            f"Move the settings of [profiles.{legacy_profile}] into "
-            f"{legacy_profile}.config.toml beside it and remove the profile line and table.",
+            f"Move the settings of [profiles.{legacy}] into {legacy}.config.toml beside it "
+            "and remove the profile line and table.",
         )
-    selected = profile or legacy_profile
+    selected = profile or legacy
     layer: Mapping[str, Any] = {}
     if selected is not None:
         profiles = config.get("profiles")
         found = profiles.get(selected) if isinstance(profiles, Mapping) else None
         if not isinstance(found, Mapping):
-            return refuse(
+            return judge.refuse(
                 "config_unreadable",
                 f"The profile {selected!r} is selected but {config_file} does not define it.",
                 f"Add [profiles.{selected}] to {config_file}, or select another profile.",
                 profile=selected,
             )
         layer = found
-    return _assess_config(
-        config=config, layer=layer, layer_name=f"[profiles.{selected}] of {config_file}",
-        selected=selected, refuse=refuse, warnings=warnings, auth=auth, env=env, now=now,
-        auth_error=auth_error, login_status=login_status, allow_relay=allow_relay,
-        auth_file=auth_file, config_file=config_file,
-    )  # fmt: skip
+    return ConfigLayer(config, layer, f"[profiles.{selected}] of {config_file}", selected,
+                       config_file)  # fmt: skip
 
 
-def _assess_config(
-    *,
-    config: Mapping[str, Any],
-    layer: Mapping[str, Any],
-    layer_name: str,
-    selected: str | None,
-    refuse: Callable[..., Verdict],
-    warnings: list[Notice],
-    auth: Mapping[str, Any] | None,
-    env: Mapping[str, str],
-    now: dt.datetime,
-    auth_error: str | None,
-    login_status: LoginStatus | None,
-    allow_relay: bool,
-    auth_file: str,
-    config_file: str,
-) -> Verdict:
-    """The login and the configuration, once the profile's layer is known: ``layer`` (the
-    profile's own settings, named ``layer_name`` in messages) over ``config``."""
-    provider = _str(layer.get("model_provider")) or _str(config.get("model_provider")) or "openai"
-    store = _str(config.get("cli_auth_credentials_store")) or "file"
-    context: dict[str, Any] = {"store": store, "provider": provider, "profile": selected}
-
-    # --- the login ---
-    mode: Mode | None
-    plan: str | None = None
-    account: str | None = None
-    use_status = store == "keyring" or (store == "auto" and auth is None and auth_error is None)
+def _judge_login(
+    judge: _Judge, login: LoginInputs, layer: ConfigLayer, now: dt.datetime
+) -> Verdict | None:
+    """A refusal of the login, or None (``judge.known`` then says who is signed in)."""
+    store = layer.store
     if store == "ephemeral":
-        return refuse(
+        return judge.refuse(
             "not_signed_in",
             'Codex keeps credentials only in memory (cli_auth_credentials_store = "ephemeral"), '
             "so a new codex process is not signed in.",
-            f'Set cli_auth_credentials_store = "file" in {config_file}, then {_lower(_SIGN_IN)}',
-            **context,
+            f'Set cli_auth_credentials_store = "file" in {layer.config_file}, then '
+            f"{_lower(_SIGN_IN)}",
         )
-    if use_status:
-        if login_status is None or login_status == "error":
-            return refuse(
-                "auth_unreadable",
-                "The credentials are in the OS keyring and `codex login status` could not "
-                "read them.",
-                f"Unlock the keyring, or sign in again. {_SIGN_IN}",
-                **context,
-            )
-        if login_status == "none":
-            return refuse("not_signed_in", "Codex is not signed in.", _SIGN_IN, **context)
-        if login_status == "apikey":
-            return refuse(
-                "api_key_login", "Codex is signed in with an API key.", _SWITCH, mode="apikey",
-                **context,
-            )  # fmt: skip
-        if login_status == "agent":
-            return refuse(
-                "programmatic_login",
-                "Codex is signed in with an agent identity, not a ChatGPT account.",
-                _SWITCH,
-                mode="agentIdentity",
-                **context,
-            )
-        mode = "chatgpt"
-        warnings.append(
-            Notice(
-                "plan_unknown",
-                "The ChatGPT plan cannot be read from the OS keyring; the free plan has no "
-                "image tool.",
-            )
-        )
-    else:
-        if auth_error is not None:
-            return refuse(
-                "auth_unreadable",
-                f"{auth_file} cannot be read: {auth_error}.",
-                f"Check its permissions, or sign in again to rewrite it. {_SIGN_IN}",
-                **context,
-            )
-        if not auth:
-            return refuse("not_signed_in", "Codex is not signed in.", _SIGN_IN, **context)
-        mode_or_other = _effective_mode(auth)
-        if mode_or_other == "apikey":
-            return refuse(
-                "api_key_login", "Codex is signed in with an API key.", _SWITCH, mode="apikey",
-                **context,
-            )  # fmt: skip
-        if mode_or_other != "chatgpt":
-            known_mode = mode_or_other if mode_or_other in _PROGRAMMATIC else None
-            return refuse(
-                "programmatic_login",
-                f"Codex is signed in with {_describe_mode(mode_or_other)}, not a ChatGPT account.",
-                _SWITCH,
-                mode=known_mode,
-                **context,
-            )
-        mode = "chatgpt"
-        tokens = auth.get("tokens")
-        if not isinstance(tokens, Mapping) or not tokens.get("access_token"):
-            return refuse(
-                "not_signed_in",
-                f"{auth_file} holds no ChatGPT tokens.",
-                _SIGN_IN,
-                mode="chatgpt",
-                **context,
-            )
-        claims = _jwt_claims(tokens.get("id_token"))
-        if claims is None:
-            # Codex itself cannot load such a file ("failed to deserialize CLI auth").
-            return refuse(
-                "auth_unreadable",
-                f"The ID token in {auth_file} is not a readable JWT.",
-                f"Sign in again to rewrite it. {_SIGN_IN}",
-                mode="chatgpt",
-                **context,
-            )
-        openai_claims = claims.get("https://api.openai.com/auth")
-        if isinstance(openai_claims, Mapping):
-            plan = _str(openai_claims.get("chatgpt_plan_type"))
-        account = _str(claims.get("email"))
-        if plan == "free":
-            return refuse(
-                "free_plan",
-                "This ChatGPT account is on the free plan, where Codex offers no image tool.",
-                "Upgrade the ChatGPT plan (Plus or higher), or sign in with a paid account.",
-                mode="chatgpt",
-                plan=plan,
-                account=account,
-                **context,
-            )
-        if plan is None or plan not in PAID_PLANS:
-            shown = "unknown" if plan is None else repr(plan)
-            warnings.append(
-                Notice(
-                    "plan_unknown",
-                    f"The ChatGPT plan is {shown}; the free plan has no image tool.",
-                )
-            )
-        stale = _stale(tokens.get("access_token"), auth.get("last_refresh"), now)
-        if stale:
-            warnings.append(
-                Notice("token_stale", f"The access token {stale}; codex will refresh it.")
-            )
-    known = {"mode": mode, "plan": plan, "account": account, **context}
+    if store == "keyring" or (store == "auto" and login.auth is None and login.auth_error is None):
+        return _judge_keyring(judge, login.login_status)
+    return _judge_auth_file(judge, login, now)
 
-    # --- the configuration ---
-    relay = _relay_problem(config, layer, provider, selected, config_file, layer_name)
+
+def _judge_keyring(judge: _Judge, status: LoginStatus | None) -> Verdict | None:
+    if status is None or status == "error":
+        return judge.refuse(
+            "auth_unreadable",
+            "The credentials are in the OS keyring and `codex login status` could not read them.",
+            f"Unlock the keyring, or sign in again. {_SIGN_IN}",
+        )
+    if status == "none":
+        return judge.refuse("not_signed_in", "Codex is not signed in.", _SIGN_IN)
+    if status == "apikey":
+        return judge.refuse("api_key_login", "Codex is signed in with an API key.", _SWITCH,
+                            mode="apikey")  # fmt: skip
+    if status == "agent":
+        return judge.refuse(
+            "programmatic_login",
+            "Codex is signed in with an agent identity, not a ChatGPT account.",
+            _SWITCH,
+            mode="agentIdentity",
+        )
+    judge.known["mode"] = "chatgpt"
+    judge.warn("plan_unknown", "The ChatGPT plan cannot be read from the OS keyring; the free "
+               "plan has no image tool.")  # fmt: skip
+    return None
+
+
+def _judge_auth_file(judge: _Judge, login: LoginInputs, now: dt.datetime) -> Verdict | None:
+    auth, auth_file = login.auth, login.auth_file
+    if login.auth_error is not None:
+        return judge.refuse(
+            "auth_unreadable",
+            f"{auth_file} cannot be read: {login.auth_error}.",
+            f"Check its permissions, or sign in again to rewrite it. {_SIGN_IN}",
+        )
+    if not auth:
+        return judge.refuse("not_signed_in", "Codex is not signed in.", _SIGN_IN)
+    mode = _effective_mode(auth)
+    if mode == "apikey":
+        return judge.refuse("api_key_login", "Codex is signed in with an API key.", _SWITCH,
+                            mode="apikey")  # fmt: skip
+    if mode != "chatgpt":
+        return judge.refuse(
+            "programmatic_login",
+            f"Codex is signed in with {_describe_mode(mode)}, not a ChatGPT account.",
+            _SWITCH,
+            mode=mode if mode in _PROGRAMMATIC else None,
+        )
+    judge.known["mode"] = "chatgpt"
+    tokens = auth.get("tokens")
+    if not isinstance(tokens, Mapping) or not tokens.get("access_token"):
+        return judge.refuse("not_signed_in", f"{auth_file} holds no ChatGPT tokens.", _SIGN_IN)
+    claims = _jwt_claims(tokens.get("id_token"))
+    if claims is None:
+        # Codex itself cannot load such a file ("failed to deserialize CLI auth").
+        return judge.refuse("auth_unreadable", f"The ID token in {auth_file} is not a readable "
+                            "JWT.", f"Sign in again to rewrite it. {_SIGN_IN}")  # fmt: skip
+    openai_claims = claims.get("https://api.openai.com/auth")
+    plan = (
+        _str(openai_claims.get("chatgpt_plan_type")) if isinstance(openai_claims, Mapping) else None
+    )
+    judge.known.update(plan=plan, account=_str(claims.get("email")))
+    if plan == "free":
+        return judge.refuse(
+            "free_plan",
+            "This ChatGPT account is on the free plan, where Codex offers no image tool.",
+            "Upgrade the ChatGPT plan (Plus or higher), or sign in with a paid account.",
+        )
+    if plan is None or plan not in PAID_PLANS:
+        shown = "unknown" if plan is None else repr(plan)
+        judge.warn("plan_unknown", f"The ChatGPT plan is {shown}; the free plan has no image tool.")
+    stale = _stale(tokens.get("access_token"), auth.get("last_refresh"), now)
+    if stale:
+        judge.warn("token_stale", f"The access token {stale}; codex will refresh it.")
+    return None
+
+
+def _judge_config(judge: _Judge, layer: ConfigLayer, allow_relay: bool) -> Verdict | None:
+    """A refusal of the configuration (a relay, the image tool turned off), or None."""
+    relay = _relay_problem(layer)
     if relay is not None:
         message, forwards_login = relay
         if allow_relay and forwards_login:
-            warnings.append(Notice("relay_provider", message + " Allowed by allow_relay."))
+            judge.warn("relay_provider", message + " Allowed by allow_relay.")
         else:
             hint = (
                 "Use the built-in openai provider for images, or pass --allow-relay if this "
@@ -439,29 +449,20 @@ def _assess_config(
                 else "Use the built-in openai provider for images: this provider does not receive "
                 "the ChatGPT login, so codex offers no image tool."
             )
-            return refuse("relay_provider", message, hint, **known)
-    if _feature_off(layer) or (_feature_off(config) and _feature(layer) is None):
+            return judge.refuse("relay_provider", message, hint)
+    own, base = layer.layer, layer.config
+    if _feature_off(own) or (_feature_off(base) and _feature(own) is None):
         where = (
-            f"the [features] of {layer_name}"
-            if _feature_off(layer)
-            else f"[features] of {config_file}"
+            f"the [features] of {layer.layer_name}"
+            if _feature_off(own)
+            else f"[features] of {layer.config_file}"
         )
-        return refuse(
+        return judge.refuse(
             "image_generation_disabled",
             f"image_generation = false in {where} turns the image tool off.",
             f"Remove image_generation = false from {where}.",
-            **known,
         )
-    return Verdict(
-        ok=True,
-        mode=mode,
-        plan=plan,
-        warnings=tuple(warnings),
-        account=account,
-        store=store,
-        provider=provider,
-        profile=selected,
-    )
+    return None
 
 
 def _merged(base: Mapping[str, Any], layer: Mapping[str, Any]) -> dict[str, Any]:
@@ -474,17 +475,6 @@ def _merged(base: Mapping[str, Any], layer: Mapping[str, Any]) -> dict[str, Any]
         else:
             merged[key] = value
     return merged
-
-
-def check_profile_name(name: str) -> str:
-    """A profile name codex takes (a plain name: it becomes a file name), or InputError."""
-    if not isinstance(name, str) or not _PROFILE_NAME.fullmatch(name) or ".." in name:
-        raise InputError(
-            f"The profile name {str(name)[:40]!r} is not usable.",
-            reason="invalid_profile",
-            hint="Pass a plain name such as work (codex reads it from work.config.toml).",
-        )
-    return name
 
 
 def _effective_mode(auth: Mapping[str, Any]) -> str:
@@ -535,16 +525,12 @@ def _stale(access_token: object, last_refresh: object, now: dt.datetime) -> str 
     return None
 
 
-def _relay_problem(
-    config: Mapping[str, Any],
-    layer: Mapping[str, Any],
-    provider: str,
-    profile: str | None,
-    config_file: str,
-    layer_name: str,
-) -> tuple[str, bool] | None:
+def _relay_problem(layer: ConfigLayer) -> tuple[str, bool] | None:
     """Why requests would not go to OpenAI, and whether codex would still send the ChatGPT login."""
-    where = f"the profile {profile!r}" if _str(layer.get("model_provider")) else config_file
+    own, config, provider = layer.layer, layer.config, layer.provider
+    where = (
+        f"the profile {layer.selected!r}" if _str(own.get("model_provider")) else layer.config_file
+    )
     if provider != "openai":
         providers = config.get("model_providers")
         table = providers.get(provider) if isinstance(providers, Mapping) else None
@@ -555,10 +541,10 @@ def _relay_problem(
         )
         return f"{where} selects the model provider {provider!r} instead of openai.", forwards
     for key in ("openai_base_url", "chatgpt_base_url"):
-        url = _str(layer.get(key)) or _str(config.get(key))
+        url = _str(own.get(key)) or _str(config.get(key))
         if url and not _is_openai(url):
             host = urlsplit(url).hostname or url
-            where = layer_name if _str(layer.get(key)) else config_file
+            where = layer.layer_name if _str(own.get(key)) else layer.config_file
             return f"{key} in {where} sends requests to {host}, not to OpenAI.", True
     return None
 
@@ -628,8 +614,16 @@ def check_login(
     env = dict(os.environ if env is None else env)
     home = codex_home_path(env, codex_home)
     source = home_source(env, codex_home)
-    verdict = _check_home(home, source, env, allow_relay, codex, codex_version, now, timeout_s,
-                          stop, profile)  # fmt: skip
+    try:
+        verdict = _check_home(home, source, env, allow_relay, codex, codex_version, now,
+                              timeout_s, stop, profile)  # fmt: skip
+    except OSError as exc:  # e.g. a folder above the home that we may not search
+        where = exc.filename or home
+        verdict = assess(
+            auth=None, config={}, env=env, now=now or dt.datetime.now(dt.timezone.utc),
+            codex_home_unreadable=f"The codex home {home} cannot be read ({where}: "
+            f"{_os_reason(exc)}).",
+        )  # fmt: skip
     return verdict if verdict.ok else _name_home(verdict, home, source)
 
 

@@ -3,42 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-from .errors import InputError
-from .failures import SENTINEL
+from .request import Geometry
 
-if TYPE_CHECKING:  # request.py checks prompts with this module
-    from .request import Geometry
+__all__ = ["SENTINEL", "build_instruction"]
 
-__all__ = ["MAX_PROMPT_CHARS", "build_instruction", "check_prompt"]
-
-MAX_PROMPT_CHARS = 32_000
+# The line the instruction asks the model to print when it has no image tool.
+SENTINEL = "CODEX_IMAGE_TOOL_UNAVAILABLE"
 _BEGIN = "<<<IMAGE REQUEST>>>"
 _END = "<<<END OF IMAGE REQUEST>>>"
-
-
-def check_prompt(prompt: str) -> str:
-    """The prompt, or an :class:`InputError` saying what is wrong with it."""
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise InputError(
-            "The prompt is empty.",
-            reason="empty_prompt",
-            hint='Describe the image to make, e.g. "a red fox in the snow".',
-        )
-    if "\x00" in prompt:
-        raise InputError(
-            "The prompt contains a NUL character.",
-            reason="invalid_prompt",
-            hint="Remove the NUL (\\0) character; it usually means binary data was passed.",
-        )
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise InputError(
-            f"The prompt has {len(prompt)} characters, more than the {MAX_PROMPT_CHARS} allowed.",
-            reason="prompt_too_long",
-            hint="Shorten the prompt; long prompts also make the model likelier to skip the tool.",
-        )
-    return prompt
 
 
 def build_instruction(

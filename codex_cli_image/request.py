@@ -8,32 +8,37 @@ with an opaque error after time has been spent.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
 import os
 import re
 import stat
-from collections.abc import Sequence
-from dataclasses import dataclass
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError
 from .png import PngInfo, sniff
-from .prompt import check_prompt
 
 __all__ = [
+    "MAX_PROMPT_CHARS",
     "MAX_REFERENCES",
     "MAX_REFERENCE_BYTES",
     "Geometry",
     "ImageRequest",
     "Reference",
+    "check_prompt",
     "check_references",
     "compare_geometry",
     "parse_aspect",
     "parse_size",
     "sniff",
+    "stage_reference",
 ]
 
+MAX_PROMPT_CHARS = 32_000
 MAX_REFERENCES = 5  # the Codex image tool's limit
 MAX_REFERENCE_BYTES = 25 * 1024 * 1024
 ASPECT_TOLERANCE = 0.03
@@ -63,21 +68,33 @@ class ImageRequest:
     transparent: bool = False
     fit: str | None = None
     overwrite: bool = False
+    _checked: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # A list becomes a tuple (hashable, and safe from the caller changing it mid-run); a
         # single path is left for check() to refuse rather than split into characters.
-        if not isinstance(self.references, (str, bytes, os.PathLike, tuple)):
-            object.__setattr__(self, "references", tuple(self.references))
+        refs = self.references
+        if isinstance(refs, Iterable) and not isinstance(refs, (str, bytes, os.PathLike, tuple)):
+            object.__setattr__(self, "references", tuple(refs))
 
     def check(self, where: str | None = None) -> None:
         """The checks that need no file system: prompt, geometry, number and form of paths.
 
         ``where`` (e.g. ``"line 3"``) starts every message. Raises :class:`InputError`.
+        A request that passed is not checked again.
         """
-        if isinstance(self.references, (str, bytes, os.PathLike)):
-            raise _invalid(where, "references is one path, not a list of paths.",
+        if self._checked:
+            return
+        if not isinstance(self.references, tuple) or isinstance(self.references, os.PathLike):
+            raise _invalid(where, "references is not a list of paths.",
                            'Pass a list, e.g. references=["a.png"].')  # fmt: skip
+        for name in ("aspect", "size", "fit"):
+            if not isinstance(getattr(self, name), (str, type(None))):
+                raise _invalid(where, f"{name} is not a string.", f"Pass {name} as text.")
+        for path in (self.output, *self.references):
+            if path is not None and not isinstance(path, (str, os.PathLike)):
+                raise _invalid(where, f"The path {path!r} is not a path.",
+                               "Pass paths as strings or path objects.")  # fmt: skip
         for name in ("transparent", "overwrite"):
             if not isinstance(getattr(self, name), bool):
                 raise _invalid(where, f"{name} is not true or false.", "Pass true or false.")
@@ -95,6 +112,7 @@ class ImageRequest:
                 raise _invalid(where, "A path contains a NUL character.", "Remove the NUL (\\0).")
         if len(self.references) > MAX_REFERENCES:
             raise _where(_too_many(len(self.references)), where)
+        object.__setattr__(self, "_checked", True)
 
     def to_dict(self) -> dict[str, object]:
         data: dict[str, object] = {
@@ -111,10 +129,14 @@ class ImageRequest:
         return data
 
 
+IMAGE_FIELDS = frozenset(
+    {"output", "references", "aspect", "size", "transparent", "fit", "overwrite"}
+)
+"""The per-image keywords: the fields of :class:`ImageRequest` but the prompt."""
+
+
 def _where(error: InputError, where: str | None) -> InputError:
-    if where is None:
-        return error
-    return InputError(f"{where}: {error.message}", reason=error.reason, hint=error.hint)
+    return error.at(where)
 
 
 def _invalid(where: str | None, message: str, hint: str) -> InputError:
@@ -127,6 +149,40 @@ def _too_many(count: int) -> InputError:
         reason="too_many_references",
         hint=f"Pass at most {MAX_REFERENCES} references (the Codex image tool's limit).",
     )
+
+
+def check_prompt(prompt: str) -> str:
+    """The prompt, or an :class:`InputError` saying what is wrong with it."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InputError(
+            "The prompt is empty.",
+            reason="empty_prompt",
+            hint='Describe the image to make, e.g. "a red fox in the snow".',
+        )
+    if "\x00" in prompt:
+        raise InputError(
+            "The prompt contains a NUL character.",
+            reason="invalid_prompt",
+            hint="Remove the NUL (\\0) character; it usually means binary data was passed.",
+        )
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise InputError(
+            f"The prompt has {len(prompt)} characters, more than the {MAX_PROMPT_CHARS} allowed.",
+            reason="prompt_too_long",
+            hint="Shorten the prompt; long prompts also make the model likelier to skip the tool.",
+        )
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # A lone surrogate: JSON and Python strings can carry one, codex's stdin cannot.
+        code = ord(exc.object[exc.start])
+        raise InputError(
+            f"The prompt is not valid text: a lone surrogate (U+{code:04X}) stands at "
+            f"character {exc.start}.",
+            reason="invalid_prompt",
+            hint="Pass the prompt as valid Unicode text (check how it was decoded).",
+        ) from None
+    return prompt
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,28 +294,80 @@ def _refuse(
 
 
 def _check_one(path: Path) -> Reference:
-    try:
-        info = path.lstat()
-    except FileNotFoundError:
-        raise _refuse(path, "does not exist", "Check the path of the reference image.") from None
-    except OSError as exc:
-        raise _refuse(path, f"cannot be read ({exc.strerror})", "Check its permissions.") from exc
-    if stat.S_ISLNK(info.st_mode):
-        raise _refuse(path, "is a symbolic link", "Pass the image file itself.")
-    if not stat.S_ISREG(info.st_mode):
-        raise _refuse(path, "is not a regular file", "Pass an image file.")
-    if info.st_size > MAX_REFERENCE_BYTES:
-        raise _refuse(
-            path,
-            f"has {info.st_size} bytes, more than the {MAX_REFERENCE_BYTES} allowed",
-            "Pass a smaller image (at most 25 MB).",
-        )
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise _refuse(path, f"cannot be read ({exc.strerror})", "Check its permissions.") from exc
+    data = _read_reference(path)
     kind = sniff(data[:32])
     if kind not in _ACCEPTED:
         shown = "an unknown type" if kind == "unknown" else kind.upper()
         raise _refuse(path, f"is {shown}, which the image tool does not take")
     return Reference(path, kind, len(data), hashlib.sha256(data).hexdigest())
+
+
+# Opened without following a link in its last part: what is checked is what codex gets.
+_NOFOLLOW = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a FIFO in its place must not block the open
+_LINK_ERRNOS = (errno.ELOOP, getattr(errno, "EMLINK", errno.ELOOP))  # Linux/macOS, FreeBSD
+
+
+def _open_reference(path: Path) -> tuple[int, os.stat_result]:
+    """A descriptor of the regular file at ``path`` (never through a link), and its stat."""
+    try:
+        if sys.platform == "win32" and stat.S_ISLNK(path.lstat().st_mode):  # no O_NOFOLLOW there
+            raise _refuse(path, "is a symbolic link", "Pass the image file itself.")
+        fd = os.open(path, _NOFOLLOW | _NONBLOCK)
+    except FileNotFoundError:
+        raise _refuse(path, "does not exist", "Check the path of the reference image.") from None
+    except OSError as exc:
+        if exc.errno in _LINK_ERRNOS:
+            raise _refuse(path, "is a symbolic link", "Pass the image file itself.") from None
+        raise _refuse(path, f"cannot be read ({_why(exc)})", "Check its permissions.") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise _refuse(path, "is not a regular file", "Pass an image file.")
+    if info.st_size > MAX_REFERENCE_BYTES:
+        os.close(fd)
+        raise _refuse(
+            path,
+            f"has {info.st_size} bytes, more than the {MAX_REFERENCE_BYTES} allowed",
+            "Pass a smaller image (at most 25 MB).",
+        )
+    return fd, info
+
+
+def _read_reference(path: Path) -> bytes:
+    fd, _ = _open_reference(path)
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            return handle.read(MAX_REFERENCE_BYTES + 1)
+    except OSError as exc:
+        raise _refuse(path, f"cannot be read ({_why(exc)})", "Check its permissions.") from None
+
+
+def stage_reference(reference: Reference, destination: Path) -> None:
+    """Copy a checked reference to ``destination`` (a new file), refusing one that changed since
+    it was checked: a file swapped for a link to another file must never reach the backend.
+    An OSError is the destination's (the caller's workspace)."""
+    fd, _ = _open_reference(reference.source)
+    digest, size = hashlib.sha256(), 0
+    with os.fdopen(fd, "rb") as source, destination.open("xb") as copy:
+        while True:
+            try:
+                chunk = source.read(1024 * 1024)
+            except OSError as exc:
+                raise _refuse(reference.source, f"cannot be read ({_why(exc)})",
+                              "Check its permissions.") from None  # fmt: skip
+            size += len(chunk)
+            if not chunk or size > reference.size:
+                break
+            digest.update(chunk)
+            copy.write(chunk)
+    if size != reference.size or digest.hexdigest() != reference.sha256:
+        raise InputError(
+            f"The reference {reference.source} changed after it was checked.",
+            reason="reference_changed",
+            hint="Leave reference images unchanged until the image is made, then retry.",
+        )
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__

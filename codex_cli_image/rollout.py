@@ -236,7 +236,7 @@ class RecordReader:
             return
         try:
             entry = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # nested too deep: not ours
             return
         if not isinstance(entry, dict):
             return

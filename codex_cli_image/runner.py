@@ -29,7 +29,13 @@ import anyio.abc
 from . import _proc
 from ._watchdog import WATCHDOG
 from .endpoint import find_endpoint_failure
-from .errors import CodexImageError, LaunchError, TransientError
+from .errors import (
+    CodexImageError,
+    LaunchError,
+    TransientError,
+    internal_error,
+    log_unexpected,
+)
 from .events import (
     AgentMessage,
     ErrorNotice,
@@ -41,42 +47,17 @@ from .events import (
 from .failures import RunOutcome, classify
 from .launcher import Codex
 from .png import PngError, PngInfo, inspect_png
-from .request import Reference, reference_names
+from .request import Reference, reference_names, stage_reference
+from .results import Phase
 from .rollout import ImageRecord, find_rollout, read_image_records
 
-__all__ = ["Attempt", "Produced", "Progress", "ProgressCallback", "run_attempt"]
+__all__ = ["Attempt", "Produced", "run_attempt"]
 
 log = logging.getLogger(__name__)
 
-Phase = Literal[
-    "queued",
-    "started",
-    "thread_started",
-    "reconnecting",
-    "agent_message",
-    "image_saved",
-    "retrying",
-    "finished",
-]
 POLL_S = 0.02
 _EOF_WAIT_S = 2.0
 STDERR_TAIL_BYTES = 64 * 1024
-# A file older than the run (minus clock slack) is not this run's image.
-_MTIME_SLACK_S = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """A step of a generation, for ``on_progress``."""
-
-    phase: Phase
-    elapsed_s: float
-    attempt: int = 1
-    message: str | None = None
-    thread_id: str | None = None
-
-
-ProgressCallback = Callable[[Progress], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +95,6 @@ class Attempt:
 
 @dataclass(slots=True)
 class _State:
-    started_wall: float
     thread_id: str | None = None
     thread_seen: anyio.Event = field(default_factory=anyio.Event)
     turn_failed: str | None = None
@@ -125,6 +105,8 @@ class _State:
     invalid: str | None = None
     """Why the image found is not valid; ``invalid_source`` says where it was found."""
     invalid_source: Literal["file", "log"] = "file"
+    invalid_path: Path | None = None
+    """The file codex saved that is not a valid PNG (it is left where it is)."""
     refused: dict[Path, tuple[int, int]] = field(default_factory=dict)
     """Size and mtime of each file whose content failed verification."""
     stderr: bytearray = field(default_factory=bytearray)
@@ -134,7 +116,10 @@ class _State:
 
 async def run_attempt(attempt: Attempt) -> Produced:
     """Run codex once. Returns the verified image or raises the classified error."""
-    workspace = Path(tempfile.mkdtemp(prefix="codex-image-"))
+    try:
+        workspace = Path(tempfile.mkdtemp(prefix="codex-image-"))
+    except OSError as exc:
+        raise _workspace_error(exc) from exc
     try:
         return await _run(attempt, workspace)
     except CodexImageError:
@@ -146,29 +131,58 @@ async def run_attempt(attempt: Attempt) -> Produced:
             hint="Check the codex installation with `codex-image doctor`.",
             codex_version=attempt.codex_version,
         ) from exc
-    except Exception as exc:  # the one boundary for surprises, e.g. an ExceptionGroup
-        log.exception("unexpected error while running codex")
-        raise TransientError(
-            f"Unexpected error while running codex: {type(exc).__name__}: {exc}",
-            reason="codex_failed",
-            hint="Retry; if it persists, report it with the log output.",
-            codex_version=attempt.codex_version,
-        ) from exc
+    except Exception as exc:  # the one boundary for surprises: a bug of ours, never retried
+        log_unexpected(log, "unexpected error while running codex", exc)
+        error = internal_error(exc)
+        error.codex_version = attempt.codex_version
+        raise error from exc
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(shutil.rmtree, workspace, True)
 
 
 async def _run(attempt: Attempt, workspace: Path) -> Produced:
-    state = _State(started_wall=time.time())
-    # Snapshots give codex stable bytes under plain names; relative names (codex runs in the
-    # workspace) keep commas in a temp path from splitting the value.
-    images = []
-    for reference, name in zip(
-        attempt.references, reference_names(attempt.references), strict=True
-    ):
-        await anyio.to_thread.run_sync(shutil.copyfile, reference.source, workspace / name)
-        images.append(f"--image={name}")
+    state = _State()
+    names = await anyio.to_thread.run_sync(_stage_references, attempt.references, workspace)
+    process = await _start(attempt, workspace, names)
+    job: _proc.ProcessJob | None = None
+    timed_out = False
+    try:
+        job = _proc.ProcessJob()  # Windows: codex's helpers join it, and end with it
+        WATCHDOG.watch(process.pid, str(workspace))
+        job.add(process.pid)
+        with anyio.move_on_after(max(0.0, attempt.deadline - time.monotonic())) as deadline:
+            await _follow(process, state, attempt)
+        timed_out = deadline.cancelled_caught and state.image is None
+    finally:
+        with anyio.CancelScope(shield=True):
+            await _stop(process, job)
+    return await _collect(attempt, state, process.returncode, timed_out)
+
+
+def _stage_references(references: tuple[Reference, ...], workspace: Path) -> list[str]:
+    """The checked references, copied under plain names (relative to the workspace, where
+    codex runs: commas in a temp path cannot split the value) with the bytes that were
+    checked."""
+    names = reference_names(references)
+    try:
+        for reference, name in zip(references, names, strict=True):
+            stage_reference(reference, workspace / name)
+    except OSError as exc:  # the reference's own errors are InputErrors: this is the workspace
+        raise _workspace_error(exc) from exc
+    return names
+
+
+def _workspace_error(exc: OSError) -> TransientError:
+    where = tempfile.gettempdir()
+    return TransientError(
+        f"Could not prepare codex's workspace in {where}: {exc.strerror or exc}.",
+        reason="workspace_failed",
+        hint=f"Free some space in {where}, or point TMPDIR at a folder with room.",
+    )
+
+
+async def _start(attempt: Attempt, workspace: Path, images: list[str]) -> anyio.abc.Process:
     argv = attempt.codex.command(
         "exec",
         "--json",
@@ -184,45 +198,44 @@ async def _run(attempt: Attempt, workspace: Path) -> Produced:
         *([f"--profile={attempt.profile}"] if attempt.profile else []),
         *(f"--disable={feature}" for feature in attempt.disable),
         # -i takes several values: "--" ends the list before "-" (stdin), or "-" is a file.
-        *([*images, "--"] if images else []),
+        *([*(f"--image={name}" for name in images), "--"] if images else []),
         "-",
     )
-    env = {**attempt.codex.env, "CODEX_HOME": str(attempt.codex_home)}
     group = _proc.new_group_kwargs()
     WATCHDOG.start()  # before codex exists: if we die from here on, its group is ended
-    process = await anyio.open_process(
+    return await anyio.open_process(
         argv,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=workspace,
-        env=env,
+        env={**attempt.codex.env, "CODEX_HOME": str(attempt.codex_home)},
         start_new_session=bool(group.get("start_new_session")),
         creationflags=int(group.get("creationflags", 0)),
     )
-    job = _proc.ProcessJob()  # Windows: codex's helpers join it, and end with it
-    timed_out = False
-    try:
-        WATCHDOG.watch(process.pid, str(workspace))
-        job.add(process.pid)
-        with anyio.move_on_after(max(0.0, attempt.deadline - time.monotonic())) as deadline:
-            async with anyio.create_task_group() as tasks:
-                # Sent while stdout and stderr drain: codex may write before it reads.
-                tasks.start_soon(_send_prompt, process, attempt.instruction)
-                tasks.start_soon(_read_events, process, state, attempt)
-                tasks.start_soon(_drain_stderr, process, state)
-                tasks.start_soon(_watch_images, state, attempt, tasks.cancel_scope)
-                await process.wait()
-                # Take in the last events (a helper that inherited the pipes may keep them open:
-                # bounded), then stop watching.
-                with anyio.move_on_after(_EOF_WAIT_S):
-                    await state.stdout_done.wait()
-                    await state.stderr_done.wait()
-                tasks.cancel_scope.cancel()
-        timed_out = deadline.cancelled_caught and state.image is None
-    finally:
-        with anyio.CancelScope(shield=True):
-            await _stop(process, job)
+
+
+async def _follow(process: anyio.abc.Process, state: _State, attempt: Attempt) -> None:
+    """Feed codex its prompt and follow it until it exits or the image is safe."""
+    async with anyio.create_task_group() as tasks:
+        # Sent while stdout and stderr drain: codex may write before it reads.
+        tasks.start_soon(_send_prompt, process, attempt.instruction)
+        tasks.start_soon(_read_events, process, state, attempt)
+        tasks.start_soon(_drain_stderr, process, state)
+        tasks.start_soon(_watch_images, state, attempt, tasks.cancel_scope)
+        await process.wait()
+        # Take in the last events (a helper that inherited the pipes may keep them open:
+        # bounded), then stop watching.
+        with anyio.move_on_after(_EOF_WAIT_S):
+            await state.stdout_done.wait()
+            await state.stderr_done.wait()
+        tasks.cancel_scope.cancel()
+
+
+async def _collect(
+    attempt: Attempt, state: _State, returncode: int | None, timed_out: bool
+) -> Produced:
+    """The image codex saved (or kept in its session log), or the classified error."""
     # The file may have landed between the last look and the exit.
     if state.image is None and state.thread_id is not None:
         await anyio.to_thread.run_sync(_look_for_image, state, attempt.codex_home, True)
@@ -240,7 +253,7 @@ async def _run(attempt: Attempt, workspace: Path) -> Produced:
     failed = record[1] if record is not None else None
     raise classify(
         RunOutcome(
-            exit_code=None if timed_out else process.returncode,
+            exit_code=None if timed_out else returncode,
             timed_out=timed_out,
             turn_failed=state.turn_failed,
             errors=tuple(state.errors),
@@ -252,6 +265,7 @@ async def _run(attempt: Attempt, workspace: Path) -> Produced:
             or find_endpoint_failure(bytes(state.stderr).decode("utf-8", "replace")),
             invalid_image=state.invalid,
             invalid_source=state.invalid_source,
+            invalid_path=str(state.invalid_path) if state.invalid_path else None,
             timeout_s=attempt.timeout_s,
             codex_version=attempt.codex_version,
             thread_id=state.thread_id,
@@ -327,7 +341,8 @@ async def _watch_images(state: _State, attempt: Attempt, scope: anyio.CancelScop
 
 
 def _look_for_image(state: _State, codex_home: Path, final: bool = False) -> None:
-    """Accept the first PNG in the thread's folder that is new and valid.
+    """Accept the first valid PNG in the thread's folder (the folder is this run's: its name is
+    the thread id codex announced, so no clock needs comparing).
 
     A PNG that verifies (IEND last, every CRC) is complete, so it is taken at once: waiting for
     its size to settle cost a poll. While codex runs, a file whose last bytes are not IEND is
@@ -344,7 +359,7 @@ def _look_for_image(state: _State, codex_home: Path, final: bool = False) -> Non
             stat = path.lstat()
         except OSError:
             continue
-        if not S_ISREG(stat.st_mode) or stat.st_mtime < state.started_wall - _MTIME_SLACK_S:
+        if not S_ISREG(stat.st_mode):
             continue
         seen = (stat.st_size, stat.st_mtime_ns)
         if state.refused.get(path) == seen:
@@ -357,11 +372,11 @@ def _look_for_image(state: _State, codex_home: Path, final: bool = False) -> Non
         except OSError:
             continue
         except PngError as exc:
-            state.invalid, state.invalid_source = str(exc), "file"
+            state.invalid, state.invalid_source, state.invalid_path = str(exc), "file", path
             state.refused[path] = seen
             continue
         state.image = (path, data, info)
-        state.invalid = None
+        state.invalid = state.invalid_path = None
         return
 
 
@@ -380,11 +395,18 @@ def _ends_with_iend(path: Path, size: int) -> bool:
 
 
 def _rollout_records(attempt: Attempt, state: _State, *, keep_image: bool) -> list[ImageRecord]:
-    """The image records of this thread's rollout (none when it is missing or unreadable)."""
-    path = find_rollout(attempt.codex_home, state.thread_id) if state.thread_id else None
+    """The image records of this thread's rollout (none when it is missing or unreadable).
+
+    Best effort: the log explains, the image file proves; a log we cannot read (or a bug in
+    reading it) must not cost an image that is already verified.
+    """
     try:
+        path = find_rollout(attempt.codex_home, state.thread_id) if state.thread_id else None
         return read_image_records(path, keep_image=keep_image) if path else []
     except OSError:
+        return []
+    except Exception as exc:
+        log_unexpected(log, "the session log could not be read", exc)
         return []
 
 
@@ -396,7 +418,8 @@ def _rollout_image(
     for record in records:
         if record.status != "completed":
             continue
-        if state.invalid is None:  # a saved file that failed verification says more
+        # A saved file that failed verification says more than the log: its reason stays.
+        if state.invalid is None:
             if record.invalid:
                 state.invalid, state.invalid_source = record.invalid, "log"
             elif not record.image and not record.saved_path:
@@ -405,7 +428,8 @@ def _rollout_image(
             try:
                 return (record.image, inspect_png(record.image)), record
             except PngError as exc:
-                state.invalid, state.invalid_source = str(exc), "log"
+                if state.invalid_path is None:
+                    state.invalid, state.invalid_source = str(exc), "log"
     failed = [r for r in records if r.status == "failed" or (r.status is None and r.failure)]
     if not failed:
         return None
@@ -423,7 +447,7 @@ def _revised_prompt(attempt: Attempt, state: _State, image: Path) -> str | None:
     return None
 
 
-async def _stop(process: anyio.abc.Process, job: _proc.ProcessJob) -> None:
+async def _stop(process: anyio.abc.Process, job: _proc.ProcessJob | None) -> None:
     """End codex and everything it started, then reap it and close its pipes."""
     try:
         if process.returncode is None:
@@ -431,7 +455,8 @@ async def _stop(process: anyio.abc.Process, job: _proc.ProcessJob) -> None:
         else:  # reaped by now: helpers codex left behind in its group (a table scan, if any)
             await anyio.to_thread.run_sync(_proc.kill_group, process.pid)
     finally:
-        job.close()
+        if job is not None:
+            job.close()
     with anyio.move_on_after(5):
         await process.wait()
     if process.returncode is not None:  # reaped: the group id may be someone else's from now on

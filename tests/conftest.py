@@ -11,7 +11,7 @@ from typing import Any
 import psutil
 import pytest
 
-from codex_cli_image import api as api_module
+from codex_cli_image import pipeline as pipeline_module
 from codex_cli_image._watchdog import WATCHDOG
 from codex_cli_image.testing import realcodex
 
@@ -67,7 +67,7 @@ def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     monkeypatch.setenv("TMPDIR", str(scratch))
-    monkeypatch.setattr(api_module, "_BACKOFF_S", 0.01)
+    monkeypatch.setattr(pipeline_module, "_BACKOFF_S", 0.01)
     return scratch
 
 

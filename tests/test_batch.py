@@ -17,17 +17,11 @@ import pytest
 
 from codex_cli_image import batch as batch_module
 from codex_cli_image import client as client_module
-from codex_cli_image.batch import (
-    BatchOutcome,
-    BatchRequest,
-    agenerate_many,
-    coerce_requests,
-    generate_many,
-    parse_batch,
-)
+from codex_cli_image.api import agenerate_many, generate_many
+from codex_cli_image.batch import BatchOutcome, BatchRequest, coerce_requests, parse_batch
 from codex_cli_image.errors import CodexImageError, InputError
-from codex_cli_image.request import ImageRequest
-from codex_cli_image.runner import Progress
+from codex_cli_image.pipeline import Plan
+from codex_cli_image.results import Progress
 from codex_cli_image.testing import FakeCodex
 
 from helpers import default_sigint, png_ok, survivors
@@ -313,10 +307,10 @@ def test_a_bug_in_one_job_fails_only_that_job(
 ) -> None:
     real = client_module.make_image
 
-    async def flaky(request: ImageRequest, *args: Any) -> Any:
-        if "bug" in request.prompt:
+    async def flaky(plan: Plan, *args: Any) -> Any:
+        if "bug" in plan.request.prompt:
             raise ValueError("boom")
-        return await real(request, *args)
+        return await real(plan, *args)
 
     monkeypatch.setattr(client_module, "make_image", flaky)
     outcomes = generate_many(["a fox", "a bug", "a hen"], out_dir=out)

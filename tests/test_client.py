@@ -14,7 +14,7 @@ import pytest
 
 from codex_cli_image import AuthError, Client, ImageRequest, InputError, TransientError
 from codex_cli_image import client as client_module
-from codex_cli_image.runner import Progress
+from codex_cli_image.results import Progress
 from codex_cli_image.testing import FakeCodex
 
 from helpers import png_ok, survivors
@@ -539,7 +539,7 @@ def test_a_relative_codex_home_is_fixed_when_the_client_is_made(
 def test_a_cancel_before_the_preflight_thread_starts_does_not_wait() -> None:
     """Regression guard (review): anyio skips a worker call cancelled before it starts, so the
     shielded wait for it ran its full 30 s."""
-    from codex_cli_image.api import _stoppable
+    from codex_cli_image._sync import stoppable
 
     ran: list[bool] = []
 
@@ -550,7 +550,7 @@ def test_a_cancel_before_the_preflight_thread_starts_does_not_wait() -> None:
         started = time.monotonic()
         with anyio.CancelScope() as scope:
             scope.cancel()
-            await _stoppable(step)
+            await stoppable(step)
         return time.monotonic() - started
 
     assert anyio.run(main) < 5 and ran == []

@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 
 from codex_cli_image import CodexImageError
-from codex_cli_image import api as api_module
-from codex_cli_image.api import generate
-from codex_cli_image.batch import generate_many
+from codex_cli_image import pipeline as pipeline_module
+from codex_cli_image.api import generate, generate_many
 from codex_cli_image.fit import crop_box, fit_png
 from codex_cli_image.png import inspect_png
 from codex_cli_image.testing import FakeCodex, make_png
@@ -96,7 +95,7 @@ def test_a_failed_copy_keeps_the_delivered_image(
     def broken(data: bytes, size: tuple[int, int]) -> bytes:
         raise ValueError("decoder exploded")
 
-    monkeypatch.setattr(api_module, "fit_png", broken)
+    monkeypatch.setattr(pipeline_module, "fit_png", broken)
     result = generate("a fox", output=tmp_path / "fox.png", fit="32x32", timeout=30)
     assert result.path.exists() and result.fitted is None
     assert any("32x32 copy could not be made (decoder exploded)" in w for w in result.warnings)

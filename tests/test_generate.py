@@ -20,11 +20,11 @@ import anyio
 import pytest
 
 from codex_cli_image import CodexImageError, runner
-from codex_cli_image import api as api_module
+from codex_cli_image import pipeline as pipeline_module
 from codex_cli_image._interrupts import interrupt
-from codex_cli_image.api import ImageResult, agenerate, generate
+from codex_cli_image.api import agenerate, generate
 from codex_cli_image.failures import SENTINEL
-from codex_cli_image.runner import Progress
+from codex_cli_image.results import ImageResult, Progress
 from codex_cli_image.testing import FakeCodex, make_png
 from codex_cli_image.testing.backend import IMAGE_REFUSALS, image_refusal
 
@@ -174,7 +174,7 @@ def test_a_verified_png_is_taken_at_the_first_look(tmp_path: Path) -> None:
     png = make_png(40, 30, "complete")
 
     async def looks() -> None:
-        state = runner._State(started_wall=time.time(), thread_id="thread-1")
+        state = runner._State(thread_id="thread-1")
         (folder / "exec-1.png").write_bytes(png[:-20])  # codex is still writing
         runner._look_for_image(state, tmp_path)  # no IEND at the end yet: not even read
         assert state.image is None and state.invalid is None and not state.refused
@@ -591,7 +591,7 @@ def test_failed_delivery_keeps_codex_copy(
     def full(data: bytes, target: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(api_module, "deliver", full)
+    monkeypatch.setattr(pipeline_module, "deliver", full)
     error = fails(fake_codex, out, "success")
     assert (error.kind, error.reason) == ("input", "output_write_failed")
     (copy,) = fake_codex.generated_images()

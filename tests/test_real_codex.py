@@ -12,7 +12,8 @@ import pytest
 
 from codex_cli_image import InputError, locate, probe_version
 from codex_cli_image.launcher import known_features, manifest_version, parse_features, skippable
-from codex_cli_image.preflight import check_login, check_profile_name, profile_problem
+from codex_cli_image.preflight import check_login, profile_problem
+from codex_cli_image.settings import check_profile_name
 from codex_cli_image.testing import FakeCodex, chatgpt_auth, realcodex
 
 from helpers import FIXTURES, offline

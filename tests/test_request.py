@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from codex_cli_image import CodexImageError, InputError, generate
-from codex_cli_image import api as api_module
+from codex_cli_image import pipeline as pipeline_module
 from codex_cli_image.png import PngInfo, sniff
 from codex_cli_image.request import (
     MAX_REFERENCE_BYTES,
@@ -40,7 +40,7 @@ SAMPLES = {
 
 @pytest.fixture(autouse=True)
 def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(api_module, "_BACKOFF_S", 0.01)
+    monkeypatch.setattr(pipeline_module, "_BACKOFF_S", 0.01)
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ import anyio
 import pytest
 
 from codex_cli_image import CodexImageError, Progress, agenerate, generate, locate
-from codex_cli_image.batch import generate_many
+from codex_cli_image.api import generate_many
 from codex_cli_image.testing import make_png
 from codex_cli_image.testing.backend import IMAGE_REFUSALS, MockBackend, image_for, image_refusal
 

@@ -10,7 +10,7 @@ import pytest
 
 pytest.register_assert_rewrite("faultkit")
 
-from codex_cli_image import api  # noqa: E402
+from codex_cli_image import pipeline  # noqa: E402
 from codex_cli_image.testing import FakeCodex  # noqa: E402
 
 from faultkit import CREDENTIAL_ENV, Guard  # noqa: E402
@@ -28,7 +28,7 @@ def guard(
     checked = Guard(fake_codex, tmp_path, request)
     monkeypatch.setattr(tempfile, "tempdir", str(checked.temp))
     monkeypatch.setenv("TMPDIR", str(checked.temp))
-    monkeypatch.setattr(api, "_BACKOFF_S", 0.01)
+    monkeypatch.setattr(pipeline, "_BACKOFF_S", 0.01)
     for name, value in CREDENTIAL_ENV.items():
         monkeypatch.setenv(name, value)
     with checked.listening():

@@ -41,7 +41,7 @@ import pytest
 
 from codex_cli_image import CodexImageError, ImageResult, generate
 from codex_cli_image._watchdog import WATCHDOG
-from codex_cli_image.runner import Progress
+from codex_cli_image.results import Progress
 from codex_cli_image.testing import FakeCodex, chatgpt_auth, make_png
 
 from helpers import default_sigint, png_ok

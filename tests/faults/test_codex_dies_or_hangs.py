@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from codex_cli_image.runner import Progress
+from codex_cli_image.results import Progress
 
 from faultkit import Guard, fake_process, wait_for
 

@@ -20,7 +20,7 @@ import pytest
 
 from codex_cli_image import CodexImageError
 from codex_cli_image import output as output_module
-from codex_cli_image.runner import Progress
+from codex_cli_image.results import Progress
 from codex_cli_image.testing import make_png
 
 from faultkit import Guard

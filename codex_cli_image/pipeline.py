@@ -1,0 +1,305 @@
+"""One image: plan it (everything checked before any work), run attempts, deliver, report.
+
+The pipeline knows nothing of clients: what the preflight establishes (codex, its version, the
+login) comes through a :class:`Preflight`, and the settings as a value. Everything a caller got
+wrong is found by :func:`plan_image` before quota is spent: the request, its references (read
+once; codex later gets exactly those bytes), the output, Pillow for ``fit``.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import anyio
+
+from .errors import InputError, TransientError
+from .fit import fit_png, require_pillow
+from .launcher import Codex, CodexVersion
+from .output import Target, deliver, plan_output
+from .png import inspect_png
+from .preflight import Verdict
+from .prompt import build_instruction
+from .request import (
+    Geometry,
+    ImageRequest,
+    Reference,
+    check_references,
+    compare_geometry,
+    parse_aspect,
+    parse_size,
+    reference_names,
+)
+from .results import FittedImage, ImageResult, Phase, Progress, ProgressCallback
+from .runner import Attempt, Produced, remove_codex_copy, run_attempt
+from .settings import Settings
+
+__all__ = ["Plan", "Preflight", "Ready", "Reporter", "make_image", "plan_image"]
+
+log = logging.getLogger(__name__)
+
+# Retrying these could not help, or could pay twice (a bug of ours may strike after the image
+# was made): every other transient failure is retried.
+_NO_RETRY = frozenset({"timeout", "invalid_image", "network_blocked", "internal_error"})
+_BACKOFF_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """What the preflight established for one image: codex, its version, its home, the login."""
+
+    codex: Codex
+    version: CodexVersion
+    home: Path
+    verdict: Verdict
+    skip_features: tuple[str, ...] = ()
+    """Features to ``--disable``: start-up work an image does not need."""
+
+
+class Preflight(Protocol):
+    """Given the call's deadline (``time.monotonic()``), the checked codex and login."""
+
+    async def __call__(self, deadline: float) -> Ready: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """One image, checked: what to ask for, with which references, and where it goes."""
+
+    request: ImageRequest
+    target: Target
+    geometry: Geometry
+    references: tuple[Reference, ...]
+    fit_size: tuple[int, int] | None = None
+
+    @property
+    def instruction(self) -> str:
+        names = reference_names(self.references)
+        return build_instruction(self.request.prompt, self.geometry, names)
+
+
+def plan_image(request: ImageRequest, *, where: str | None = None) -> Plan:
+    """Check ``request`` and everything it names; blocking (it reads the references and looks at
+    the output), so async code runs it in a worker thread. ``where`` (``"line 3"``) starts the
+    message of the :class:`InputError` raised for anything wrong, OS errors from the caller's
+    paths included."""
+    try:
+        request.check()
+        fit_size = parse_size(request.fit) if request.fit else None
+        if fit_size is not None:
+            require_pillow()
+        aspect = request.aspect
+        if fit_size is not None and not (aspect or request.size):
+            aspect = f"{fit_size[0]}:{fit_size[1]}"  # little to crop
+        geometry = Geometry(
+            aspect=parse_aspect(aspect) if aspect else None,
+            size=parse_size(request.size) if request.size else None,
+            transparent=request.transparent,
+        )
+        references = tuple(check_references(list(request.references)))
+        try:
+            target = plan_output(request.output, request.prompt, overwrite=request.overwrite)
+        except OSError as exc:  # e.g. a folder above it that we may not search
+            raise InputError(
+                f"The output {exc.filename or request.output or 'folder'} cannot be used: "
+                f"{exc.strerror or type(exc).__name__}.",
+                reason="output_unusable",
+                hint="Choose an output in a folder you can enter and write to.",
+            ) from None
+    except InputError as error:
+        raise error.at(where) from None
+    return Plan(request, target, geometry, references, fit_size)
+
+
+class Reporter:
+    """``on_progress`` made safe: elapsed time from the call's start, and a broken callback
+    logged instead of breaking the run or its clean-up."""
+
+    def __init__(self, callback: ProgressCallback | None, started: float | None = None) -> None:
+        self.callback = callback
+        self.started = time.monotonic() if started is None else started
+
+    def __call__(
+        self, phase: Phase, message: str | None = None, thread_id: str | None = None,
+        attempt: int = 1,
+    ) -> None:  # fmt: skip
+        if self.callback is None:
+            return
+        elapsed = time.monotonic() - self.started
+        try:
+            self.callback(Progress(phase, elapsed, attempt, message, thread_id))
+        except Exception:
+            log.exception("on_progress callback failed")
+
+    def numbered(self, attempt: int) -> Callable[[Phase, str | None, str | None], None]:
+        def forward(phase: Phase, message: str | None, thread_id: str | None) -> None:
+            self(phase, message, thread_id, attempt)
+
+        return forward
+
+
+async def make_image(
+    plan: Plan, preflight: Preflight, settings: Settings, report: Reporter
+) -> ImageResult:
+    """Preflight, run codex (retried after transient failures a retry can help), deliver, and
+    report. The timeout counts from ``report.started``."""
+    deadline = report.started + settings.timeout
+    report("started")
+    ready = await preflight(deadline)
+    ready.verdict.raise_for_problem()
+    produced, attempts = await _attempts(plan, ready, settings, deadline, report)
+    version = str(ready.version)
+    path, warnings = await anyio.to_thread.run_sync(_deliver, plan, produced, version)
+    if produced.codex_file is not None and not settings.keep_codex_copy:
+        remove_codex_copy(produced.codex_file)
+    fitted = await _fit(plan, produced, path, warnings)
+    mismatch, geometry_warnings = compare_geometry(plan.geometry, produced.info)
+    result = ImageResult(
+        path=path,
+        bytes=len(produced.data),
+        sha256=hashlib.sha256(produced.data).hexdigest(),
+        width=produced.info.width,
+        height=produced.info.height,
+        format="png",
+        thread_id=produced.thread_id,
+        codex_version=version,
+        elapsed_s=time.monotonic() - report.started,
+        usage=produced.usage,
+        revised_prompt=produced.revised_prompt,
+        attempts=attempts,
+        warnings=(*(n.message for n in ready.verdict.warnings), *geometry_warnings, *warnings),
+        image_source=produced.source,
+        has_alpha=produced.info.has_alpha,
+        requested=plan.geometry,
+        geometry_mismatch=mismatch,
+        fitted=fitted,
+    )
+    report("finished", str(path), produced.thread_id, attempts)
+    return result
+
+
+async def _attempts(
+    plan: Plan, ready: Ready, settings: Settings, deadline: float, report: Reporter
+) -> tuple[Produced, int]:
+    """Run codex until an image is produced, with backoff, within the deadline. Returns the
+    image and the number of attempts."""
+    version = str(ready.version)
+    number = 0
+    while True:
+        if time.monotonic() >= deadline:
+            raise TransientError(
+                f"No time was left to run codex within {settings.timeout:g} s.",
+                reason="timeout",
+                hint="Allow more time (--timeout).",
+                codex_version=version,
+            )
+        number += 1
+        attempt = Attempt(
+            codex=ready.codex,
+            codex_home=ready.home,
+            instruction=plan.instruction,
+            deadline=deadline,
+            timeout_s=settings.timeout,
+            model=settings.model,
+            profile=settings.profile,
+            disable=ready.skip_features,
+            wait_for_turn=settings.wait_for_turn,
+            codex_version=version,
+            emit=report.numbered(number),
+            references=plan.references,
+        )
+        try:
+            produced = await run_attempt(attempt)
+            _refuse_copied_reference(produced, plan.references, version)
+            return produced, number
+        except TransientError as error:
+            pause = _BACKOFF_S * 2 ** (number - 1) + random.uniform(0, 1)
+            if (
+                error.reason in _NO_RETRY
+                or number > settings.retries
+                or time.monotonic() + pause >= deadline
+            ):
+                raise
+            report("retrying", f"{error.reason}: {error.message}", error.thread_id, number)
+            await anyio.sleep(pause)
+
+
+def _deliver(plan: Plan, produced: Produced, version: str) -> tuple[Path, list[str]]:
+    """The image in its place; an OSError (disk full, folder gone) names codex's copy, kept."""
+    try:
+        return deliver(produced.data, plan.target)
+    except OSError as exc:
+        kept = f" codex's copy is kept at {produced.codex_file}." if produced.codex_file else ""
+        raise InputError(
+            f"Could not write the image to {plan.target.path}: {exc.strerror or exc}.{kept}",
+            reason="output_write_failed",
+            hint=_delivery_hint(exc, kept=produced.codex_file is not None),
+            thread_id=produced.thread_id,
+            codex_version=version,
+        ) from exc
+
+
+async def _fit(
+    plan: Plan, produced: Produced, path: Path, warnings: list[str]
+) -> FittedImage | None:
+    """The exact-size copy, if asked for; a failure is a warning (the image is paid for)."""
+    if plan.fit_size is None:
+        return None
+    size = plan.fit_size
+    try:
+        return await anyio.to_thread.run_sync(
+            _fit_beside, produced.data, path, size, plan.request.overwrite
+        )
+    except Exception as exc:  # the image is delivered and paid for: never lose it over this
+        log.warning("the fitted copy failed: %s", type(exc).__name__)
+        warnings.append(
+            f"The {size[0]}x{size[1]} copy could not be made "
+            f"({getattr(exc, 'strerror', None) or exc}); the image itself is saved."
+        )
+        return None
+
+
+def _fit_beside(data: bytes, original: Path, size: tuple[int, int], overwrite: bool) -> FittedImage:
+    """Write the exact-size copy next to ``original`` (replacing only with ``overwrite``)."""
+    fitted = fit_png(data, size)
+    name = original.with_name(f"{original.stem}-{size[0]}x{size[1]}.png")
+    path, _ = deliver(fitted, Target(name, overwrite=overwrite, named_by_us=True))
+    info = inspect_png(fitted)
+    return FittedImage(path, info.width, info.height, len(fitted),
+                       hashlib.sha256(fitted).hexdigest())  # fmt: skip
+
+
+def _delivery_hint(exc: OSError, *, kept: bool) -> str:
+    """What to do when the image could not be written: regenerating it is the last resort."""
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        fix = "Free some space on that disk, or choose another output folder"
+    elif exc.errno == errno.ENOENT:
+        fix = "The output folder was removed while codex worked: recreate it or choose another"
+    else:
+        fix = "Check the output folder (permissions, space), or choose another"
+    if kept:
+        return f"{fix}; the image is not lost: copy it from codex's copy named above."
+    return f"{fix}, then retry."
+
+
+def _refuse_copied_reference(
+    produced: Produced, references: tuple[Reference, ...], version: str
+) -> None:
+    """An "edit" that returns a reference unchanged is no new image."""
+    digest = hashlib.sha256(produced.data).hexdigest()
+    for reference in references:
+        if reference.sha256 == digest:
+            raise TransientError(
+                f"codex returned the reference {reference.source.name} unchanged, not a new image.",
+                reason="no_image",
+                hint="Retry; describe the change you want more explicitly.",
+                thread_id=produced.thread_id,
+                codex_version=version,
+            )
