@@ -264,7 +264,12 @@ def _decode_data_url(url: str) -> bytes:
 
 
 def _download(url: str) -> bytes:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (a port that is no number raises here, not in urllib)
+    except ValueError:
+        raise _bad_image(f"The image URL {_shown(url)} is not a valid URL.",
+                         "Check the URL, or pass a local file.") from None  # fmt: skip
     if parts.username is not None or parts.password is not None:
         raise _bad_image(f"The image URL {_shown(url)} carries a user name or password.",
                          "Pass a URL without credentials, or a local file.")  # fmt: skip
@@ -284,8 +289,11 @@ def _download(url: str) -> bytes:
 
 def _shown(url: str) -> str:
     """A URL for a message: without a query or credentials, which may be secrets."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
+    try:
+        parts = urlsplit(url)
+        return f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
+    except ValueError:  # not even a URL: its scheme is all that is safe to show
+        return url.partition(":")[0] + "://…"
 
 
 def _write(path: Path, data: bytes) -> Path:

@@ -131,6 +131,26 @@ def test_a_reference_from_an_http_url(hermes: Path, fake_codex: FakeCodex, tmp_p
 
 
 @pytest.mark.bad_input
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://bob:hunter2@127.0.0.1:1/a.png",
+        "http://bob:hunter2@[::1/a.png",
+        "http://127.0.0.1:hunter2/a.png",
+    ],
+)
+def test_a_url_with_a_password_stays_out_of_the_error_and_the_log(
+    hermes: Path, fake_codex: FakeCodex, url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression guard: http.client.InvalidURL escaped _download, and its text (with the
+    password) reached the error the agent sees and the log."""
+    result = generate(prompt="make it red", image_url=url)
+    assert result["success"] is False and result["error_type"] == "invalid_image_input", result
+    assert "hunter2" not in json.dumps(result) and "hunter2" not in caplog.text
+    assert fake_codex.exec_calls == []
+
+
+@pytest.mark.bad_input
 @pytest.mark.parametrize("where", ["hermes .env", "hermes auth.json", "project .env"])
 def test_references_go_through_hermes_file_safety(
     hermes: Path, fake_codex: FakeCodex, tmp_path: Path, where: str
