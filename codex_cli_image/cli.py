@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import signal
 import sys
 import threading
@@ -33,6 +34,12 @@ EXIT_CODES: dict[Kind, int] = {"input": 2, "auth": 3, "quota": 4, "transient": 5
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # A daemon may start us with stdout or stderr closed (then None): write to nowhere rather
+    # than fail on the first status line.
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w")  # for the whole process
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")
     for stream in (sys.stdout, sys.stderr):
         # A path that is not valid UTF-8 must not crash the report that names it.
         if isinstance(stream, io.TextIOWrapper):
@@ -246,8 +253,9 @@ def _generate(args: argparse.Namespace) -> int:
         status.show(progress)
 
     try:
-        # Bytes, decoded as UTF-8 whatever the locale or console code page says.
-        prompt = sys.stdin.buffer.read().decode("utf-8-sig") if args.prompt == "-" else args.prompt
+        prompt = args.prompt
+        if prompt == "-":
+            prompt = _read_stdin("the prompt").decode("utf-8-sig")
         request = ImageRequest(
             prompt, output=args.output, references=args.ref, aspect=args.aspect, size=args.size,
             transparent=args.transparent, fit=args.fit, overwrite=args.overwrite,
@@ -265,15 +273,22 @@ def _generate(args: argparse.Namespace) -> int:
         )
         return _fail(bad, as_json=args.json)
     status.clear()
-    if args.json:
-        print(json.dumps(result.to_dict()))
-    else:
-        if not args.quiet:
-            for warning in result.warnings:
-                print(f"warning: {warning}", file=sys.stderr)
-        print(result.path)
-        if result.fitted is not None:
-            print(result.fitted.path)
+    try:
+        if args.json:
+            print(json.dumps(result.to_dict()), flush=True)
+        else:
+            if not args.quiet:
+                for warning in result.warnings:
+                    print(f"warning: {warning}", file=sys.stderr)
+            print(result.path, flush=True)
+            if result.fitted is not None:
+                print(result.fitted.path, flush=True)
+    except BrokenPipeError:
+        # Whoever read our output is gone (the image is saved all the same), as for batch.
+        from ._stdio import silence_stdout
+
+        silence_stdout()
+        return EXIT_INTERRUPTED
     return EXIT_OK
 
 
@@ -386,7 +401,7 @@ def _read_batch(name: str) -> str:
 
     where = "stdin" if name == "-" else name
     try:
-        data = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
+        data = _read_stdin("the batch") if name == "-" else Path(name).read_bytes()
         return data.decode("utf-8-sig")
     except OSError as exc:
         raise InputError(
@@ -400,6 +415,28 @@ def _read_batch(name: str) -> str:
             reason="invalid_batch",
             hint="Save the requests as UTF-8 text.",
         ) from None
+
+
+def _read_stdin(what: str) -> bytes:
+    """Standard input as bytes (decoded as UTF-8 by the caller, whatever the locale or console
+    code page says); an input error when there is none to read."""
+    from .errors import InputError
+
+    if sys.stdin is None or getattr(sys.stdin, "buffer", None) is None:
+        raise InputError(
+            f"- asks for {what} on standard input, but standard input is closed.",
+            reason="stdin_closed",
+            hint=f"Pass {what} another way, or give this command an open standard input.",
+        )
+    try:
+        data: bytes = sys.stdin.buffer.read()
+    except (OSError, ValueError) as exc:
+        raise InputError(
+            f"Standard input could not be read: {getattr(exc, 'strerror', None) or exc}.",
+            reason="stdin_closed",
+            hint=f"Pass {what} another way, or give this command a readable standard input.",
+        ) from None
+    return data
 
 
 def _summary(

@@ -112,7 +112,10 @@ def doctor(
     ``profile``: check as codex runs with ``--profile`` (its file layered, its features).
     """
     env = dict(os.environ if env is None else env)
-    home = codex_home_path(env, codex_home)
+    try:
+        home = codex_home_path(env, codex_home)
+    except CodexImageError as exc:
+        return DoctorReport(None, "", None, None, (Problem.from_error(exc),), ())
     problems: list[Problem] = []
     info: CodexInfo | None = None
     runnable: Codex | None = None  # located and answering --version

@@ -69,6 +69,8 @@ class RunOutcome:
     """Where it was found: a file codex saved, or the session log (hosted tools)."""
     invalid_path: str | None = None
     """The file codex saved that is not a valid PNG."""
+    image_too_large: bool = False
+    """That file is larger than this tool reads (it may well be a good image)."""
     timeout_s: float | None = None
     codex_version: str | None = None
     thread_id: str | None = None
@@ -186,6 +188,11 @@ def classify(outcome: RunOutcome, *, now: dt.datetime) -> CodexImageError:
             "Run `codex-image doctor`: images need a ChatGPT login on a paid plan with the "
             "image_generation feature on.",
         )  # fmt: skip
+    if outcome.invalid_image and outcome.image_too_large:
+        return _error(TransientError, outcome, f"codex saved {outcome.invalid_path}, which is "
+                      f"too large to check: {outcome.invalid_image}.", "image_too_large",
+                      "The image is left where codex saved it: open it from there (making it "
+                      "again would make another as large).")  # fmt: skip
     if outcome.invalid_image:
         if outcome.invalid_source == "log":
             message = ("codex saved no file, and the image in its session log is not usable: "

@@ -62,7 +62,18 @@ def plan_output(
     ``output`` may name a file (``.png`` or no suffix) or an existing directory (the file is then
     named from the prompt and the time); None means the current directory.
     """
-    raw = Path.cwd() if output is None or os.fspath(output) == "" else Path(output).expanduser()
+    if output is None or os.fspath(output) == "":
+        try:
+            raw = Path.cwd()
+        except OSError as exc:
+            raise InputError(
+                f"The current folder, where the image would go, cannot be used: "
+                f"{exc.strerror or exc} (was it deleted?).",
+                reason="output_dir_missing",
+                hint="Name the output (-o, output=), or run from a folder that exists.",
+            ) from None
+    else:
+        raw = Path(output).expanduser()
     path = raw.absolute()
     if path.is_symlink():
         raise InputError(

@@ -47,7 +47,9 @@ log = logging.getLogger(__name__)
 
 # Retrying these could not help, or could pay twice (a bug of ours may strike after the image
 # was made): every other transient failure is retried.
-_NO_RETRY = frozenset({"timeout", "invalid_image", "network_blocked", "internal_error"})
+_NO_RETRY = frozenset(
+    {"timeout", "invalid_image", "image_too_large", "network_blocked", "internal_error"}
+)
 _BACKOFF_S = 2.0
 
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 __all__ = ["MAX_IMAGE_BYTES", "PngError", "PngInfo", "inspect_png", "sniff"]
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
-MAX_IMAGE_BYTES = 64 * 1024 * 1024
+MAX_IMAGE_BYTES = 256 * 1024 * 1024
+"""The largest image this tool reads (an 8K RGBA photo compresses to well under it)."""
 _ALPHA_COLOR_TYPES = (4, 6)  # grey + alpha, RGB + alpha
 
 

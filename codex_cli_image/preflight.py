@@ -579,13 +579,29 @@ def codex_home_path(
 ) -> Path:
     """Where codex keeps its state: ``explicit``, a non-empty ``$CODEX_HOME``, or ~/.codex."""
     env = os.environ if env is None else env
-    if explicit is not None and os.fspath(explicit):
-        return Path(explicit).expanduser().absolute()
-    if env.get("CODEX_HOME"):
-        # Taken literally, as codex does: "~/x" is not expanded (codex then fails to start).
-        return Path(env["CODEX_HOME"]).absolute()
-    home = env.get("USERPROFILE" if sys.platform == "win32" else "HOME")
-    return (Path(home) if home else Path.home()) / ".codex"
+    try:
+        if explicit is not None and os.fspath(explicit):
+            return Path(explicit).expanduser().absolute()
+        if env.get("CODEX_HOME"):
+            # Taken literally, as codex does: "~/x" is not expanded (codex then fails to start).
+            return Path(env["CODEX_HOME"]).absolute()
+        home = env.get("USERPROFILE" if sys.platform == "win32" else "HOME")
+        return (Path(home) if home else Path.home()) / ".codex"
+    except RuntimeError:  # no HOME and no passwd entry (a container under an arbitrary uid)
+        raise AuthError(
+            "No home folder is known (HOME is unset and the user has no passwd entry), so the "
+            "codex home cannot be found.",
+            reason="codex_home_missing",
+            hint="Set CODEX_HOME to the folder codex keeps its login in (or pass the codex "
+            "home), or set HOME.",
+        ) from None
+    except OSError as exc:  # a relative path, and the current folder was deleted
+        raise AuthError(
+            f"The codex home {os.fspath(explicit or env.get('CODEX_HOME', ''))!r} cannot be "
+            f"made absolute: {exc.strerror or exc}.",
+            reason="codex_home_missing",
+            hint="Give the codex home as an absolute path.",
+        ) from None
 
 
 def check_login(
@@ -759,7 +775,7 @@ def _unreadable_dir(home: Path) -> str | None:
     try:
         with os.scandir(home) as entries:  # listing needs read permission
             next(entries, None)
-        (home / "auth.json").stat()  # looking inside needs search (execute) permission
+        (home / "auth.json").lstat()  # looking inside needs search (execute) permission
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -793,7 +809,9 @@ def read_toml(path: Path) -> tuple[dict[str, Any], str | None]:
     if text is None:
         return {}, problem
     try:
-        return tomllib.loads(text), None
+        return tomllib.loads(text.removeprefix("\ufeff")), None  # codex takes a BOM here
+    except RecursionError:
+        return {}, "its tables or arrays are nested too deeply"
     except tomllib.TOMLDecodeError as exc:
         # Only the position: a message could quote the file, and the file may hold secrets.
         where = re.search(r"at line (\d+), column (\d+)", str(exc))
@@ -807,12 +825,16 @@ def _read_auth(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     text, problem = _read_text(path)
     if text is None:
         return None, problem
+    if text.startswith("\ufeff"):  # seen: codex cannot load such a login
+        return None, "it starts with a byte-order mark (BOM), which codex cannot read"
     if not text.strip():
         return {}, None  # an empty file is a signed-out login, not a broken one
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         return None, f"invalid JSON at line {exc.lineno}, column {exc.colno}"
+    except RecursionError:
+        return None, "its objects or arrays are nested too deeply"
     if not isinstance(data, dict):
         return None, "it is not a JSON object"
     return data, None

@@ -46,7 +46,7 @@ from .events import (
 )
 from .failures import RunOutcome, classify
 from .launcher import Codex
-from .png import PngError, PngInfo, inspect_png
+from .png import MAX_IMAGE_BYTES, PngError, PngInfo, inspect_png
 from .request import Reference, reference_names, stage_reference
 from .results import Phase
 from .rollout import ImageRecord, find_rollout, read_image_records
@@ -107,6 +107,7 @@ class _State:
     invalid_source: Literal["file", "log"] = "file"
     invalid_path: Path | None = None
     """The file codex saved that is not a valid PNG (it is left where it is)."""
+    too_large: bool = False
     refused: dict[Path, tuple[int, int]] = field(default_factory=dict)
     """Size and mtime of each file whose content failed verification."""
     stderr: bytearray = field(default_factory=bytearray)
@@ -245,7 +246,10 @@ async def _collect(
         path, data, info = state.image
         revised = await anyio.to_thread.run_sync(_revised_prompt, attempt, state, path)
         return Produced(data, info, "file", path, state.thread_id or "", state.usage, revised)
-    record = await anyio.to_thread.run_sync(_rollout_image, attempt, state)
+    # The log's copy of a file too large to read is as large: not decoded either.
+    record = (
+        None if state.too_large else await anyio.to_thread.run_sync(_rollout_image, attempt, state)
+    )
     if record is not None and record[0] is not None:
         data, info = record[0]
         return Produced(data, info, "rollout", None, state.thread_id or "", state.usage,
@@ -266,6 +270,7 @@ async def _collect(
             invalid_image=state.invalid,
             invalid_source=state.invalid_source,
             invalid_path=str(state.invalid_path) if state.invalid_path else None,
+            image_too_large=state.too_large and state.invalid_path is not None,
             timeout_s=attempt.timeout_s,
             codex_version=attempt.codex_version,
             thread_id=state.thread_id,
@@ -363,6 +368,11 @@ def _look_for_image(state: _State, codex_home: Path, final: bool = False) -> Non
             continue
         seen = (stat.st_size, stat.st_mtime_ns)
         if state.refused.get(path) == seen:
+            continue
+        if stat.st_size > MAX_IMAGE_BYTES:  # never read into memory: named, and left there
+            state.invalid = f"it has {stat.st_size} bytes, more than the {MAX_IMAGE_BYTES} read"
+            state.invalid_source, state.invalid_path, state.too_large = "file", path, True
+            state.refused[path] = seen
             continue
         if not final and not _ends_with_iend(path, stat.st_size):
             continue

@@ -852,11 +852,14 @@ class Turn:
                 },
             )
             return "Here is the image."
-        data = {
-            "invalid_png": _corrupt_crc(png),
-            "truncated_png": png[: len(png) // 2],
-            "jpeg": _JPEG,
-        }.get(scenario, png)
+        # Codex writes whatever bytes the backend sent (empty, or not a PNG, alike).
+        data = png
+        if scenario == "invalid_png":
+            data = _corrupt_crc(png)
+        elif scenario == "truncated_png":
+            data = png[: len(png) // 2]
+        elif scenario == "jpeg":
+            data = _JPEG
         folder = self.ex.home / "generated_images" / self.thread_id
         folder.mkdir(parents=True, exist_ok=True)
         saved = folder / f"{call_id}.png"
