@@ -120,6 +120,18 @@ _RULES = (
           _p(r"content[ _]policy", r"safety system", r"moderation", r"rejected by the safety"),
           "The image request was refused by the safety system.",
           "Rephrase the prompt; retrying the same prompt will not help."),
+    _Rule(TransientError, "code_mode_host_crashed", _p(r"code-mode session closed"),
+          "codex's code-mode host, which runs its image tool, crashed.",
+          "Retry; if it keeps crashing, update codex (`npm install -g @openai/codex@latest`) and "
+          "check the memory limit it runs under."),
+    _Rule(TransientError, "disk_full", _p(r"no space left on device", r"disk quota exceeded"),
+          "The disk codex writes to is full.",
+          "Free some space where codex keeps its state (the codex home) and in the temporary "
+          "folder, then retry."),
+    _Rule(AuthError, "codex_home_read_only", _p(r"read-only file system"),
+          "Codex cannot write to its home (a read-only file system).",
+          "Point CODEX_HOME at a writable folder (codex keeps its login, sessions and images "
+          "there)."),
     _Rule(TransientError, "network_blocked", _p(r"blocked by cloudflare"),
           "The backend blocked this network (Cloudflare).",
           "Try from another network; retrying from this one will not help."),

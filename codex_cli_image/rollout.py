@@ -47,6 +47,10 @@ __all__ = [
 
 # Only lines that can hold an image record are parsed: the others can be large and plentiful.
 _MARKERS = (b"image_gen", b"image_generation", b"image generation")
+# Seen when codex's code-mode host (the process that runs the exec tool's JavaScript, and so the
+# image tool) dies: the exec call's output says so, and no image record follows.
+_HOST_CRASH = b"code-mode session closed"
+HOST_CRASHED = "codex's code-mode host crashed (gRPC code-mode session closed)"
 STRING_LIMIT = 256 * 1024
 """A JSON string longer than this (bytes) is cut out of its line before the line is parsed."""
 _LINE_LIMIT = 4 * 1024 * 1024  # what is left of a line after the cuts; beyond it, no record
@@ -136,6 +140,7 @@ class RecordReader:
         self._sink: _Base64Sink | None = None
         self._line_image: _Base64Sink | None = None
         self._too_long = False
+        self._host_crashed = False
 
     def feed(self, chunk: bytes) -> None:
         start = 0
@@ -149,9 +154,13 @@ class RecordReader:
             start = newline + 1
 
     def close(self) -> list[ImageRecord]:
-        """End the input (a last line without a newline counts) and return the records."""
+        """End the input (a last line without a newline counts) and return the records; a
+        crash of codex's code-mode host without an image is a failed record saying so."""
         self._end_line()
-        return list(self._records.values())
+        records = list(self._records.values())
+        if self._host_crashed and not any(r.status == "completed" for r in records):
+            records.append(ImageRecord(id="code-mode-host", status="failed", failure=HOST_CRASHED))
+        return records
 
     # --- one line, scanned for strings ---
 
@@ -232,6 +241,8 @@ class RecordReader:
         self._line.clear()
         self._in_string = self._escaped = self._cut = self._too_long = False
         self._sink = self._line_image = None
+        if _HOST_CRASH in line:
+            self._host_crashed = True
         if too_long or not any(marker in line for marker in _MARKERS):
             return
         try:

@@ -235,6 +235,14 @@ def test_broken_images(fake: FakeCodex, scenario: str) -> None:
         assert data.startswith(b"\x89PNG")
 
 
+def test_a_crashed_code_mode_host(fake: FakeCodex) -> None:
+    """No image record, the exec call's output saying why; codex still exits 0."""
+    run = run_fake(fake, "host_crashed")
+    assert run.returncode == 0 and fake.generated_images() == []
+    outputs = [r["payload"] for r in rollout_records(fake) if r["type"] == "response_item"]
+    assert any("code-mode session closed" in json.dumps(o) for o in outputs)
+
+
 # --- failures --------------------------------------------------------------------------------
 
 

@@ -253,7 +253,7 @@ def test_info_lines_do_not_decide_the_class() -> None:
         "\nStack backtrace:\n   0: <unknown>\n  13: <unknown>\n"
     )
     error = classify(RunOutcome(exit_code=1, stderr_tail=tail), now=NOW)
-    assert error.reason == "codex_failed"
+    assert error.reason == "disk_full"
     assert "No space left on device" in error.message and "<unknown>" not in error.message
     assert error_lines("Error: a\n\nCaused by:\n    b\n") == ["Error: a: b"]
 

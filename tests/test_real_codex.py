@@ -316,3 +316,37 @@ def test_the_skippable_features_are_known_to_every_release(version: str, tmp_pat
     ]  # fmt: skip
     assert [r.returncode for r in runs] == [1, 1]
     assert all(b"Unknown feature flag: no_such_feature" in r.stderr for r in runs)
+
+
+@pytest.mark.parametrize("backtrace", ["0", "1"])
+def test_a_full_codex_home_is_named_with_codex_own_words(
+    real_codex_shim: Path, tmp_path: Path, backtrace: str
+) -> None:
+    """Regression guard: with RUST_BACKTRACE=1 the message quoted the last stderr line, a
+    backtrace frame ("13: <unknown>"), not codex's "No space left on device"."""
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        pytest.skip("a full tmpfs needs root on Linux")
+    home = tmp_path / "full-home"
+    home.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(home)], check=True)
+    try:
+        (home / "auth.json").write_bytes((FIXTURES / "auth" / "chatgpt-plus.json").read_bytes())
+        fill = os.open(home / "fill", os.O_WRONLY | os.O_CREAT)
+        try:  # every byte left
+            while os.write(fill, b"\0" * 4096):
+                pass
+        except OSError:
+            pass
+        finally:
+            os.close(fill)
+        env = {**os.environ, "CODEX_HOME": str(home), "RUST_BACKTRACE": backtrace}
+        argv = [sys.executable, "-m", "codex_cli_image", "generate", "a fox", "-o", str(tmp_path),
+                "--json", "--retries", "0", "--codex", str(real_codex_shim)]  # fmt: skip
+        result = subprocess.run(offline(argv), capture_output=True, text=True, env=env,
+                                timeout=120)  # fmt: skip
+    finally:
+        subprocess.run(["umount", str(home)], check=False)
+    assert result.returncode == 5, result.stdout + result.stderr
+    error = json.loads(result.stdout)["error"]
+    assert error["reason"] == "disk_full" and "No space left on device" in error["message"]
+    assert "<unknown>" not in error["message"] and "Traceback" not in result.stderr

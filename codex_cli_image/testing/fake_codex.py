@@ -160,6 +160,7 @@ SCENARIOS = (
     "hosted_failed",
     "invalid_png",
     "truncated_png",
+    "host_crashed",
     "jpeg",
     "turn_failed",
     *FAILURES,
@@ -818,6 +819,15 @@ class Turn:
         call_id = self._call_id()
         if scenario == "image_refused":
             return self._refused(call_id)
+        if scenario == "host_crashed":
+            # The code-mode host died under the exec call: its output says so, no image record.
+            self._rollout_line("response_item", {
+                "type": "custom_tool_call_output", "id": f"ctco_{uuid.uuid4()}",
+                "call_id": f"call_{uuid.uuid4().hex[:24]}",
+                "output": [{"type": "input_text",
+                            "text": "Script error:\ngRPC code-mode session closed"}],
+            })  # fmt: skip
+            return "The exec tool failed, so no image was generated."
         png = make_png(
             int(self.opts["width"]),
             int(self.opts["height"]),

@@ -299,3 +299,36 @@ def test_a_full_temporary_folder_is_not_a_broken_codex(guard: Guard) -> None:
         subprocess.run(["umount", str(small)], check=False)
     assert guard.fake.exec_calls == []
     guard.verify()
+
+
+# --- 4: codex's own reason ---------------------------------------------------------------------
+
+
+def test_a_crashed_code_mode_host_is_named(guard: Guard) -> None:
+    """Regression guard: the user was told the image was skipped and to shorten the prompt."""
+    guard.fake.configure("host_crashed")
+    result = guard.cli("generate", "a fox", "-o", str(guard.out), "--json", "--retries", "0")
+    _clean(result, 5)
+    error = _error(result)
+    assert error["reason"] == "code_mode_host_crashed", error
+    assert "shorten" not in str(error["hint"]).lower()
+    guard.verify()
+
+
+@pytest.mark.parametrize(
+    ("tail", "said"),
+    [
+        ("Error: boom: No space left on device (os error 28)\n\nStack backtrace:\n"
+         "   0: <unknown>\n  13: <unknown>\n", "No space left on device"),
+        ("memory allocation of 1073741824 bytes failed\n", "memory allocation of"),
+    ],
+)  # fmt: skip
+def test_codex_error_line_is_quoted_not_its_last_line(tail: str, said: str) -> None:
+    import datetime as dt
+
+    from codex_cli_image.failures import RunOutcome, classify
+
+    for exit_code in (1, -6):  # an error exit, and SIGABRT after a failed allocation
+        error = classify(RunOutcome(exit_code=exit_code, stderr_tail=tail),
+                         now=dt.datetime.now().astimezone())  # fmt: skip
+        assert said in error.message and "<unknown>" not in error.message, error.message
