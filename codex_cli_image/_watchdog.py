@@ -28,14 +28,18 @@ __all__ = ["WATCHDOG", "Watchdog"]
 
 log = logging.getLogger(__name__)
 
-# Reads "watch PGID [FOLDER]" and "forget PGID" lines until end of file, then ends every group
-# still listed and removes its folder (codex's private workspace, which only we would remove).
-# Nothing in the loop forks (builtins only), so it never has a child while we live. The folder is
-# kept in a variable named after the (checked, numeric) group: eval assigns it, never expands it.
-# It ignores a terminal's Ctrl-C and hang-up, and SIGTERM: it must outlive us, not die with us.
+# Reads "watch PGID [FOLDER]", "forget PGID", "file KEY PATH" and "drop KEY" lines until end of
+# file, then removes every file still listed (an image half-written into the user's folder),
+# ends every group still listed and removes its folder (codex's private workspace, which only we
+# would remove). Nothing in the loop forks (builtins only), so it never has a child while we
+# live. Paths come escaped (\0ooo for every byte outside [A-Za-z0-9/._-]), are kept in variables
+# named after the (checked, numeric) key, assigned by eval but never expanded by it, and are
+# unescaped by printf %b only once we are gone. It ignores a terminal's Ctrl-C and hang-up, and
+# SIGTERM: it must outlive us, not die with us.
 _SCRIPT = """\
 trap '' INT HUP TERM PIPE QUIT
 groups=
+files=
 while read -r verb group folder; do
   case $group in ''|*[!0-9]*) continue ;; esac
   case $verb in
@@ -43,7 +47,15 @@ while read -r verb group folder; do
     forget) kept=
             for g in $groups; do [ "$g" = "$group" ] || kept="$kept $g"; done
             groups=$kept; unset "folder_$group" ;;
+    file) files="$files $group"; eval "file_$group=\\$folder" ;;
+    drop) kept=
+          for f in $files; do [ "$f" = "$group" ] || kept="$kept $f"; done
+          files=$kept; unset "file_$group" ;;
   esac
+done
+for f in $files; do
+  eval "path=\\${file_$f-}"
+  [ -n "$path" ] && rm -f -- "$(printf '%b' "$path")"
 done
 [ -n "$groups" ] || exit 0
 for g in $groups; do kill -s TERM -- "-$g" 2>/dev/null; done
@@ -57,7 +69,7 @@ done
 for g in $groups; do kill -s KILL -- "-$g" 2>/dev/null; done
 for g in $groups; do
   eval "folder=\\${folder_$g-}"
-  [ -n "$folder" ] && rm -rf -- "$folder"
+  [ -n "$folder" ] && rm -rf -- "$(printf '%b' "$folder")"
 done
 exit 0
 """
@@ -72,6 +84,7 @@ class Watchdog:
         self._lock = threading.Lock()
         self._pipe: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
+        self._files = 0
 
     @property
     def pid(self) -> int | None:
@@ -90,14 +103,28 @@ class Watchdog:
     def watch(self, pgid: int, folder: str | None = None) -> None:
         """Watch ``pgid``; ``folder`` (our temporary workspace for it) goes too if we die."""
         self.start()
-        if folder is not None and (
-            "\n" in folder or "\r" in folder or not folder.strip() or not folder.isascii()
-        ):
-            folder = None  # one ASCII line each: such a name cannot be sent (nor left behind)
-        self._send(f"watch {pgid} {folder}\n" if folder else f"watch {pgid}\n")
+        escaped = _escape(folder) if folder is not None else None
+        self._send(f"watch {pgid} {escaped}\n" if escaped else f"watch {pgid}\n")
 
     def forget(self, pgid: int) -> None:
         self._send(f"forget {pgid}\n")
+
+    def track_file(self, path: str | os.PathLike[str]) -> int | None:
+        """Remove ``path`` if we die before :meth:`drop` (a file being written into the user's
+        folder); the key to drop it with, or None when it cannot be watched."""
+        escaped = _escape(path)
+        if escaped is None or sys.platform == "win32":
+            return None
+        self.start()
+        with self._lock:
+            self._files += 1
+            key = self._files
+        self._send(f"file {key} {escaped}\n")
+        return key
+
+    def drop(self, key: int | None) -> None:
+        if key is not None:
+            self._send(f"drop {key}\n")
 
     def _send(self, line: str) -> None:
         with self._lock:
@@ -162,6 +189,18 @@ class Watchdog:
                 process.wait(timeout=3)
             except subprocess.TimeoutExpired:
                 pass
+
+
+_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/._-")
+
+
+def _escape(path: str | os.PathLike[str]) -> str | None:
+    """``path`` as one line of ASCII for the watchdog (printf %b escapes); None for a path it
+    must not be trusted with (empty, or a newline that command substitution would cut)."""
+    raw = os.fsencode(path)
+    if not raw.strip() or b"\n" in raw or b"\r" in raw:
+        return None
+    return "".join(chr(b) if b in _SAFE else f"\\0{b:03o}" for b in raw)
 
 
 WATCHDOG = Watchdog()

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._watchdog import WATCHDOG
 from .errors import InputError
 
 __all__ = ["Target", "deliver", "plan_output", "slug"]
@@ -137,31 +138,37 @@ def deliver(data: bytes, target: Target) -> tuple[Path, list[str]]:
     """
     directory = target.path.parent
     staging = directory / f".{target.path.stem}.{secrets.token_hex(4)}.partial"
-    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
+    watched = WATCHDOG.track_file(staging)  # if we are killed meanwhile, it is removed for us
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if target.overwrite:
-            os.replace(staging, target.path)
-            return _synced(target.path, [])
-        warnings: list[str] = []
-        for candidate in _candidates(target.path):
-            try:
-                _place_new(staging, candidate)
-            except FileExistsError:
-                continue
-            if candidate != target.path and not target.named_by_us:
-                warnings.append(
-                    f"{target.path.name} appeared while the image was being made; "
-                    f"saved as {candidate.name} instead."
-                )
-            return _synced(candidate, warnings)
-        raise FileExistsError(errno.EEXIST, "no free file name", str(target.path))
+        return _write_and_place(data, target, staging)
     finally:
         with contextlib.suppress(FileNotFoundError):
             staging.unlink()
+        WATCHDOG.drop(watched)
+
+
+def _write_and_place(data: bytes, target: Target, staging: Path) -> tuple[Path, list[str]]:
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    if target.overwrite:
+        os.replace(staging, target.path)
+        return _synced(target.path, [])
+    warnings: list[str] = []
+    for candidate in _candidates(target.path):
+        try:
+            _place_new(staging, candidate)
+        except FileExistsError:
+            continue
+        if candidate != target.path and not target.named_by_us:
+            warnings.append(
+                f"{target.path.name} appeared while the image was being made; "
+                f"saved as {candidate.name} instead."
+            )
+        return _synced(candidate, warnings)
+    raise FileExistsError(errno.EEXIST, "no free file name", str(target.path))
 
 
 def _candidates(path: Path) -> Iterator[Path]:

@@ -11,13 +11,14 @@ import pwd
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from codex_cli_image import AuthError, Client, doctor
 from codex_cli_image.testing import make_png
 
-from faultkit import Guard
+from faultkit import Guard, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(90)]
 
@@ -332,3 +333,51 @@ def test_codex_error_line_is_quoted_not_its_last_line(tail: str, said: str) -> N
         error = classify(RunOutcome(exit_code=exit_code, stderr_tail=tail),
                          now=dt.datetime.now().astimezone())  # fmt: skip
         assert said in error.message and "<unknown>" not in error.message, error.message
+
+
+# --- 8: a killed caller leaves nothing ---------------------------------------------------------
+
+SLOW_DELIVERY_HOST = """
+import os, sys, time
+real = os.fsync
+def slow(fd):  # the image reaches the user's folder slowly (a network share, a busy disk)
+    real(fd)
+    if os.fstat(fd).st_size > 0:
+        time.sleep(30)
+os.fsync = slow
+import codex_cli_image as cci
+cci.generate("a fox", output=sys.argv[1], timeout=60)
+"""
+
+
+def test_sigkill_while_the_image_is_written_leaves_no_partial(guard: Guard) -> None:
+
+    guard.fake.configure("success")
+    running = guard.start([sys.executable, "-c", SLOW_DELIVERY_HOST, str(guard.out / "new.png")])
+
+    def partials() -> list[Path]:
+        return [p for p in guard.out.iterdir() if p.name.endswith(".partial")]
+
+    wait_for(partials, what="the image to be written into the user's folder")
+    running.proc.kill()
+    running.finish()
+    wait_for(lambda: not partials(), 5, "the partial file to be removed")
+    guard.verify()
+
+
+def test_sigkill_with_a_non_ascii_tmpdir_removes_the_workspace(
+    guard: Guard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+
+    odd = guard.temp / "tëmp dir"
+    odd.mkdir()
+    guard.snapshot()
+    monkeypatch.setenv("TMPDIR", str(odd))
+    guard.fake.configure("success", delay=30, helper=True)
+    running = guard.start_cli("generate", "a fox", "-o", str(guard.out / "new.png"))
+    wait_for(lambda: guard.fake.exec_calls and list(odd.iterdir()), what="codex at work")
+    running.proc.kill()
+    running.finish()
+    wait_for(lambda: not list(odd.iterdir()), 5, "the workspace to be removed")
+    wait_for(lambda: not guard.leftover_processes(), 5, "codex to be ended")
+    guard.verify()
