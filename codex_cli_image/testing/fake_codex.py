@@ -83,6 +83,7 @@ DEFAULTS: dict[str, Any] = {
     "stdin_timeout": 10.0,  # the real codex waits forever for stdin EOF; we give up after this
     "hang_max": 120.0,  # a hanging fake still exits after this, so a broken test cannot leak it
     "helper": False,  # start a helper grandchild (as codex starts its code-mode host)
+    "helper_keeps_pipes": False,  # ...that inherits codex's stdout and stderr
     "ignore_sigterm": False,  # ignore SIGTERM in any scenario (as hang_ignore_sigterm does)
     "write_pieces": 1,  # write the image file in this many pieces...
     "piece_delay": 0.0,  # ...this many seconds apart (a slow disk or a slow download)
@@ -1059,11 +1060,12 @@ class Turn:
     def _start_helper(self) -> None:
         lifetime = float(self.opts["hang_max"])
         # Same process group, as codex's own helpers (code-mode host, MCP servers) are.
+        keeps = bool(self.opts["helper_keeps_pipes"])
         helper = subprocess.Popen(
             [sys.executable, "-c", f"import time; time.sleep({lifetime})"],
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=None if keeps else subprocess.DEVNULL,
+            stderr=None if keeps else subprocess.DEVNULL,
         )
         self.ex.fake.record["helper_pid"] = helper.pid
         self.ex.fake.save()

@@ -381,3 +381,17 @@ def test_sigkill_with_a_non_ascii_tmpdir_removes_the_workspace(
     wait_for(lambda: not list(odd.iterdir()), 5, "the workspace to be removed")
     wait_for(lambda: not guard.leftover_processes(), 5, "codex to be ended")
     guard.verify()
+
+
+# --- 7 (also): a helper that keeps codex's pipes open ------------------------------------------
+
+
+@pytest.mark.parametrize("wait", [False, True])
+def test_a_helper_holding_codex_pipes_after_success(guard: Guard, wait: bool) -> None:
+    """Reported with the real codex: "Exception ignored ... Event loop is closed" after a
+    successful run whose helper kept stdout open. Held here with the fake's helper."""
+    guard.fake.configure("success", helper=True, helper_keeps_pipes=True)
+    target = guard.out / "new.png"
+    result = guard.cli("generate", "a fox", "-o", str(target), *(["--wait-for-turn"] * wait))
+    _clean(result, 0)
+    guard.verify(delivered=[target])
