@@ -48,6 +48,9 @@ def test_cli_delivers_the_served_png(
     result = cli("generate", "a red fox", "-o", str(out), "--codex", str(shim),
                  "--allow-relay", "--json", path="/nonexistent")  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
+    # Regression guard: "Exception ignored ... Event loop is closed" after a successful run
+    # whose code-mode host kept codex's stdout open.
+    assert "Exception ignored" not in result.stderr and "Traceback" not in result.stderr
     document = json.loads(result.stdout)
     assert document["ok"] is True and document["image_source"] == "file"
     assert out.read_bytes() == mock.image
