@@ -29,13 +29,13 @@ __all__ = ["WATCHDOG", "Watchdog"]
 log = logging.getLogger(__name__)
 
 # Reads "watch PGID [FOLDER]", "forget PGID", "file KEY PATH" and "drop KEY" lines until end of
-# file, then removes every file still listed (an image half-written into the user's folder),
-# ends every group still listed and removes its folder (codex's private workspace, which only we
-# would remove). Nothing in the loop forks (builtins only), so it never has a child while we
-# live. Paths come escaped (\0ooo for every byte outside [A-Za-z0-9/._-]), are kept in variables
-# named after the (checked, numeric) key, assigned by eval but never expanded by it, and are
-# unescaped by printf %b only once we are gone. It ignores a terminal's Ctrl-C and hang-up, and
-# SIGTERM: it must outlive us, not die with us.
+# file, then removes every file still listed (an image half-written into the user's folder, or
+# a server's private folder), ends every group still listed and removes its folder (codex's
+# private workspace, which only we would remove). Nothing in the loop forks (builtins only), so
+# it never has a child while we live. Paths come escaped (\0ooo for every byte outside
+# [A-Za-z0-9/._-]), are kept in variables named after the (checked, numeric) key, assigned by
+# eval but never expanded by it, and are unescaped by printf %b only once we are gone. It
+# ignores a terminal's Ctrl-C and hang-up, and SIGTERM: it must outlive us, not die with us.
 _SCRIPT = """\
 trap '' INT HUP TERM PIPE QUIT
 groups=
@@ -55,7 +55,7 @@ while read -r verb group folder; do
 done
 for f in $files; do
   eval "path=\\${file_$f-}"
-  [ -n "$path" ] && rm -f -- "$(printf '%b' "$path")"
+  [ -n "$path" ] && rm -rf -- "$(printf '%b' "$path")"
 done
 [ -n "$groups" ] || exit 0
 for g in $groups; do kill -s TERM -- "-$g" 2>/dev/null; done
@@ -111,7 +111,8 @@ class Watchdog:
 
     def track_file(self, path: str | os.PathLike[str]) -> int | None:
         """Remove ``path`` if we die before :meth:`drop` (a file being written into the user's
-        folder); the key to drop it with, or None when it cannot be watched."""
+        folder, or a folder of our own, whole); the key to drop it with, or None when it cannot
+        be watched."""
         escaped = _escape(path)
         if escaped is None or sys.platform == "win32":
             return None

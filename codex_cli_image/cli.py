@@ -157,6 +157,8 @@ def _parser() -> argparse.ArgumentParser:
     mcp.add_argument("--model", metavar="M", help="the model codex should use")
     mcp.set_defaults(run=_mcp)
 
+    _add_serve(commands)
+
     hermes = commands.add_parser(
         "hermes-setup",
         help="enable the Hermes Agent image backend in $HERMES_HOME/config.yaml",
@@ -178,6 +180,64 @@ def _parser() -> argparse.ArgumentParser:
     _add_codex_options(doctor)
     doctor.set_defaults(run=_doctor)
     return parser
+
+
+def _add_serve(commands: Any) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="serve the OpenAI Images API over HTTP (for Open WebUI, LibreChat, n8n, SDKs)",
+        description="An OpenAI-compatible images endpoint (/v1/images/generations, "
+        "/v1/images/edits, /v1/models) made by the signed-in Codex CLI. Prints its base URL "
+        "on stdout once it accepts connections. Needs the serve extra: pip install '.[serve]' "
+        "from the clone.",
+    )
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default "
+        "127.0.0.1; any other needs --token-file or $CODEX_IMAGE_TOKEN)",
+    )
+    serve.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: a free one)")
+    serve.add_argument(
+        "--token-file",
+        metavar="F",
+        help="file holding the API key clients must send (default: $CODEX_IMAGE_TOKEN, else one "
+        "made once in your config folder, on loopback only)",
+    )
+    serve.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=2,
+        metavar="N",
+        dest="concurrency",
+        help="images made at once; more wait (default 2: the backend rate-limits more)",
+    )
+    serve.add_argument(
+        "--max-queue",
+        type=int,
+        default=32,
+        metavar="N",
+        help="images that may wait for a slot; more get 429 (default 32)",
+    )
+    serve.add_argument(
+        "--timeout", type=float, default=600.0, metavar="S", help="seconds per image"
+    )
+    serve.add_argument(
+        "--out-dir",
+        metavar="DIR",
+        help="keep the images here (default: a temporary folder removed when the server stops)",
+    )
+    serve.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let web pages of ORIGIN (e.g. https://app.example) call the server; repeatable",
+    )
+    _add_codex_options(serve)
+    serve.add_argument("--model", metavar="M", help="the model codex should use")
+    serve.set_defaults(run=_serve)
 
 
 def _add_run_options(parser: argparse.ArgumentParser, per: str = "for the whole call") -> None:
@@ -394,6 +454,55 @@ def _mcp(args: argparse.Namespace) -> int:
         return serve(ServerOptions(out_dir, _settings(args), args.inline_max_bytes))
     except CodexImageError as error:  # settings refused before the server starts
         return _fail(error, as_json=False)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .errors import CodexImageError, InputError
+
+    try:
+        from . import server
+    except ImportError as exc:
+        missing = InputError(
+            f"codex-image serve needs the serve extra ({exc.name or exc} is missing).",
+            reason="serve_not_installed",
+            hint="Install it into this environment: in your clone of codex-cli-image, run "
+            f"{sys.executable} -m pip install '.[serve]'.",
+        )
+        return _fail(missing, as_json=False)
+    try:
+        if not 0 <= args.port <= 65535 or args.max_queue < 0:
+            raise InputError(
+                "--port must be 0 to 65535 and --max-queue 0 or more.",
+                reason="invalid_option",
+                hint="Fix the option and start the server again.",
+            )
+        token, kept_in = server.resolve_token(args.token_file, args.host, os.environ)
+        out_dir = Path(args.out_dir).expanduser().absolute() if args.out_dir else None
+        options = server.ServeOptions(
+            token,
+            host=args.host,
+            port=args.port,
+            out_dir=out_dir,
+            allow_origins=tuple(args.allow_origin),
+            max_queue=args.max_queue,
+            settings=_settings(args),
+        )
+        _log_to_stderr()
+        return server.serve(options, token_note=kept_in)
+    except CodexImageError as error:  # refused before the server starts
+        return _fail(error, as_json=False)
+
+
+def _log_to_stderr() -> None:
+    """The server's log (a line per request, warnings, errors) on stderr, with the time."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    package = logging.getLogger("codex_cli_image")
+    package.addHandler(handler)
+    package.setLevel(logging.WARNING)
+    logging.getLogger("codex_cli_image.serve.access").setLevel(logging.INFO)
 
 
 def _read_batch(name: str) -> str:

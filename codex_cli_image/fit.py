@@ -12,7 +12,7 @@ import io
 
 from .errors import InputError
 
-__all__ = ["fit_png", "require_pillow"]
+__all__ = ["convert_png", "fit_png", "require_pillow"]
 
 _HINT = "Install the extra: python3 -m pip install 'codex-cli-image[fit]' (Pillow)."
 
@@ -53,4 +53,23 @@ def fit_png(data: bytes, target: tuple[int, int]) -> bytes:
     fitted = converted.resize(target, Image.Resampling.LANCZOS, box=box)
     out = io.BytesIO()
     fitted.save(out, format="PNG")
+    return out.getvalue()
+
+
+def convert_png(data: bytes, output_format: str, quality: int | None) -> bytes:
+    """``data`` (a verified PNG) as JPEG or WebP; JPEG has no alpha, so a transparent image
+    is laid on white. ``quality``: 0-100 (OpenAI's output_compression), default 90."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        has_alpha = image.mode in ("RGBA", "LA") or "transparency" in image.info
+        converted = image.convert("RGBA" if has_alpha else "RGB")
+    if output_format == "jpeg" and has_alpha:
+        flat = Image.new("RGB", converted.size, (255, 255, 255))
+        flat.paste(converted, mask=converted.getchannel("A"))
+        converted = flat
+    out = io.BytesIO()
+    converted.save(out, format="JPEG" if output_format == "jpeg" else "WEBP",
+                   quality=90 if quality is None else quality)  # fmt: skip
     return out.getvalue()

@@ -1,0 +1,321 @@
+"""The OpenAI Images API, as ``codex-image serve`` speaks it: parameters in, replies and errors out.
+
+Pure values and functions (no server, no I/O), in the shapes of openai-python's
+``image_generate_params``, ``image_edit_params``, ``images_response`` and
+``image_gen_stream_event``. Clients add fields of their own, so unknown fields are ignored;
+known fields with a wrong value are refused naming the field (``param``), as OpenAI does.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .errors import CodexImageError, InputError, QuotaError
+from .request import parse_size
+from .results import ImageResult
+
+__all__ = [
+    "MODEL_ID",
+    "ImagesCall",
+    "ParamError",
+    "error_body",
+    "error_reply",
+    "images_reply",
+    "parse_call",
+    "stream_event",
+    "usage_block_s",
+]
+
+MODEL_ID = "gpt-image-2"
+"""What the Codex CLI's image tool runs; any model id a client sends is accepted."""
+MAX_N = 10
+OutputFormat = Literal["png", "jpeg", "webp"]
+ResponseFormat = Literal["b64_json", "url"]
+_FORMATS: dict[str, OutputFormat] = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "webp": "webp"}
+_SIZE = re.compile(r"\d{2,5}x\d{2,5}")
+_QUOTA_BLOCK_UNKNOWN_S = 60.0
+"""How long a usage limit with no reset time is answered without codex: a guess kept short."""
+
+
+class ParamError(InputError):
+    """A parameter of the request is wrong: ``param`` names it (OpenAI's error field)."""
+
+    def __init__(self, param: str, message: str, hint: str) -> None:
+        super().__init__(message, reason=f"invalid_{param}", hint=hint)
+        self.param = param
+
+
+@dataclass(frozen=True, slots=True)
+class ImagesCall:
+    """One request of ``/v1/images/generations`` or ``/v1/images/edits``, checked."""
+
+    prompt: str
+    n: int = 1
+    size: str | None = None
+    """``WxH`` asked of the model, or None for ``auto``."""
+    transparent: bool = False
+    output_format: OutputFormat = "png"
+    output_compression: int | None = None
+    response_format: ResponseFormat = "b64_json"
+    stream: bool = False
+    edit: bool = False
+
+    @property
+    def event_prefix(self) -> str:
+        return "image_edit" if self.edit else "image_generation"
+
+
+def parse_call(fields: Mapping[str, Any], *, edit: bool = False) -> ImagesCall:
+    """The call that ``fields`` (a JSON body, or a form's text fields) asks for.
+
+    Form fields arrive as text, so numbers and booleans are read from text too. Raises
+    :class:`ParamError` naming the first wrong field.
+    """
+    prompt = fields.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ParamError(
+            "prompt", "prompt is missing or empty.", "Send a prompt: a text describing the image."
+        )
+    n = _integer(fields, "n", 1, 1, MAX_N)
+    size = _size(fields.get("size"))
+    background = _choice(fields, "background", ("auto", "transparent", "opaque"), "auto")
+    raw_format = fields.get("output_format", "png")
+    if raw_format is None:
+        raw_format = "png"
+    if not isinstance(raw_format, str) or raw_format.lower() not in _FORMATS:
+        raise ParamError(
+            "output_format",
+            f"output_format {str(raw_format)[:20]!r} is not known.",
+            "Send png, jpeg or webp.",
+        )
+    output_format = _FORMATS[raw_format.lower()]
+    compression = None
+    if fields.get("output_compression") is not None:
+        compression = _integer(fields, "output_compression", 100, 0, 100)
+    response_format = _choice(fields, "response_format", ("b64_json", "url"), "b64_json")
+    if fields.get("mask") is not None:
+        raise ParamError(
+            "mask",
+            "mask is not supported: the Codex CLI's image tool takes none.",
+            "Leave mask out, and say in the prompt which part to change.",
+        )
+    return ImagesCall(
+        prompt=prompt,
+        n=n,
+        size=size,
+        transparent=background == "transparent",
+        output_format=output_format,
+        output_compression=compression,
+        response_format="url" if response_format == "url" else "b64_json",
+        stream=_flag(fields, "stream"),
+        edit=edit,
+    )
+
+
+def _integer(fields: Mapping[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = fields.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ParamError(
+            name,
+            f"{name} must be a whole number from {low} to {high}.",
+            f"Send {name} between {low} and {high}.",
+        )
+    return value
+
+
+def _choice(fields: Mapping[str, Any], name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = fields.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, str) or value not in allowed:
+        raise ParamError(
+            name,
+            f"{name} {str(value)[:20]!r} is not one of {', '.join(allowed)}.",
+            f"Send {name} as one of {', '.join(allowed)}, or leave it out.",
+        )
+    return value
+
+
+def _flag(fields: Mapping[str, Any], name: str) -> bool:
+    value = fields.get(name, False)
+    if value is None:
+        return False
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+        return value.lower() in ("true", "1")
+    if not isinstance(value, bool):
+        raise ParamError(name, f"{name} must be true or false.", f"Send {name} as true or false.")
+    return value
+
+
+def _size(value: object) -> str | None:
+    if value is None or value == "auto":
+        return None
+    if not isinstance(value, str) or not _SIZE.fullmatch(value.strip()):
+        raise ParamError(
+            "size",
+            f"size {str(value)[:20]!r} is not auto or WIDTHxHEIGHT.",
+            "Send auto, or a size such as 1024x1024, 1536x1024 or 1024x1536.",
+        )
+    try:
+        parse_size(value.strip())
+    except InputError as error:
+        raise ParamError("size", error.message, error.hint) from None
+    return value.strip()
+
+
+# --- replies ---------------------------------------------------------------------------------
+
+
+def image_entry(result: ImageResult, *, b64_json: str | None, url: str | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"b64_json": b64_json} if url is None else {"url": url}
+    entry["revised_prompt"] = result.revised_prompt
+    return entry
+
+
+def images_reply(
+    call: ImagesCall,
+    made: list[tuple[ImageResult, dict[str, Any]]],
+    failed: list[CodexImageError],
+    *,
+    created: int,
+) -> dict[str, Any]:
+    """The ``ImagesResponse`` of ``made`` (each with its ``data`` entry); ``failed`` counts the
+    images of this call that could not be made (an extension: OpenAI never fails part of n)."""
+    first = made[0][0]
+    reply: dict[str, Any] = {
+        "created": created,
+        "data": [entry for _, entry in made],
+        "size": f"{first.width}x{first.height}",
+        "quality": "auto",
+        "background": "transparent" if any(r.has_alpha for r, _ in made) else "opaque",
+        "output_format": call.output_format,
+        "usage": usage(first),
+    }
+    if failed:
+        reply["failed"] = len(failed)
+        reply["errors"] = [error_body(error)["error"] for error in failed]
+    return reply
+
+
+def usage(result: ImageResult) -> dict[str, Any]:
+    """OpenAI's usage block from what codex reported of its turn (zeros when it reported none:
+    the subscription meters images by its own limits, not by tokens)."""
+    known = result.usage or {}
+    text_in = int(known.get("input_tokens", 0))
+    out = int(known.get("output_tokens", 0))
+    return {
+        "input_tokens": text_in,
+        "input_tokens_details": {"text_tokens": text_in, "image_tokens": 0},
+        "output_tokens": out,
+        "total_tokens": text_in + out,
+    }
+
+
+def stream_event(call: ImagesCall, result: ImageResult, b64_json: str, created: int) -> str:
+    """The ``image_generation.completed`` (or ``image_edit.completed``) event, as SSE text."""
+    import json
+
+    kind = f"{call.event_prefix}.completed"
+    data = {
+        "type": kind,
+        "b64_json": b64_json,
+        "created_at": created,
+        "size": f"{result.width}x{result.height}",
+        "quality": "auto",
+        "background": "transparent" if result.has_alpha else "opaque",
+        "output_format": call.output_format,
+        "usage": usage(result),
+    }
+    return f"event: {kind}\ndata: {json.dumps(data)}\n\n"
+
+
+def stream_error(error: CodexImageError) -> str:
+    import json
+
+    return f"event: error\ndata: {json.dumps({'type': 'error', **error_body(error)})}\n\n"
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+_STATUS = {"input": 400, "auth": 403, "quota": 429, "transient": 502, "launch": 503}
+_TYPE = {
+    "input": "invalid_request_error",
+    "auth": "permission_error",
+    "quota": "insufficient_quota",
+    "transient": "server_error",
+    "launch": "server_error",
+}
+_NO_RETRY_REASONS = frozenset({"usage_limit", "credits_exhausted", "plan_not_included", "timeout"})
+
+
+def error_body(error: CodexImageError) -> dict[str, Any]:
+    """OpenAI's error object: the message and the hint together (the SDKs show the message
+    only), with our kind, reason, hint and reset time beside them."""
+    param = error.param if isinstance(error, ParamError) else None
+    kind = "rate_limit_error" if error.reason == "rate_limited" else _TYPE[error.kind]
+    return {
+        "error": {
+            "message": f"{error.message} {error.hint}",
+            "type": kind,
+            "param": param,
+            "code": error.reason,
+            "kind": error.kind,
+            "hint": error.hint,
+            "retry_at": error.retry_at,
+        }
+    }
+
+
+def error_reply(error: CodexImageError) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """Status, body and headers for ``error``, mapped so that the official SDKs raise the
+    matching class (400 BadRequest, 403 PermissionDenied, 429 RateLimit, 5xx InternalServer)
+    and do not retry what a retry cannot fix."""
+    status = _STATUS[error.kind]
+    if error.kind == "transient" and error.reason == "timeout":
+        status = 504
+    elif error.kind == "transient" and error.reason == "cancelled":  # the server is stopping
+        status = 503
+    headers: dict[str, str] = {}
+    if error.retry_after_s is not None:
+        headers["retry-after"] = str(max(1, math.ceil(error.retry_after_s)))
+    if error.reason in _NO_RETRY_REASONS or error.kind in ("launch", "auth", "input"):
+        headers["x-should-retry"] = "false"
+    return status, error_body(error), headers
+
+
+def usage_block_s(error: CodexImageError) -> float | None:
+    """For how many seconds later calls should get ``error`` again without running codex: a
+    usage limit lasts hours, so asking codex again only spends time. None: run codex again."""
+    if not isinstance(error, QuotaError) or error.reason == "rate_limited":
+        return None
+    if error.retry_after_s is not None and error.retry_after_s > 0:
+        return error.retry_after_s
+    return _QUOTA_BLOCK_UNKNOWN_S
+
+
+def refusal(status: int, message: str, code: str, hint: str) -> dict[str, Any]:
+    """An error of the server itself (token, Host, Origin, size, queue) in OpenAI's shape."""
+    kind = {401: "invalid_request_error", 429: "rate_limit_error"}.get(
+        status, "invalid_request_error"
+    )
+    return {
+        "error": {
+            "message": f"{message} {hint}",
+            "type": kind,
+            "param": None,
+            "code": code,
+            "kind": "input",
+            "hint": hint,
+            "retry_at": None,
+        }
+    }

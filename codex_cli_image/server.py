@@ -1,0 +1,883 @@
+"""``codex-image serve``: the OpenAI Images API over HTTP, made by the signed-in Codex CLI.
+
+Open WebUI, LibreChat, n8n, the openai SDKs and many more talk to an OpenAI-compatible images
+endpoint at a base URL of the user's choosing; this gives them our dependable path. One
+:class:`~codex_cli_image.Client` serves every request (settings once, warm preflight, one
+concurrency limit). Starlette (anyio-native ASGI), uvicorn and python-multipart come with the
+``serve`` extra.
+
+The parameters, replies and errors are :mod:`codex_cli_image.images_api`'s; this module is the
+HTTP shell: the gate (Host, Origin, token, body size, a line of log per request), the routes, the
+queue, disconnects, and the process (port, token file, signals).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import copy
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import anyio
+import uvicorn
+from starlette.applications import Starlette
+from starlette.datastructures import Headers, UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ._tasks import beside
+from ._watchdog import WATCHDOG
+from .client import Client
+from .errors import (
+    CodexImageError,
+    InputError,
+    QuotaError,
+    TransientError,
+    internal_error,
+    log_unexpected,
+)
+from .images_api import (
+    MODEL_ID,
+    ImagesCall,
+    ParamError,
+    error_reply,
+    image_entry,
+    images_reply,
+    parse_call,
+    refusal,
+    stream_error,
+    stream_event,
+    usage_block_s,
+)
+from .request import MAX_REFERENCE_BYTES, MAX_REFERENCES, ImageRequest
+from .results import ImageResult
+from .settings import Settings
+
+__all__ = ["DEFAULT_PORT", "ServeOptions", "Service", "build_app", "resolve_token", "serve"]
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("codex_cli_image.serve.access")
+
+DEFAULT_PORT = 8765
+DEFAULT_MAX_QUEUE = 32
+MAX_JSON_BYTES = 1024 * 1024
+MAX_EDIT_BYTES = MAX_REFERENCES * MAX_REFERENCE_BYTES + MAX_JSON_BYTES
+KEEPALIVE_S = 15.0
+TOKEN_ENV = "CODEX_IMAGE_TOKEN"
+QUEUE_RETRY_AFTER_S = 30
+_FILE_NAME = re.compile(r"img-[0-9]{8}-[0-9]{6}-[0-9a-f]{12}\.(?:png|jpg|webp)")
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    """What ``codex-image serve`` is started with. ``out_dir`` None: images are kept in a
+    private temporary folder while the server runs (their URLs last as long)."""
+
+    token: str
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    out_dir: Path | None = None
+    allow_origins: tuple[str, ...] = ()
+    max_queue: int = DEFAULT_MAX_QUEUE
+    settings: Settings = Settings()
+    keepalive_s: float = KEEPALIVE_S
+
+
+# --- the token -------------------------------------------------------------------------------
+
+
+def config_dir(env: Mapping[str, str], platform: str = sys.platform) -> Path | None:
+    """The per-user configuration folder (``~/.config``, ``~/Library/Application Support``,
+    ``%APPDATA%``), or None when there is no home."""
+    if platform == "win32":
+        appdata = env.get("APPDATA")
+        return Path(appdata) / "codex-cli-image" if appdata else None
+    home = env.get("HOME")
+    if platform == "darwin":
+        return Path(home) / "Library" / "Application Support" / "codex-cli-image" if home else None
+    base = env.get("XDG_CONFIG_HOME")
+    if base and os.path.isabs(base):
+        return Path(base) / "codex-cli-image"
+    return Path(home) / ".config" / "codex-cli-image" if home else None
+
+
+def resolve_token(
+    token_file: str | None, host: str, env: Mapping[str, str]
+) -> tuple[str, str | None]:
+    """The bearer token and, when it was kept or made in our folder, where (to tell the user).
+
+    ``--token-file`` first, then ``$CODEX_IMAGE_TOKEN``; with neither, a loopback server uses
+    a random token made once and kept readable by the user only; any other host refuses."""
+    if token_file:
+        try:
+            text = Path(token_file).expanduser().read_text("utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(
+                f"The token file {token_file} cannot be read: "
+                f"{getattr(exc, 'strerror', None) or exc}.",
+                reason="token_unreadable",
+                hint="Name a readable file holding the token.",
+            ) from None
+        return _checked_token(text, f"The token file {token_file}"), None
+    if env.get(TOKEN_ENV):
+        return _checked_token(env[TOKEN_ENV].strip(), f"${TOKEN_ENV}"), None
+    if not is_loopback(host):
+        raise InputError(
+            f"Serving on {host} (not this machine only) needs a token.",
+            reason="token_required",
+            hint=f"Pass --token-file FILE or set {TOKEN_ENV}: anyone who can reach the port could "
+            "otherwise spend your subscription.",
+        )
+    folder = config_dir(env)
+    if folder is None:
+        raise InputError(
+            "There is no home folder to keep the server's token in.",
+            reason="token_required",
+            hint=f"Pass --token-file FILE or set {TOKEN_ENV}.",
+        )
+    return _kept_token(folder / "serve-token"), str(folder / "serve-token")
+
+
+def _checked_token(text: str, where: str) -> str:
+    if len(text) < 16 or any(c.isspace() or not c.isprintable() for c in text):
+        raise InputError(
+            f"{where} does not hold a usable token.",
+            reason="invalid_token",
+            hint="Use 16 or more printable characters without spaces, e.g. the "
+            "output of: python3 -c 'import secrets; print(secrets.token_urlsafe())'.",
+        )
+    return text
+
+
+def _kept_token(path: Path) -> str:
+    """The token in ``path``, made (0600, in a 0700 folder) when missing."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return _checked_token(path.read_text("utf-8").strip(), f"The token file {path}")
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(secrets.token_urlsafe(32) + "\n")
+        return path.read_text("utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(
+            f"The token file {path} cannot be made or read: "
+            f"{getattr(exc, 'strerror', None) or exc}.",
+            reason="token_unreadable",
+            hint=f"Pass --token-file FILE or set {TOKEN_ENV}.",
+        ) from None
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+# --- the service: what every request shares --------------------------------------------------
+
+
+@dataclass(slots=True)
+class Service:
+    """The client, the folders, the queue and a usage limit's memory, shared by the routes."""
+
+    client: Client
+    options: ServeOptions
+    images: Path
+    uploads: Path
+    pending: int = 0
+    blocked: tuple[float, QuotaError] | None = None
+    stopping: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def host_allowed(self, header: str | None) -> bool:
+        """Whether the Host header names this server: a page on another site resolved to
+        127.0.0.1 (DNS rebinding) sends its own name and is refused."""
+        if header is None:
+            return False
+        name = header.strip().lower()
+        if name.startswith("["):
+            name = name[1 : name.find("]")] if "]" in name else name
+        elif name.count(":") == 1:
+            name = name.split(":")[0]
+        bound = self.options.host.strip("[]").lower()
+        if bound in ("0.0.0.0", "::", ""):  # every interface: the token guards it
+            return True
+        return name in _LOOPBACK_NAMES or name == bound
+
+    def token_ok(self, header: str | None) -> bool:
+        if header is None or not header[:7].lower() == "bearer ":
+            return False
+        given = header[7:].strip().encode("utf-8", "surrogateescape")
+        return hmac.compare_digest(given, self.options.token.encode("utf-8"))
+
+    def admit(self, n: int) -> None:
+        """Count ``n`` images in, or refuse: a usage limit still in force, or a full queue."""
+        with self._lock:
+            if self.stopping:
+                raise _stopping()
+            if self.blocked is not None:
+                until, error = self.blocked
+                left = until - time.monotonic()
+                if left > 0:
+                    again = copy.copy(error)
+                    again.retry_after_s = left
+                    raise again
+                self.blocked = None
+            capacity = self.client.concurrency + self.options.max_queue
+            if self.pending + n > capacity:
+                raise _QueueFull(self.pending, self.options.max_queue)
+            self.pending += n
+
+    def leave(self, n: int, failures: Iterable[CodexImageError]) -> None:
+        with self._lock:
+            self.pending -= n
+            for error in failures:
+                block = usage_block_s(error)
+                if block is not None and isinstance(error, QuotaError):
+                    self.blocked = (time.monotonic() + block, error)
+
+    async def make(self, call: ImagesCall, references: tuple[Path, ...]) -> _Made:
+        """The call's n images (admitted already) through the client's limit, side by side;
+        every one that was made is kept, whatever happened to the others."""
+        made: list[ImageResult] = []
+        failed: list[CodexImageError] = []
+        try:
+
+            async def one() -> None:
+                request = ImageRequest(
+                    call.prompt,
+                    output=self.images / _new_name("png"),
+                    references=references,
+                    size=call.size,
+                    transparent=call.transparent,
+                )
+                try:
+                    made.append(await self.client.agenerate(request))
+                except CodexImageError as error:
+                    failed.append(_stopping() if self.client.closed else error)
+                except Exception as exc:
+                    log_unexpected(log, "unexpected error making an image", exc)
+                    failed.append(internal_error(exc))
+
+            async with anyio.create_task_group() as tasks:
+                for _ in range(call.n):
+                    tasks.start_soon(one)
+        finally:
+            self.leave(call.n, failed)
+        return _Made(made, failed)
+
+    async def deliver(self, call: ImagesCall, made: _Made, base: str) -> list[dict[str, Any]]:
+        """The ``data`` entries: each image as base64 or as a URL on this server, converted to
+        the asked format (the PNG is kept either way)."""
+        entries = []
+        for result in made.images:
+            data = await anyio.to_thread.run_sync(result.path.read_bytes)
+            name = result.path.name
+            if call.output_format != "png":
+                data = await anyio.to_thread.run_sync(_convert, data, call)
+                name = await anyio.to_thread.run_sync(self._keep, data, call.output_format)
+            if call.response_format == "url":
+                entries.append(
+                    image_entry(result, b64_json=None, url=f"{base}/images/files/{name}")
+                )
+            else:
+                encoded = base64.b64encode(data).decode("ascii")
+                entries.append(image_entry(result, b64_json=encoded, url=None))
+        return entries
+
+    def _keep(self, data: bytes, output_format: str) -> str:
+        name = _new_name(_EXTENSIONS[output_format])
+        fd = os.open(self.images / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        return name
+
+
+@dataclass(frozen=True, slots=True)
+class _Made:
+    images: list[ImageResult]
+    failed: list[CodexImageError]
+
+
+class _QueueFull(Exception):
+    def __init__(self, pending: int, max_queue: int) -> None:
+        super().__init__(f"{pending} images are being made or waiting (--max-queue {max_queue}).")
+
+
+def _stopping() -> TransientError:
+    return TransientError(
+        "The server is stopping; the image was not made.",
+        reason="cancelled",
+        hint="Retry once the server runs again.",
+    )
+
+
+def _new_name(extension: str) -> str:
+    return f"img-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(6)}.{extension}"
+
+
+def _convert(png: bytes, call: ImagesCall) -> bytes:
+    from .fit import convert_png
+
+    return convert_png(png, call.output_format, call.output_compression)
+
+
+# --- the routes ------------------------------------------------------------------------------
+
+
+def build_app(service: Service) -> ASGIApp:
+    """The ASGI application: the routes behind the gate."""
+    routes = [
+        Route("/v1/images/generations", _guarded(service, _generations), methods=["POST"]),
+        Route("/v1/images/edits", _guarded(service, _edits), methods=["POST"]),
+        Route("/v1/models", _guarded(service, _models), methods=["GET"]),
+        Route("/v1/images/files/{name}", _guarded(service, _image_file), methods=["GET"]),
+        Route("/healthz", _guarded(service, _healthz), methods=["GET"]),
+    ]
+
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    return _Gate(app, service)
+
+
+async def _generations(service: Service, request: Request) -> Response:
+    body = await request.body()
+    try:
+        fields = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ParamError(
+            "body", "The body is not JSON.", "Send a JSON object with at least a prompt."
+        ) from None
+    if not isinstance(fields, dict):
+        raise ParamError(
+            "body",
+            "The body is not a JSON object.",
+            "Send a JSON object with at least a prompt.",
+        )
+    call = parse_call(fields)
+    return await _answer(service, request, call, ())
+
+
+async def _edits(service: Service, request: Request) -> Response:
+    async with request.form(max_files=4 * MAX_REFERENCES, max_fields=100) as form:
+        files = [v for k, v in form.multi_items() if k in ("image", "image[]")]
+        if any(k == "mask" for k, _ in form.multi_items()):
+            raise ParamError(
+                "mask",
+                "mask is not supported: the Codex CLI's image tool takes none.",
+                "Leave mask out, and say in the prompt which part to change.",
+            )
+        texts = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+        call = parse_call(texts, edit=True)
+        uploads = [f for f in files if isinstance(f, UploadFile)]
+        if not uploads or len(uploads) != len(files):
+            raise ParamError(
+                "image",
+                "No image file was sent.",
+                "Send one to five images as image or image[] files.",
+            )
+        if len(uploads) > MAX_REFERENCES:
+            raise ParamError(
+                "image",
+                f"{len(uploads)} images were sent; at most {MAX_REFERENCES} are taken.",
+                "Send fewer images.",
+            )
+        folder = Path(tempfile.mkdtemp(dir=service.uploads))
+        cleanup = partial(shutil.rmtree, folder, ignore_errors=True)
+        response: Response | None = None
+        try:
+            references = []
+            for index, upload in enumerate(uploads):
+                path = folder / f"image-{index}"
+                await anyio.to_thread.run_sync(_save_upload, upload, path)
+                references.append(path)
+            response = await _answer(service, request, call, tuple(references), cleanup)
+            return response
+        finally:
+            if not isinstance(response, _EventStream):
+                await anyio.to_thread.run_sync(cleanup)
+
+
+async def _models(service: Service, request: Request) -> Response:
+    model = {"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "codex-cli-image"}
+    return JSONResponse({"object": "list", "data": [model]})
+
+
+async def _healthz(service: Service, request: Request) -> Response:
+    try:
+        service.admit(0)
+        await anyio.to_thread.run_sync(service.client.check)
+    except CodexImageError as error:
+        status, body, headers = error_reply(error)
+        return JSONResponse({"ok": False, **body}, status_code=503, headers=headers)
+    return JSONResponse({"ok": True})
+
+
+async def _image_file(service: Service, request: Request) -> Response:
+    name = request.path_params["name"]
+    path = service.images / name
+    if not _FILE_NAME.fullmatch(name) or not path.is_file():
+        return _refused(
+            404,
+            "No such image on this server.",
+            "not_found",
+            "Images are kept only while the server runs (or in --out-dir).",
+        )
+    media = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
+    return FileResponse(path, media_type=media[name.rsplit(".", 1)[1]])
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 413:
+        return _too_large(request.url.path)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
+    return _refused(
+        exc.status_code,
+        f"{exc.detail}.".replace("..", "."),
+        code,
+        "See the README's serve section for the routes and their fields.",
+    )
+
+
+def _guarded(
+    service: Service, route: Callable[[Service, Request], Awaitable[Response]]
+) -> Callable[[Request], Awaitable[Response]]:
+    """A route of ``service`` whose errors are answered in OpenAI's shape; a bug of ours is a
+    500, logged."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await route(service, request)
+        except HTTPException:
+            raise
+        except CodexImageError as error:
+            return _error_response(error)
+        except _QueueFull as full:
+            return _refused(
+                429,
+                str(full),
+                "queue_full",
+                "Wait and retry, or start the server with a larger --max-queue.",
+                headers={"retry-after": str(QUEUE_RETRY_AFTER_S)},
+            )
+        except Exception as exc:
+            log_unexpected(log, f"unexpected error in {request.url.path}", exc)
+            status, body, _ = error_reply(internal_error(exc))
+            return JSONResponse(body, status_code=500)
+
+    return endpoint
+
+
+async def _answer(
+    service: Service,
+    request: Request,
+    call: ImagesCall,
+    references: tuple[Path, ...],
+    cleanup: Callable[[], None] = lambda: None,
+) -> Response:
+    """Make the call's images and answer: at once as JSON, or as Server-Sent Events (which
+    then own ``cleanup``, run once the references are no longer needed)."""
+    base = f"{request.url.scheme}://{request.headers.get('host', 'localhost')}/v1"
+    if call.output_format != "png":
+        from .fit import require_pillow
+
+        try:
+            require_pillow()
+        except InputError:
+            raise ParamError(
+                "output_format",
+                f"output_format {call.output_format} needs Pillow, "
+                "which is not installed beside the server.",
+                f"Install it: {sys.executable} -m pip install '.[serve,fit]' in your "
+                "clone of codex-cli-image, or ask for png.",
+            ) from None
+    service.admit(call.n)  # a usage limit, a full queue or a stop: answered before any work
+    if call.stream:
+        return _EventStream(service, call, references, base, cleanup)
+
+    async def work() -> _Made:
+        return await service.make(call, references)
+
+    done = await beside(work, partial(_until_disconnect, request.receive))
+    if done is None:  # the caller went away: its images were cancelled, codex ended
+        return Response(status_code=499)
+    made = done[0]
+    if not made.images:
+        return _error_response(made.failed[0])
+    entries = await service.deliver(call, made, base)
+    pairs = list(zip(made.images, entries, strict=True))
+    return JSONResponse(images_reply(call, pairs, made.failed, created=int(time.time())))
+
+
+async def _until_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    """Cancel ``scope`` when the client disconnects (the body was read: what comes next is the
+    disconnect)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            scope.cancel()
+            return
+
+
+class _EventStream(Response):
+    """``stream: true``: a keep-alive comment at once and every ``keepalive_s`` while the images
+    are made, then a completed event per image (an ``error`` event when some failed)."""
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        service: Service,
+        call: ImagesCall,
+        references: tuple[Path, ...],
+        base: str,
+        cleanup: Callable[[], None],
+    ) -> None:
+        super().__init__(headers={"cache-control": "no-store", "x-accel-buffering": "no"})
+        # A body of unknown length: no content-length (Response set one for its empty body).
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
+        self._service, self._call, self._references, self._base = service, call, references, base
+        self._cleanup = cleanup
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._stream(receive, send)
+        finally:
+            await anyio.to_thread.run_sync(self._cleanup)
+
+    async def _stream(self, receive: Receive, send: Send) -> None:
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        except OSError:
+            self._service.leave(self._call.n, ())
+            return
+        made: list[_Made] = []
+
+        async def keepalive(scope: anyio.CancelScope) -> None:
+            try:
+                while True:
+                    await send(
+                        {
+                            "type": "http.response.body",
+                            "body": b": keep-alive\n\n",
+                            "more_body": True,
+                        }
+                    )
+                    await anyio.sleep(self._service.options.keepalive_s)
+            except OSError:  # the client is gone
+                scope.cancel()
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(keepalive, tasks.cancel_scope)
+            tasks.start_soon(_until_disconnect, receive, tasks.cancel_scope)
+            made.append(await self._service.make(self._call, self._references))
+            tasks.cancel_scope.cancel()
+        if not made:
+            return
+        events = []
+        call, outcome = self._call, made[0]
+        if outcome.images:
+            with_b64 = replace(call, response_format="b64_json")
+            entries = await self._service.deliver(with_b64, outcome, self._base)
+            created = int(time.time())
+            for result, entry in zip(outcome.images, entries, strict=True):
+                events.append(stream_event(call, result, entry["b64_json"], created))
+        if outcome.failed:
+            events.append(stream_error(outcome.failed[0]))
+        with contextlib.suppress(OSError):
+            for event in events:
+                await send(
+                    {"type": "http.response.body", "body": event.encode(), "more_body": True}
+                )
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _save_upload(upload: UploadFile, path: Path) -> None:
+    upload.file.seek(0)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        shutil.copyfileobj(upload.file, out, 1024 * 1024)
+
+
+def _error_response(error: CodexImageError) -> Response:
+    status, body, headers = error_reply(error)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _refused(
+    status: int, message: str, code: str, hint: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    return JSONResponse(
+        refusal(status, message, code, hint), status_code=status, headers=dict(headers or {})
+    )
+
+
+def _too_large(path: str) -> Response:
+    limit = MAX_EDIT_BYTES if path == "/v1/images/edits" else MAX_JSON_BYTES
+    return _refused(
+        413,
+        f"The request body is over {limit // (1024 * 1024)} MiB.",
+        "body_too_large",
+        f"Send at most {MAX_REFERENCES} images of at most "
+        f"{MAX_REFERENCE_BYTES // (1024 * 1024)} MB each, and a JSON body under 1 MiB.",
+        headers={"connection": "close"},
+    )
+
+
+# --- the gate: Host, Origin, token, body size, a log line ------------------------------------
+
+
+class _Gate:
+    """In front of every route: refuses what must not reach it, and logs a line per request
+    (method, path, status, seconds, bytes; never the prompt or the token)."""
+
+    def __init__(self, app: ASGIApp, service: Service) -> None:
+        self.app, self.service = app, service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, seen = time.monotonic(), {"status": 0, "bytes": 0}
+
+        async def counted(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                seen["bytes"] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self._gate(scope, receive, counted)
+        finally:
+            access_log.info(
+                "%s %s %d %.3fs %dB",
+                scope["method"],
+                scope["path"],
+                seen["status"] or 499,
+                time.monotonic() - started,
+                seen["bytes"],
+            )
+
+    async def _gate(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = Headers(scope=scope)
+        if not self.service.host_allowed(headers.get("host")):
+            await _refused(
+                421,
+                "The Host header does not name this server.",
+                "misdirected_request",
+                f"Call the server as http://127.0.0.1:{self.service.options.port}/v1 "
+                "(a page of another site cannot use it).",
+            )(scope, receive, send)
+            return
+        origin = headers.get("origin")
+        cors: dict[str, str] = {}
+        if origin is not None:
+            if origin not in self.service.options.allow_origins:
+                await _refused(
+                    403,
+                    f"Requests from the web page at {origin[:100]} are not allowed.",
+                    "origin_not_allowed",
+                    f"Start the server with --allow-origin {origin[:100]} to allow that site.",
+                )(scope, receive, send)
+                return
+            cors = {"access-control-allow-origin": origin, "vary": "Origin"}
+            if scope["method"] == "OPTIONS":  # a preflight: no token is sent with it
+                asked = headers.get("access-control-request-headers", "authorization, content-type")
+                await Response(
+                    status_code=204,
+                    headers={
+                        **cors,
+                        "access-control-allow-methods": "GET, POST, OPTIONS",
+                        "access-control-allow-headers": asked[:1000],
+                        "access-control-max-age": "600",
+                    },
+                )(scope, receive, send)
+                return
+        if not self.service.token_ok(headers.get("authorization")):
+            await _refused(
+                401,
+                "A valid token is needed.",
+                "invalid_api_key",
+                "Send the server's token as the API key (Authorization: Bearer "
+                "TOKEN); serve printed where it is kept.",
+                headers={**cors, "www-authenticate": "Bearer"},
+            )(scope, receive, send)
+            return
+        limit = MAX_EDIT_BYTES if scope["path"] == "/v1/images/edits" else MAX_JSON_BYTES
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            await _too_large(scope["path"])(scope, receive, send)
+            return
+        await self.app(scope, _capped(receive, limit), _with_headers(send, cors))
+
+
+def _capped(receive: Receive, limit: int) -> Receive:
+    """``receive`` that stops a body (chunked, or longer than it said) once it passes ``limit``:
+    a 413 before the rest is read."""
+    total = 0
+
+    async def capped() -> Message:
+        nonlocal total
+        message = await receive()
+        if message["type"] == "http.request":
+            total += len(message.get("body", b""))
+            if total > limit:
+                raise HTTPException(413)
+        return message
+
+    return capped
+
+
+def _with_headers(send: Send, extra: Mapping[str, str]) -> Send:
+    if not extra:
+        return send
+    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *raw]}
+        await send(message)
+
+    return sending
+
+
+# --- the process -----------------------------------------------------------------------------
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn with our own signal handling: SIGTERM, SIGHUP and SIGINT stop it, and are not
+    raised again once it stopped (that would kill us with the signal's status)."""
+
+    def __init__(self, config: uvicorn.Config, signals: list[int]) -> None:
+        super().__init__(config)
+        self.signals = signals
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        names = ("SIGTERM", "SIGHUP", "SIGINT")
+        wanted = [getattr(signal, n) for n in names if hasattr(signal, n)]
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in wanted}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, sig: int, frame: FrameType | None) -> None:
+        self.signals.append(sig)
+        self.should_exit = True
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family = infos[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(infos[0][4])
+            sock.listen(128)
+        except BaseException:
+            sock.close()
+            raise
+    except OSError as exc:
+        raise InputError(
+            f"Cannot listen on {host}:{port}: {exc.strerror or exc}.",
+            reason="address_unusable",
+            hint="Pick another --port (0 takes a free one) or --host.",
+        ) from None
+    return sock
+
+
+def serve(options: ServeOptions, *, token_note: str | None = None) -> int:
+    """Serve until SIGTERM or SIGHUP (0) or SIGINT (130): new connections stop, every image in
+    flight is ended (codex's tree and files with it, its caller told so), then the process
+    exits. Prints the base URL as the first line on stdout once connections are accepted."""
+    sock = _bind(options.host, options.port)
+    signals: list[int] = []
+    state = Path(tempfile.mkdtemp(prefix="codex-image-serve-"))
+    kept = WATCHDOG.track_file(state)  # removed even if we are killed
+    images = options.out_dir or state / "images"
+    client = Client(options.settings)
+    try:
+        images.mkdir(parents=True, exist_ok=True)
+        (state / "uploads").mkdir()
+        service = Service(client, options, images, state / "uploads")
+        config = uvicorn.Config(
+            build_app(service),
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            log_level="warning",
+            ws="none",
+            timeout_graceful_shutdown=15,
+            server_header=False,
+        )
+        server = _Uvicorn(config, signals)
+        port = sock.getsockname()[1]
+        host = options.host if ":" not in options.host else f"[{options.host}]"
+
+        async def announce() -> None:
+            while not server.started:  # noqa: ASYNC110 (uvicorn offers no event)
+                await anyio.sleep(0.02)
+            print(f"http://{host}:{port}/v1", flush=True)
+            if token_note:
+                print(
+                    f"codex-image serve: the token is in {token_note} (send it as the API key)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+        async def stop_images() -> None:
+            while not server.should_exit:  # noqa: ASYNC110 (set by a signal handler)
+                await anyio.sleep(0.05)
+            service.stopping = True
+            await client.aclose()  # every image in flight ends: its caller gets a 503
+
+        async def main() -> None:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(announce)
+                tasks.start_soon(stop_images)
+                await server.serve(sockets=[sock])
+                tasks.cancel_scope.cancel()
+
+        anyio.run(main)
+    finally:
+        sock.close()
+        client.close()
+        shutil.rmtree(state, ignore_errors=True)
+        WATCHDOG.drop(kept)
+    return 130 if signal.SIGINT in signals else 0

@@ -1,0 +1,719 @@
+"""`codex-image serve` driven by the official `openai` SDK (and raw HTTP), against the fake codex.
+
+Each test starts the real command in its own process, as a user would, on a free port; the fake
+codex stands in for the CLI. What is checked beside each answer: the server's log holds no
+traceback, no prompt and no token, and no codex is left running.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from codex_cli_image.testing import FakeCodex, make_png
+
+from helpers import png_ok, survivors
+
+pytestmark = [pytest.mark.timeout(90), pytest.mark.usefixtures("private_tmp")]
+
+TOKEN = "test-token-0123456789abcdef"
+PROMPT = "a red fox in the snow, secret-prompt-words"
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[str]
+    base_url: str
+    log: Path
+    token: str = TOKEN
+    stopped: bool = field(default=False)
+
+    def sdk(self, **options: Any) -> openai.OpenAI:
+        options.setdefault("max_retries", 0)
+        return openai.OpenAI(base_url=self.base_url, api_key=self.token, **options)
+
+    def http(self, headers: dict[str, str] | None = None, timeout: float = 60) -> Raw:
+        return Raw(
+            self.base_url, {"authorization": f"Bearer {self.token}", **(headers or {})}, timeout
+        )
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            code = self.process.wait(30)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+            self.stopped = True
+        return code
+
+    def text(self) -> str:
+        return self.log.read_text("utf-8", "replace")
+
+
+@pytest.fixture
+def serve(fake_codex: FakeCodex, tmp_path: Path) -> Iterator[Any]:
+    started: list[Server] = []
+
+    def start(*extra: str, env: dict[str, str] | None = None, token: bool = True) -> Server:
+        environment = dict(os.environ if env is None else env)
+        if token:
+            environment["CODEX_IMAGE_TOKEN"] = TOKEN
+        log = tmp_path / f"serve-{len(started)}.log"
+        with log.open("w") as err:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "codex_cli_image", "serve", "--port", "0", *extra],
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                env=environment,
+            )
+        lines: queue.Queue[str] = queue.Queue()
+        assert process.stdout is not None
+        threading.Thread(target=lambda: lines.put(process.stdout.readline()), daemon=True).start()  # type: ignore[union-attr]
+        try:
+            first = lines.get(timeout=30)
+        except queue.Empty:
+            process.kill()
+            raise AssertionError("serve printed no URL: " + log.read_text()) from None
+        server = Server(process, first.strip(), log)
+        started.append(server)
+        if not first.startswith("http://"):
+            process.wait(10)
+            return server
+        return server
+
+    yield start
+    for server in started:
+        if server.process.poll() is None:
+            assert server.stop() == 0, server.text()
+        text = server.text()
+        assert "Traceback" not in text and TOKEN not in text and "secret-prompt" not in text, text
+        if server.process.stdout is not None:
+            server.process.stdout.close()
+    deadline = time.monotonic() + 10
+    while survivors(fake_codex) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not survivors(fake_codex)
+
+
+@dataclass
+class Reply:
+    status_code: int
+    headers: dict[str, str]
+    content: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+
+class Raw:
+    """Plain HTTP with the standard library: any header, any body (the SDK would fix them)."""
+
+    def __init__(self, base_url: str, headers: dict[str, str], timeout: float) -> None:
+        parts = urllib.parse.urlsplit(base_url)
+        self.root, self.headers, self.timeout = parts.path, headers, timeout
+        self.address = (parts.hostname or "", parts.port or 80)
+
+    def __enter__(self) -> Raw:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        pass
+
+    def connection(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(*self.address, timeout=self.timeout)
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        json_body: Any = None,
+    ) -> http.client.HTTPResponse:
+        headers = {**self.headers, **(headers or {})}
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+            headers.setdefault("content-type", "application/json")
+        connection = self.connection()
+        url = (
+            path
+            if path.startswith("/")
+            and not path.startswith("/images")
+            and not path.startswith("/models")
+            else self.root + path
+        )
+        if "host" in headers:
+            connection.putrequest(method, url, skip_host=True)
+            for name, value in headers.items():
+                connection.putheader(name, value)
+            chunked = body is not None and not isinstance(body, bytes)
+            if chunked:
+                connection.putheader("transfer-encoding", "chunked")
+            connection.endheaders()
+            if body is not None:
+                connection.send(body)
+        else:
+            connection.request(
+                method,
+                url,
+                body=body,
+                headers=headers,
+                encode_chunked=body is not None and not isinstance(body, bytes),
+            )
+        self.last = connection  # for the caller of send() to close
+        try:
+            response = connection.getresponse()
+        except BaseException:  # a timeout: hang up, as a client that gives up does
+            connection.close()
+            raise
+        response.connection = connection  # type: ignore[attr-defined]
+        return response
+
+    def request(self, method: str, path: str, **options: Any) -> Reply:
+        response = self.send(method, path, **options)
+        try:
+            return Reply(
+                response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+            )
+        finally:
+            response.close()
+            response.connection.close()  # type: ignore[attr-defined]
+
+    def get(self, path: str, **options: Any) -> Reply:
+        return self.request("GET", path, **options)
+
+    def options(self, path: str, **options: Any) -> Reply:
+        return self.request("OPTIONS", path, **options)
+
+    def post(
+        self,
+        path: str,
+        *,
+        json: Any = None,
+        content: Any = None,
+        headers: dict[str, str] | None = None,
+        data: dict[str, str] | None = None,
+        files: dict[str, tuple[str, bytes, str]] | None = None,
+    ) -> Reply:
+        if files is not None or data is not None:
+            content, boundary = _multipart(data or {}, files or {})
+            headers = {
+                **(headers or {}),
+                "content-type": f"multipart/form-data; boundary={boundary}",
+            }
+        return self.request("POST", path, body=content, json_body=json, headers=headers)
+
+
+def _multipart(data: dict[str, str], files: dict[str, tuple[str, bytes, str]]) -> tuple[bytes, str]:
+    boundary = "testboundary7d3f"
+    parts = []
+    for name, value in data.items():
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
+            f"{value}\r\n".encode()
+        )
+    for name, (filename, content, kind) in files.items():
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+            f'filename="{filename}"\r\nContent-Type: {kind}\r\n\r\n'
+        )
+        parts.append(head.encode() + content + b"\r\n")
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), boundary
+
+
+def _png(b64: str | None) -> bytes:
+    assert b64 is not None
+    data = base64.b64decode(b64)
+    assert png_ok(data)
+    return data
+
+
+# --- making images -----------------------------------------------------------------------------
+
+
+def test_generate_returns_the_verified_png(serve: Any, fake_codex: FakeCodex) -> None:
+    server = serve()
+    assert server.base_url.startswith("http://127.0.0.1:") and server.base_url.endswith("/v1")
+    reply = server.sdk().images.generate(model="gpt-image-1", prompt=PROMPT)
+    assert len(reply.data) == 1
+    _png(reply.data[0].b64_json)
+    assert reply.size == "64x64" and reply.output_format == "png" and reply.quality == "auto"
+    assert reply.background == "opaque" and reply.created > 0
+    assert len(fake_codex.exec_calls) == 1
+    log = server.text()
+    assert "POST /v1/images/generations 200" in log
+
+
+def test_lenient_fields_are_accepted_and_the_delivered_size_reported(
+    serve: Any, fake_codex: FakeCodex
+) -> None:
+    fake_codex.configure("success", width=96, height=64)
+    server = serve()
+    reply = server.sdk().images.generate(
+        model="dall-e-3",
+        prompt=PROMPT,
+        size="1536x1024",
+        quality="high",
+        moderation="low",
+        user="someone",
+        style="vivid",
+        extra_body={"their_own_field": {"x": 1}},
+    )
+    _png(reply.data[0].b64_json)
+    assert reply.size == "96x64"  # what was delivered, not what was asked
+    assert "1536x1024" in fake_codex.exec_calls[0].stdin
+
+
+def test_n_images_are_made_side_by_side(serve: Any, fake_codex: FakeCodex) -> None:
+    server = serve()
+    reply = server.sdk().images.generate(prompt=PROMPT, n=2)
+    assert len(reply.data) == 2
+    assert len({_png(d.b64_json) for d in reply.data}) >= 1
+    assert len(fake_codex.exec_calls) == 2
+
+
+def test_some_of_n_failing_keeps_the_images_made(tmp_path: Path) -> None:
+    """In process, with a client whose second image fails: the paid-for first is returned."""
+    import anyio
+
+    from codex_cli_image.errors import TransientError
+    from codex_cli_image.images_api import images_reply, parse_call
+    from codex_cli_image.server import ServeOptions, Service
+
+    made = ImageResultStub.make(tmp_path)
+
+    class Halfway:
+        concurrency, closed, calls = 2, False, 0
+
+        async def agenerate(self, request: Any) -> Any:
+            self.calls += 1
+            if self.calls == 2:
+                raise TransientError("codex failed.", reason="codex_failed", hint="Retry.")
+            return made
+
+    service = Service(Halfway(), ServeOptions(TOKEN), tmp_path, tmp_path)  # type: ignore[arg-type]
+    call = parse_call({"prompt": PROMPT, "n": 2})
+    service.admit(call.n)
+    outcome = anyio.run(service.make, call, ())
+    assert len(outcome.images) == 1 and len(outcome.failed) == 1 and service.pending == 0
+    reply = images_reply(call, [(made, {"b64_json": "x"})], outcome.failed, created=1)
+    assert reply["failed"] == 1 and reply["errors"][0]["code"] == "codex_failed"
+    assert len(reply["data"]) == 1
+
+
+class ImageResultStub:
+    @staticmethod
+    def make(folder: Path) -> Any:
+        from codex_cli_image.results import ImageResult
+
+        path = folder / "made.png"
+        path.write_bytes(make_png(16, 16, "ref"))
+        return ImageResult(
+            path=path,
+            bytes=path.stat().st_size,
+            sha256="0" * 64,
+            width=16,
+            height=16,
+            format="png",
+            thread_id="t",
+            codex_version="0.169.0",
+            elapsed_s=1.0,
+            usage=None,
+            revised_prompt=None,
+            attempts=1,
+            warnings=(),
+            image_source="file",
+        )
+
+
+def test_url_response_format_serves_the_file_behind_the_token(serve: Any) -> None:
+    server = serve()
+    reply = server.sdk().images.generate(prompt=PROMPT, response_format="url")
+    url = reply.data[0].url
+    assert url is not None and url.startswith(server.base_url + "/images/files/img-")
+    with server.http() as http:
+        got = http.get(url.split("/v1", 1)[1])
+        assert got.status_code == 200 and got.headers["content-type"] == "image/png"
+        assert png_ok(got.content)
+    assert Raw(server.base_url, {}, 30).get(url.split("/v1", 1)[1]).status_code == 401
+
+
+def test_jpeg_output_is_converted(serve: Any) -> None:
+    server = serve()
+    reply = server.sdk().images.generate(prompt=PROMPT, output_format="jpeg")
+    data = base64.b64decode(reply.data[0].b64_json or "")
+    assert data[:3] == b"\xff\xd8\xff" and reply.output_format == "jpeg"
+
+
+def test_transparent_background_is_asked_and_reported(serve: Any, fake_codex: FakeCodex) -> None:
+    fake_codex.configure("success", alpha=True)
+    server = serve()
+    reply = server.sdk().images.generate(prompt=PROMPT, background="transparent")
+    assert reply.background == "transparent"
+    assert "transparent" in fake_codex.exec_calls[0].stdin.lower()
+
+
+def test_out_dir_keeps_the_images(serve: Any, tmp_path: Path) -> None:
+    out = tmp_path / "kept"
+    server = serve("--out-dir", str(out))
+    server.sdk().images.generate(prompt=PROMPT)
+    assert server.stop() == 0
+    assert [p.suffix for p in out.iterdir()] == [".png"]
+
+
+@pytest.mark.parametrize("how", ["image", "image[]"])
+def test_edits_take_references(serve: Any, fake_codex: FakeCodex, tmp_path: Path, how: str) -> None:
+    reference = make_png(48, 32, "ref")
+    server = serve()
+    image: Any = ("ref.png", reference, "image/png")
+    if how == "image[]":
+        image = [image, ("second.png", make_png(32, 32, "ref"), "image/png")]
+    reply = server.sdk().images.edit(image=image, prompt=PROMPT)
+    assert _png(reply.data[0].b64_json) != reference
+    argv = fake_codex.exec_calls[0].argv
+    assert sum(a.startswith("--image=") for a in argv) == (2 if how == "image[]" else 1)
+
+
+def test_edit_with_a_mask_or_no_image_is_refused(serve: Any) -> None:
+    server = serve()
+    with server.http() as http:
+        files = {
+            "image": ("a.png", make_png(8, 8, "ref"), "image/png"),
+            "mask": ("m.png", make_png(8, 8, "ref"), "image/png"),
+        }
+        got = http.post("/images/edits", data={"prompt": PROMPT}, files=files)
+        assert got.status_code == 400 and got.json()["error"]["param"] == "mask"
+        got = http.post(
+            "/images/edits", data={"prompt": PROMPT}, files={"other": ("a.txt", b"x", "text/plain")}
+        )
+        assert got.status_code == 400 and got.json()["error"]["param"] == "image"
+        bad = {"image": ("a.png", b"not an image at all", "image/png")}
+        got = http.post("/images/edits", data={"prompt": PROMPT}, files=bad)
+        assert got.status_code == 400, got.text
+
+
+def test_stream_sends_keepalive_then_the_completed_event(serve: Any) -> None:
+    server = serve()
+    events = list(server.sdk().images.generate(prompt=PROMPT, stream=True))
+    assert [e.type for e in events] == ["image_generation.completed"]
+    _png(events[0].b64_json)
+    assert events[0].usage is not None
+    with server.http() as http:
+        body = {"prompt": PROMPT, "stream": True}
+        response = http.send("POST", "/images/generations", json_body=body)
+        assert response.readline().startswith(b": keep-alive")
+        assert b"image_generation.completed" in response.read()
+        response.close()
+        http.last.close()
+
+
+def test_stream_failure_is_an_error_event(serve: Any, fake_codex: FakeCodex) -> None:
+    fake_codex.configure("usage_limit")
+    server = serve()
+    with pytest.raises(openai.APIError) as caught:
+        list(server.sdk().images.generate(prompt=PROMPT, stream=True))
+    assert "usage limit" in str(caught.value.message).lower()
+
+
+def test_models_and_health(serve: Any, fake_codex: FakeCodex) -> None:
+    server = serve()
+    models = server.sdk().models.list()
+    assert [m.id for m in models.data] == ["gpt-image-2"]
+    with server.http() as http:
+        health = "/healthz"
+        assert http.get(health).status_code == 200
+        (fake_codex.codex_home / "auth.json").unlink()
+        sick = http.get(health)
+        assert sick.status_code == 503 and sick.json()["error"]["kind"] == "auth"
+    assert fake_codex.exec_calls == []
+
+
+# --- errors, as the SDK's exception classes --------------------------------------------------
+
+
+def test_usage_limit_is_a_rate_limit_error_answered_once(serve: Any, fake_codex: FakeCodex) -> None:
+    fake_codex.configure("usage_limit")
+    server = serve()
+    client = server.sdk(max_retries=3)
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.images.generate(prompt=PROMPT)
+    response = caught.value.response
+    assert response.headers["x-should-retry"] == "false"
+    assert int(response.headers["retry-after"]) > 3600
+    body = response.json()["error"]
+    assert body["code"] == "usage_limit" and body["retry_at"]
+    assert "Wait until" in body["message"]
+    with pytest.raises(openai.RateLimitError):  # answered at once, without codex
+        client.images.generate(prompt=PROMPT)
+    assert len(fake_codex.exec_calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("scenario", "error", "status"),
+    [
+        ("refresh_failed", openai.PermissionDeniedError, 403),
+        ("stream_disconnected", openai.InternalServerError, 502),
+    ],
+)
+def test_failures_map_to_the_sdk_classes(
+    serve: Any, fake_codex: FakeCodex, scenario: str, error: type[Exception], status: int
+) -> None:
+    fake_codex.configure(scenario)
+    server = serve()
+    with pytest.raises(error) as caught:
+        server.sdk().images.generate(prompt=PROMPT)
+    assert caught.value.status_code == status  # type: ignore[attr-defined]
+
+
+def test_bad_input_is_a_bad_request_naming_the_field(serve: Any, fake_codex: FakeCodex) -> None:
+    server = serve()
+    with pytest.raises(openai.BadRequestError) as caught:
+        server.sdk().images.generate(prompt=PROMPT, size="huge")  # type: ignore[arg-type]
+    assert caught.value.body["param"] == "size"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError):
+        server.sdk().images.generate(prompt=PROMPT, n=11)
+    with server.http() as http:
+        assert http.post("/images/generations", content=b"{nope").status_code == 400
+    assert fake_codex.exec_calls == []
+
+
+def test_a_missing_codex_is_a_503(serve: Any, fake_codex: FakeCodex, tmp_path: Path) -> None:
+    server = serve("--codex", str(tmp_path / "no-such-codex"))
+    with pytest.raises(openai.InternalServerError) as caught:
+        server.sdk().images.generate(prompt=PROMPT)
+    assert caught.value.status_code == 503
+    assert caught.value.response.headers["x-should-retry"] == "false"
+
+
+def test_our_timeout_is_a_504(serve: Any, fake_codex: FakeCodex) -> None:
+    fake_codex.configure("success", delay=20)
+    server = serve("--timeout", "2")
+    with pytest.raises(openai.InternalServerError) as caught:
+        server.sdk().images.generate(prompt=PROMPT)
+    assert caught.value.status_code == 504
+
+
+# --- who may call -----------------------------------------------------------------------------
+
+
+def test_a_wrong_or_missing_token_is_refused(serve: Any, fake_codex: FakeCodex) -> None:
+    server = serve()
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=server.base_url, api_key="wrong", max_retries=0).images.generate(
+            prompt=PROMPT
+        )
+    anonymous = Raw(server.base_url, {}, 30)
+    assert anonymous.post("/images/generations", json={"prompt": "x"}).status_code == 401
+    assert fake_codex.exec_calls == []
+
+
+def test_a_foreign_host_header_is_refused(serve: Any) -> None:
+    server = serve()
+    with server.http(headers={"host": "evil.example:80"}) as http:
+        assert http.get("/models").status_code == 421
+    with server.http(headers={"host": "localhost"}) as http:
+        assert http.get("/models").status_code == 200
+
+
+def test_origins_need_to_be_allowed(serve: Any) -> None:
+    server = serve("--allow-origin", "https://app.example")
+    with server.http(headers={"origin": "https://evil.example"}) as http:
+        assert http.get("/models").status_code == 403
+    with server.http(headers={"origin": "https://app.example"}) as http:
+        got = http.get("/models")
+        assert got.status_code == 200
+        assert got.headers["access-control-allow-origin"] == "https://app.example"
+        pre = http.options(
+            "/images/generations",
+            headers={
+                "access-control-request-method": "POST",
+                "access-control-request-headers": "authorization, content-type",
+            },
+        )
+        assert pre.status_code == 204
+        assert pre.headers["access-control-allow-origin"] == "https://app.example"
+
+
+def test_oversized_bodies_get_413(serve: Any, fake_codex: FakeCodex) -> None:
+    server = serve()
+    big = json.dumps({"prompt": "x" * (1024 * 1024 + 10)}).encode()
+    with server.http() as http:
+        assert http.post("/images/generations", content=big).status_code == 413
+
+        def chunks() -> Iterator[bytes]:  # no content-length: counted as it comes
+            for _ in range(40):
+                yield b" " * 65536
+
+        assert http.post("/images/generations", content=chunks()).status_code == 413
+        claimed = http.post(
+            "/images/edits",
+            content=b"",
+            headers={
+                "content-length": str(500 * 1024 * 1024),
+                "content-type": "multipart/form-data; boundary=x",
+            },
+        )
+        assert claimed.status_code == 413
+    assert fake_codex.exec_calls == []
+
+
+def test_a_full_queue_is_a_429_at_once(serve: Any, fake_codex: FakeCodex) -> None:
+    fake_codex.configure("success", delay=4)
+    server = serve("-j", "1", "--max-queue", "0")
+    results: list[int] = []
+    with server.http() as http:
+        first = threading.Thread(
+            target=lambda: results.append(
+                http.post("/images/generations", json={"prompt": PROMPT}).status_code
+            )
+        )
+        first.start()
+        deadline = time.monotonic() + 20
+        while not fake_codex.exec_calls and time.monotonic() < deadline:
+            time.sleep(0.05)
+        started = time.monotonic()
+        full = http.post("/images/generations", json={"prompt": PROMPT})
+        assert time.monotonic() - started < 3
+        assert full.status_code == 429 and full.headers["retry-after"]
+        assert full.json()["error"]["code"] == "queue_full"
+        first.join(30)
+    assert results == [200]
+
+
+# --- lifetime ---------------------------------------------------------------------------------
+
+
+def test_a_disconnect_ends_codex(serve: Any, fake_codex: FakeCodex) -> None:
+    fake_codex.configure("success", delay=60)
+    server = serve()
+    with server.http(timeout=3) as http, pytest.raises(TimeoutError):
+        http.post("/images/generations", json={"prompt": PROMPT})
+    assert fake_codex.exec_calls
+    deadline = time.monotonic() + 10
+    while survivors(fake_codex) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not survivors(fake_codex)
+    assert "POST /v1/images/generations 499" in server.text()
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 0), (signal.SIGINT, 130)])
+def test_a_signal_with_a_request_in_flight(
+    serve: Any, fake_codex: FakeCodex, tmp_path: Path, sig: int, code: int
+) -> None:
+    fake_codex.configure("success", delay=60)
+    server = serve()
+    answers: list[Reply] = []
+    with server.http() as http:
+        asking = threading.Thread(
+            target=lambda: answers.append(http.post("/images/generations", json={"prompt": PROMPT}))
+        )
+        asking.start()
+        deadline = time.monotonic() + 20
+        while not fake_codex.exec_calls and time.monotonic() < deadline:
+            time.sleep(0.05)
+        started = time.monotonic()
+        assert server.stop(sig) == code, server.text()
+        assert time.monotonic() - started < 20
+        asking.join(10)
+    assert answers and answers[0].status_code == 503
+    assert "stopping" in answers[0].json()["error"]["message"]
+    assert not survivors(fake_codex)
+    assert not list((tmp_path / "scratch").glob("codex-image-serve-*"))
+
+
+def test_a_public_host_needs_a_token(serve: Any) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "CODEX_IMAGE_TOKEN"}
+    server = serve("--host", "0.0.0.0", env=env, token=False)
+    assert server.process.wait(10) == 2
+    assert "needs a token" in server.text()
+
+
+def test_a_loopback_server_makes_its_token_once(serve: Any, tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    env = {k: v for k, v in os.environ.items() if k != "CODEX_IMAGE_TOKEN"}
+    env["XDG_CONFIG_HOME"] = str(config)
+    server = serve(env=env, token=False)
+    kept = config / "codex-cli-image" / "serve-token"
+    assert kept.stat().st_mode & 0o777 == 0o600
+    token = kept.read_text().strip()
+    assert str(kept) in server.text() and token not in server.text()
+    server.token = token
+    assert server.sdk().models.list().data
+    assert server.stop() == 0
+    again = serve(env=env, token=False)
+    assert kept.read_text().strip() == token
+    again.token = token
+    assert again.sdk().models.list().data
+
+
+def test_serve_without_the_extra_names_the_install(tmp_path: Path) -> None:
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "uvicorn.py").write_text("raise ImportError('no uvicorn here', name='uvicorn')\n")
+    env = dict(os.environ, PYTHONPATH=str(blocker))
+    done = subprocess.run(
+        [sys.executable, "-m", "codex_cli_image", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert "'.[serve]'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_killed_server_leaves_no_folder_and_no_codex(
+    serve: Any, fake_codex: FakeCodex, tmp_path: Path
+) -> None:
+    fake_codex.configure("success", delay=60)
+    server = serve()
+    with server.http(timeout=60) as http:
+        asking = threading.Thread(
+            target=lambda: _swallow(http.post, "/images/generations", json={"prompt": PROMPT})
+        )
+        asking.start()
+        deadline = time.monotonic() + 20
+        while not fake_codex.exec_calls and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list((tmp_path / "scratch").glob("codex-image-serve-*"))
+        server.process.kill()
+        server.process.wait()
+        asking.join(10)
+    deadline = time.monotonic() + 10
+    while (survivors(fake_codex) or list((tmp_path / "scratch").glob("codex-image-serve-*"))) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
+    assert not survivors(fake_codex)
+    assert not list((tmp_path / "scratch").glob("codex-image-serve-*"))
+
+
+def _swallow(call: Any, *args: Any, **kwargs: Any) -> None:
+    try:
+        call(*args, **kwargs)
+    except (OSError, http.client.HTTPException):  # the server died mid-request: expected
+        pass
