@@ -323,6 +323,60 @@ def test_mcp_server_makes_an_image_with_the_real_cli(
     assert Path(result.structured_content["path"]).read_bytes() == mock.image
 
 
+@pytest.mark.parametrize("limited", [False, True], ids=["image", "usage_limit"])
+def test_serve_answers_the_openai_sdk_with_the_real_cli(
+    shim: Path,
+    image_scenario: str,
+    backend: Start,
+    signed_in: SignIn,
+    tmp_path: Path,
+    limited: bool,
+) -> None:
+    """A tool's view: the official openai SDK calls `codex-image serve`, which runs the real
+    codex: the image the mock served comes back as b64_json; a usage limit is a RateLimitError
+    that the SDK does not retry (one codex run)."""
+    import openai
+
+    mock = backend("usage_limit" if limited else image_scenario)
+    signed_in(mock)
+    token = "e2e-token-0123456789abcdef"
+    log = tmp_path / "serve.log"
+    with log.open("w") as err:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "codex_cli_image", "serve", "--port", "0", "--codex",
+             str(shim), "--allow-relay"],
+            stdout=subprocess.PIPE, stderr=err, text=True,
+            env={**os.environ, "CODEX_IMAGE_TOKEN": token, "PATH": "/usr/bin:/bin"},
+        )  # fmt: skip
+    try:
+        assert server.stdout is not None
+        base_url = server.stdout.readline().strip()
+        assert base_url.startswith("http://127.0.0.1:"), log.read_text()
+        client = openai.OpenAI(base_url=base_url, api_key=token, max_retries=2, timeout=150)
+        if limited:
+            with pytest.raises(openai.RateLimitError) as caught:
+                client.images.generate(model="gpt-image-1", prompt="a red fox")
+            assert caught.value.response.headers["x-should-retry"] == "false"
+            asked = len(mock.paths("POST"))
+            with pytest.raises(openai.RateLimitError):  # at once, without codex
+                client.images.generate(model="gpt-image-1", prompt="a red fox")
+            assert len(mock.paths("POST")) == asked
+        else:
+            reply = client.images.generate(model="gpt-image-1", prompt="a red fox")
+            assert base64.b64decode(reply.data[0].b64_json or "") == mock.image
+            assert reply.size == "96x64"
+    finally:
+        server.terminate()
+        code = server.wait(30)
+        if server.stdout is not None:
+            server.stdout.close()
+    text = log.read_text()
+    assert code == 0, text
+    assert "Traceback" not in text and token not in text and "red fox" not in text
+    if limited:  # the SDK did not retry: one request per call
+        assert text.count("POST /v1/images/generations 429") == 2, text
+
+
 def test_the_profiles_model_reaches_the_backend(
     shim: Path,
     image_scenario: str,

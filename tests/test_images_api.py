@@ -1,0 +1,127 @@
+"""The OpenAI Images API's parameters, replies and errors (pure: no server)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from codex_cli_image.errors import AuthError, InputError, LaunchError, QuotaError, TransientError
+from codex_cli_image.images_api import (
+    ImagesCall,
+    ParamError,
+    error_reply,
+    parse_call,
+    usage_block_s,
+)
+
+
+def test_defaults_and_lenient_fields() -> None:
+    call = parse_call(
+        {
+            "prompt": "a fox",
+            "model": "dall-e-3",
+            "quality": "hd",
+            "user": "u",
+            "moderation": "low",
+            "partial_images": 2,
+            "style": "vivid",
+        }
+    )
+    assert call == ImagesCall("a fox")
+
+
+def test_form_fields_arrive_as_text() -> None:
+    call = parse_call(
+        {
+            "prompt": "a fox",
+            "n": "2",
+            "stream": "true",
+            "size": "1024x1536",
+            "background": "transparent",
+            "output_format": "jpeg",
+            "output_compression": "80",
+            "response_format": "url",
+        },
+        edit=True,
+    )
+    assert call == ImagesCall(
+        "a fox",
+        n=2,
+        size="1024x1536",
+        transparent=True,
+        output_format="jpeg",
+        output_compression=80,
+        response_format="url",
+        stream=True,
+        edit=True,
+    )
+    assert call.event_prefix == "image_edit"
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({}, "prompt"),
+        ({"prompt": "  "}, "prompt"),
+        ({"prompt": "x", "n": 0}, "n"),
+        ({"prompt": "x", "n": 11}, "n"),
+        ({"prompt": "x", "n": True}, "n"),
+        ({"prompt": "x", "n": 1.5}, "n"),
+        ({"prompt": "x", "size": "big"}, "size"),
+        ({"prompt": "x", "size": "1x1"}, "size"),
+        ({"prompt": "x", "background": "green"}, "background"),
+        ({"prompt": "x", "output_format": "gif"}, "output_format"),
+        ({"prompt": "x", "output_compression": 101}, "output_compression"),
+        ({"prompt": "x", "response_format": "binary"}, "response_format"),
+        ({"prompt": "x", "stream": "maybe"}, "stream"),
+        ({"prompt": "x", "mask": "m.png"}, "mask"),
+    ],
+)
+def test_a_wrong_field_is_named(fields: dict[str, Any], param: str) -> None:
+    with pytest.raises(ParamError) as caught:
+        parse_call(fields)
+    assert caught.value.param == param and isinstance(caught.value, InputError)
+    assert caught.value.hint
+
+
+def test_errors_map_to_the_statuses_the_sdks_know() -> None:
+    cases = [
+        (InputError("m.", reason="invalid_prompt", hint="h."), 400, "false"),
+        (AuthError("m.", reason="not_signed_in", hint="Run codex login."), 403, "false"),
+        (LaunchError("m.", reason="codex_not_found", hint="h."), 503, "false"),
+        (TransientError("m.", reason="codex_failed", hint="h."), 502, None),
+        (TransientError("m.", reason="timeout", hint="h."), 504, "false"),
+        (TransientError("m.", reason="cancelled", hint="h."), 503, None),
+    ]
+    for error, status, retry in cases:
+        got, body, headers = error_reply(error)
+        assert got == status, error
+        assert headers.get("x-should-retry") == retry, error
+        assert body["error"]["message"] == f"m. {error.hint}"
+        assert body["error"]["code"] == error.reason and body["error"]["kind"] == error.kind
+
+
+def test_a_usage_limit_is_not_retried_and_blocks_until_it_resets() -> None:
+    limit = QuotaError(
+        "Limit.",
+        reason="usage_limit",
+        hint="Wait.",
+        retry_after_s=3599.2,
+        retry_at="2026-12-06T23:00:00+00:00",
+    )
+    status, body, headers = error_reply(limit)
+    assert status == 429 and headers == {"retry-after": "3600", "x-should-retry": "false"}
+    assert body["error"]["retry_at"] == "2026-12-06T23:00:00+00:00"
+    assert body["error"]["type"] == "insufficient_quota"
+    assert usage_block_s(limit) == 3599.2
+    unknown = QuotaError("Limit.", reason="usage_limit", hint="Wait.")
+    assert usage_block_s(unknown) == 60.0
+
+
+def test_a_rate_limit_may_be_retried_and_blocks_nothing() -> None:
+    rate = QuotaError("Slow.", reason="rate_limited", hint="Wait.", retry_after_s=5)
+    status, body, headers = error_reply(rate)
+    assert status == 429 and headers == {"retry-after": "5"}
+    assert body["error"]["type"] == "rate_limit_error"
+    assert usage_block_s(rate) is None
