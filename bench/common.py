@@ -32,7 +32,7 @@ PROMPT = "a red fox in the snow"
 DRIVER = Path(__file__).with_name("driver.py")
 """The measured process of the memory and scaling benchmarks (run as a script)."""
 RUN_TIMEOUT_S = 180.0
-Unit = Literal["s", "ms", "µs", "MB", "x", "turns", "img/min"]
+Unit = Literal["s", "ms", "µs", "MB", "x", "turns", "img/min", "n"]
 _SCRUBBED = ("CODEX_", "OPENAI_", "FAKE_CODEX_")
 _IEND = b"\x00\x00\x00\x00IEND\xae\x42\x60\x82"
 

@@ -1,0 +1,230 @@
+"""8. ``codex-image serve``: what the HTTP server adds, how it holds a crowd, how soon a stream
+speaks. The real codex at the mock, as for every other benchmark.
+
+- Added time: the same image made by a warm in-process ``Client.generate`` and by a POST to a
+  warm server (its own warm client, the b64 reply included), in alternating pairs; the median of
+  the pairwise differences.
+- A crowd: 50 requests sent at once to a server with ``-j 2``: how many are answered with an
+  image, and the server process's peak RSS (sampled every 20 ms; codex's processes not counted).
+- A stream: seconds from the request to its first keep-alive comment, and the longest gap
+  between keep-alives while the mock takes 20 s over the image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+
+import psutil
+
+from codex_cli_image import Client
+
+from .common import PROMPT, BenchError, Lab, Row, Section, Stat, differences, log, side_by_side
+
+TITLE = "8. The HTTP server (codex-image serve)"
+REPEAT = 9
+CROWD = 50
+ADDED_LIMIT_MS = 30.0
+CROWD_RSS_LIMIT_MB = 200.0
+KEEPALIVE_LIMIT_S = 15.0
+STREAM_IMAGE_DELAY_S = 20.0
+_TOKEN = "bench-token-0123456789abcdef"
+
+
+def run(lab: Lab, repeat: int = REPEAT) -> Section:
+    section = Section("serve", TITLE)
+    with lab.backend("image") as mock:
+        env = lab.home(mock, "serve")
+        added = _added_time(lab, env, repeat)
+        answered, peak = _crowd(lab, env)
+    with lab.backend("image", image_delay_s=STREAM_IMAGE_DELAY_S) as mock:
+        first, gap = _stream(lab, lab.home(mock, "serve-stream"))
+    section.rows += [
+        Row(
+            "added time over Client.generate (median of pairs)",
+            Stat.of(added),
+            "ms",
+            f"<= {ADDED_LIMIT_MS:g} ms",
+            Stat.of(added).median <= ADDED_LIMIT_MS,
+        ),
+        Row(
+            f"{CROWD} requests at once, -j 2: answered with an image",
+            Stat.of([answered]),
+            "n",
+            f"{CROWD}",
+            answered == CROWD,
+        ),
+        Row(
+            f"{CROWD} requests at once: server peak RSS",
+            Stat.of([peak]),
+            "MB",
+            f"<= {CROWD_RSS_LIMIT_MB:g} MB",
+            peak <= CROWD_RSS_LIMIT_MB,
+        ),
+        Row(
+            "stream: first keep-alive",
+            Stat.of([first]),
+            "s",
+            f"<= {KEEPALIVE_LIMIT_S:g} s",
+            first <= KEEPALIVE_LIMIT_S,
+        ),
+        Row(
+            f"stream: longest keep-alive gap ({STREAM_IMAGE_DELAY_S:g} s image)",
+            Stat.of([gap]),
+            "s",
+            f"<= {KEEPALIVE_LIMIT_S:g} s",
+            gap <= KEEPALIVE_LIMIT_S,
+        ),
+    ]
+    section.notes.append(
+        "Added time: each pair makes the same image at the same mock, once with a warm "
+        "in-process Client and once through a warm server (HTTP on loopback, JSON parsing, the "
+        "base64 reply); pairs alternate which goes first. The crowd's RSS is the server process "
+        "alone; its codex processes are the same as for any caller."
+    )
+    section.raw = {
+        "added_ms": added,
+        "crowd_answered": answered,
+        "crowd_peak_rss_mb": peak,
+        "stream_first_s": first,
+        "stream_gap_s": gap,
+    }
+    return section
+
+
+@contextlib.contextmanager
+def _server(
+    lab: Lab, env: dict[str, str], *extra: str
+) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    command = lab.ours("serve", "--port", "0", "--codex", str(lab.shim), "--allow-relay", *extra)
+    log_file = lab.folder("serve-log") / "serve.log"
+    with log_file.open("w") as err:
+        server = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env={**env, "CODEX_IMAGE_TOKEN": _TOKEN},
+            start_new_session=True,
+        )
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().strip()
+        if not url.startswith("http://"):
+            raise BenchError(f"serve did not start: {log_file.read_text()[-1500:]}")
+        yield server, int(url.rsplit(":", 1)[1].split("/")[0])
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        if server.stdout is not None:
+            server.stdout.close()
+
+
+def _post(port: int, body: dict[str, object], timeout: float = 300) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request(
+            "POST",
+            "/v1/images/generations",
+            body=json.dumps(body),
+            headers={"authorization": f"Bearer {_TOKEN}", "content-type": "application/json"},
+        )
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def _added_time(lab: Lab, env: dict[str, str], repeat: int) -> list[float]:
+    direct: dict[int, float] = {}
+    served: dict[int, float] = {}
+    out = lab.folder("serve-direct")
+    with (
+        _server(lab, env) as (_, port),
+        Client(codex=lab.shim, allow_relay=True, env=env) as client,
+    ):
+
+        def one_direct(n: int) -> None:
+            started = time.perf_counter()
+            client.generate(PROMPT, output=out / f"direct-{n}.png")
+            direct[n] = time.perf_counter() - started
+
+        def one_served(n: int) -> None:
+            started = time.perf_counter()
+            status, body = _post(port, {"prompt": PROMPT})
+            served[n] = time.perf_counter() - started
+            if status != 200:
+                raise BenchError(f"serve answered {status}: {body[:500]!r}")
+
+        side_by_side(repeat, one_direct, one_served, "serve: added time")
+    runs = range(1, repeat + 1)
+    return [d * 1000 for d in differences([served[n] for n in runs], [direct[n] for n in runs])]
+
+
+def _crowd(lab: Lab, env: dict[str, str]) -> tuple[float, float]:
+    log(f"  serve: {CROWD} requests at once")
+    with _server(lab, env, "-j", "2", "--max-queue", str(CROWD)) as (server, port):
+        process = psutil.Process(server.pid)
+        peak = [0.0]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                with contextlib.suppress(psutil.Error):
+                    peak[0] = max(peak[0], process.memory_info().rss / 1e6)
+                time.sleep(0.02)
+
+        statuses: list[int] = []
+
+        def ask() -> None:
+            statuses.append(_post(port, {"prompt": PROMPT}, timeout=900)[0])
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        askers = [threading.Thread(target=ask) for _ in range(CROWD)]
+        for asker in askers:
+            asker.start()
+        for asker in askers:
+            asker.join()
+        done.set()
+        sampler.join()
+    return float(statuses.count(200)), peak[0]
+
+
+def _stream(lab: Lab, env: dict[str, str]) -> tuple[float, float]:
+    log("  serve: a stream while the image takes 20 s")
+    with _server(lab, env) as (_, port):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        try:
+            started = time.perf_counter()
+            connection.request(
+                "POST",
+                "/v1/images/generations",
+                body=json.dumps({"prompt": PROMPT, "stream": True}),
+                headers={"authorization": f"Bearer {_TOKEN}", "content-type": "application/json"},
+            )
+            response = connection.getresponse()
+            beats: list[float] = []
+            completed = False
+            for line in iter(response.readline, b""):
+                if line.startswith(b": keep-alive"):
+                    beats.append(time.perf_counter() - started)
+                completed = completed or line.startswith(b"event: image_generation.completed")
+            if not completed or not beats:
+                raise BenchError("the stream ended without its image")
+        finally:
+            connection.close()
+    gaps = [b - a for a, b in zip(beats, beats[1:], strict=False)]
+    end = time.perf_counter() - started
+    return beats[0], max([*gaps, end - beats[-1]])
