@@ -19,18 +19,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
+from .errors import EXIT_CODES
 
 if TYPE_CHECKING:
     from .batch import BatchOutcome
     from .client import Client
     from .diagnosis import DoctorReport
-    from .errors import CodexImageError, Kind
+    from .errors import CodexImageError
     from .results import Progress
     from .settings import Settings
 
 EXIT_OK = 0
 EXIT_INTERRUPTED = 130
-EXIT_CODES: dict[Kind, int] = {"input": 2, "auth": 3, "quota": 4, "transient": 5, "launch": 6}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -358,7 +358,7 @@ def _fail(error: CodexImageError, *, as_json: bool) -> int:
     else:
         print(f"error: {error.message}", file=sys.stderr)
         print(f"hint: {error.hint}", file=sys.stderr)
-    return EXIT_CODES[error.kind]
+    return error.exit_code
 
 
 def _batch(args: argparse.Namespace) -> int:

@@ -8,7 +8,8 @@
     └── TransientError         kind "transient": try again
 
 Every error carries a stable ``reason`` code, a one-sentence message, a ``hint`` saying what to do
-next, and whatever evidence there is (exit code, last stderr lines, codex version, thread id).
+next, the ``exit_code`` the ``codex-image`` command exits with for it, and whatever evidence there
+is (codex's own exit code as ``codex_exit_code``, last stderr lines, codex version, thread id).
 Messages and evidence never contain tokens or keys.
 """
 
@@ -21,7 +22,11 @@ from typing import ClassVar, Literal
 
 Kind = Literal["input", "launch", "auth", "quota", "transient"]
 
+EXIT_CODES: dict[Kind, int] = {"input": 2, "auth": 3, "quota": 4, "transient": 5, "launch": 6}
+"""The exit code of the ``codex-image`` command for each kind (stable, in the README)."""
+
 __all__ = [
+    "EXIT_CODES",
     "AuthError",
     "CodexImageError",
     "InputError",
@@ -67,7 +72,7 @@ class CodexImageError(Exception):
         *,
         reason: str,
         hint: str,
-        exit_code: int | None = None,
+        codex_exit_code: int | None = None,
         stderr_tail: str | None = None,
         codex_version: str | None = None,
         thread_id: str | None = None,
@@ -77,10 +82,16 @@ class CodexImageError(Exception):
         self.message = message
         self.reason = reason
         self.hint = redact(hint)
-        self.exit_code = exit_code
+        self.codex_exit_code = codex_exit_code
         self.stderr_tail = None if stderr_tail is None else redact(stderr_tail)
         self.codex_version = codex_version
         self.thread_id = thread_id
+
+    @property
+    def exit_code(self) -> int:
+        """The exit code of the ``codex-image`` command for this error (codex's own is
+        :attr:`codex_exit_code`)."""
+        return EXIT_CODES[self.kind]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(reason={self.reason!r}, message={self.message!r})"
@@ -99,6 +110,7 @@ class CodexImageError(Exception):
             "retry_after_s": self.retry_after_s,
             "retry_at": self.retry_at,
             "exit_code": self.exit_code,
+            "codex_exit_code": self.codex_exit_code,
             "thread_id": self.thread_id,
             "codex_version": self.codex_version,
         }
@@ -141,7 +153,7 @@ class QuotaError(CodexImageError):
         hint: str,
         retry_after_s: float | None = None,
         retry_at: str | None = None,
-        exit_code: int | None = None,
+        codex_exit_code: int | None = None,
         stderr_tail: str | None = None,
         codex_version: str | None = None,
         thread_id: str | None = None,
@@ -150,7 +162,7 @@ class QuotaError(CodexImageError):
             message,
             reason=reason,
             hint=hint,
-            exit_code=exit_code,
+            codex_exit_code=codex_exit_code,
             stderr_tail=stderr_tail,
             codex_version=codex_version,
             thread_id=thread_id,

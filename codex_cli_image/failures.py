@@ -322,7 +322,7 @@ def _error(cls: type[_E], outcome: RunOutcome, message: str, reason: str, hint: 
         message,
         reason=reason,
         hint=hint,
-        exit_code=outcome.exit_code,
+        codex_exit_code=outcome.exit_code,
         stderr_tail=outcome.stderr_tail or None,
         codex_version=outcome.codex_version,
         thread_id=outcome.thread_id,

@@ -765,7 +765,7 @@ def probe_version(
             + (f": {stderr_tail.splitlines()[-1]}" if stderr_tail else "."),
             reason="version_probe_failed",
             hint=_REINSTALL_HINT,
-            exit_code=returncode,
+            codex_exit_code=returncode,
             stderr_tail=stderr_tail or None,
         )
     version = parse_version(stdout)

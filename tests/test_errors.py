@@ -12,11 +12,11 @@ from codex_cli_image import (
     QuotaError,
     TransientError,
 )
-from codex_cli_image.errors import redact
+from codex_cli_image.errors import EXIT_CODES, redact
 
 JSON_KEYS = {
-    "kind", "reason", "message", "hint", "retry_after_s", "retry_at", "exit_code", "thread_id",
-    "codex_version",
+    "kind", "reason", "message", "hint", "retry_after_s", "retry_at", "exit_code",
+    "codex_exit_code", "thread_id", "codex_version",
 }  # fmt: skip
 
 
@@ -31,12 +31,15 @@ JSON_KEYS = {
     ],
 )
 def test_every_error_has_a_kind_and_stable_json(cls: type[CodexImageError], kind: str) -> None:
-    error = cls("Something broke.", reason="some_reason", hint="Do this.", exit_code=1)
+    error = cls("Something broke.", reason="some_reason", hint="Do this.", codex_exit_code=1)
     assert isinstance(error, CodexImageError) and error.kind == kind
     assert str(error) == "Something broke."
     data = error.to_dict()
     assert set(data) == JSON_KEYS
     assert data["kind"] == kind and data["reason"] == "some_reason" and data["hint"] == "Do this."
+    # exit_code is the code `codex-image` exits with; codex's own is codex_exit_code.
+    assert data["exit_code"] == EXIT_CODES[kind] == error.exit_code
+    assert data["codex_exit_code"] == 1 == error.codex_exit_code
     assert repr(error) == f"{cls.__name__}(reason='some_reason', message='Something broke.')"
 
 
@@ -55,7 +58,8 @@ def test_quota_error_carries_when_to_come_back() -> None:
 
 def test_errors_survive_pickling() -> None:
     """Regression guard: keyword-only arguments made errors unpicklable (process pools)."""
-    error = QuotaError("Limit.", reason="usage_limit", hint="Wait.", retry_after_s=5.0, exit_code=1)
+    error = QuotaError("Limit.", reason="usage_limit", hint="Wait.", retry_after_s=5.0,
+                       codex_exit_code=1)
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is QuotaError and copy.to_dict() == error.to_dict() and str(copy) == "Limit."
 

@@ -36,7 +36,8 @@ def test_codex_failure_texts(scenario: str, kind: str, reason: str) -> None:
     outcome = failed(failure_text(scenario, NOW), thread_id="t-1", codex_version="0.169.0")
     error = classify(outcome, now=NOW)
     assert (error.kind, error.reason) == (kind, reason)
-    assert error.exit_code == 1 and error.thread_id == "t-1" and error.codex_version == "0.169.0"
+    assert error.codex_exit_code == 1 and error.thread_id == "t-1"
+    assert error.codex_version == "0.169.0"
     assert error.hint
 
 

@@ -261,8 +261,9 @@ def test_cli_json_and_exit_code_for_failures(
     assert (error["kind"], error["reason"]) == (kind, reason)
     assert set(error) == {
         "kind", "reason", "message", "hint", "retry_after_s", "retry_at", "exit_code",
-        "thread_id", "codex_version",
+        "codex_exit_code", "thread_id", "codex_version",
     }  # fmt: skip
+    assert error["exit_code"] == result.returncode  # ours; codex's is codex_exit_code
     if reason == "usage_limit":
         assert error["retry_at"] and error["retry_after_s"] > 0
         if scenario == "usage_limit_date":  # the fake's reset is 2 days 1 h 45 min ahead
