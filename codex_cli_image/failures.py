@@ -104,7 +104,8 @@ _RULES = (
           "Upgrade the ChatGPT plan (Plus or higher) or sign in with another account."),
     _Rule(QuotaError, "rate_limited", (_number(429), *_p(r"too many requests", r"rate limit")),
           "The backend is rate limiting requests (429).",
-          "Wait a minute and run fewer generations at once (about 2 at a time is safe)."),
+          "Wait (see retry_after_s) and run fewer generations at once (about 2 at a time is "
+          "safe)."),
     _Rule(AuthError, "refresh_failed",
           _p(r"could not be refreshed", r"refresh token", r"log out and sign in again",
              r"signed in to another account"),
@@ -172,10 +173,7 @@ def classify(outcome: RunOutcome, *, now: dt.datetime) -> CodexImageError:
             continue
         if rule.cls is QuotaError:
             error = _error(QuotaError, outcome, rule.message, rule.reason, rule.hint)
-            retry = parse_retry(text, now)
-            if retry is not None:
-                error.retry_at, error.retry_after_s = retry[0].isoformat(), retry[1]
-            return error
+            return _timed(error, parse_retry(text, now), now)
         message = f"{rule.message} codex said: {_short(text)}"
         return _error(rule.cls, outcome, message, rule.reason, rule.hint)
     if outcome.image_status == "failed":
@@ -309,9 +307,44 @@ def _with_retry(
         retry = (now + dt.timedelta(seconds=seconds)).replace(microsecond=0), seconds
     else:
         retry = parse_retry(failure.message or failure.body or "", now)
-    if retry is not None:
-        error.retry_at, error.retry_after_s = retry[0].isoformat(), retry[1]
+    return _timed(error, retry, now)
+
+
+_WHEN_AT, _WHEN_IN = "(see retry_at)", "(see retry_after_s)"
+"""Where a quota hint says when: filled in with the local time and the wait when known."""
+
+
+def _timed(
+    error: CodexImageError, retry: tuple[dt.datetime, float] | None, now: dt.datetime
+) -> CodexImageError:
+    """``error`` with when to come back (``retry``: the time and the seconds until then), in
+    its fields and, in words the user can act on, in its hint."""
+    if retry is None:
+        error.hint = error.hint.replace(_WHEN_AT, "(codex did not say when)")
+        error.hint = error.hint.replace(f"Wait {_WHEN_IN}", "Wait a minute")
+        return error
+    at, seconds = retry
+    error.retry_at, error.retry_after_s = at.isoformat(), seconds
+    local = at.astimezone(now.tzinfo)
+    clock = f"{local:%H:%M}" if local.date() == now.date() else f"{local:%a %d %b %H:%M}"
+    error.hint = error.hint.replace(_WHEN_AT, f"at {clock} (in {wait_text(seconds)})")
+    error.hint = error.hint.replace(_WHEN_IN, wait_text(seconds))
     return error
+
+
+def wait_text(seconds: float) -> str:
+    """A wait in words: ``45 s``, ``12 min``, ``2 h 10 min``, ``2 d 1 h``."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = (seconds + 59) // 60  # rounded up: never earlier than the reset
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
 
 
 _E = TypeVar("_E", bound=CodexImageError)

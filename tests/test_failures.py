@@ -221,3 +221,30 @@ def test_real_usage_limit_text_with_typographic_apostrophe() -> None:
     )
     error = classify(failed(text), now=NOW)
     assert error.reason == "usage_limit" and error.retry_at == "2026-11-22T08:57:00-05:00"
+
+
+@pytest.mark.parametrize(
+    ("text", "hint"),
+    [
+        ("You've hit your usage limit. Try again at 3:45 PM.",
+         "Wait until the limit resets at 15:45 (in 2 h 10 min), or check "),
+        ("You've hit your usage limit.", "Wait until the limit resets (codex did not say when)"),
+        ("You've hit your usage limit. Try again at Dec 8th, 2026 3:45 PM.",
+         "Wait until the limit resets at Tue 08 Dec 15:45 (in 2 d 2 h)"),
+        ("exceeded retry limit, last status: 429 Too Many Requests", "Wait a minute and run"),
+    ],
+)  # fmt: skip
+def test_a_quota_hint_says_when_in_local_time_and_how_long(text: str, hint: str) -> None:
+    """Only --json printed retry_at: the hint itself now says when, in the user's local time."""
+    now = dt.datetime(2026, 12, 6, 13, 35, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+    error = classify(RunOutcome(exit_code=1, turn_failed=text), now=now)
+    assert error.hint.startswith(hint), error.hint
+    assert "retry_at" not in error.hint and "retry_after_s" not in error.hint
+
+
+def test_waits_in_words() -> None:
+    from codex_cli_image.failures import wait_text
+
+    assert [wait_text(s) for s in (0, 45, 60, 61, 3600, 7800, 86400, 90000)] == [
+        "0 s", "45 s", "1 min", "2 min", "1 h", "2 h 10 min", "1 d", "1 d 1 h",
+    ]  # fmt: skip
