@@ -51,7 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.run(args)
     except KeyboardInterrupt:
         # The library has already ended codex's process tree and removed its files.
-        print("\ninterrupted", file=sys.stderr)
+        if getattr(args, "events", False):  # stderr stays JSON Lines
+            print(json.dumps({"event": "interrupted"}), file=sys.stderr)
+        else:
+            print("\ninterrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         for signum, handler in previous.items():
@@ -301,16 +304,19 @@ def _generate(args: argparse.Namespace) -> int:
     status = _Status(enabled=not (args.quiet or args.json or args.events) and sys.stderr.isatty())
 
     def on_progress(progress: Progress) -> None:
-        if args.events:
-            event = {
-                "event": progress.phase,
-                "elapsed_s": round(progress.elapsed_s, 3),
-                "attempt": progress.attempt,
-                "thread_id": progress.thread_id,
-                "message": progress.message,
-            }
-            print(json.dumps(event), file=sys.stderr, flush=True)
+        if args.events and progress.phase != "finished":  # ours, below, ends the stream
+            _event(progress.phase, progress.elapsed_s, attempt=progress.attempt,
+                   thread_id=progress.thread_id, message=progress.message)  # fmt: skip
         status.show(progress)
+
+    def fail(error: CodexImageError) -> int:
+        status.clear()
+        if args.events:  # stderr stays JSON: the error is the terminal event
+            _event("failed", status.elapsed_s, error=error.to_dict())
+            if args.json:
+                print(json.dumps({"ok": False, "error": error.to_dict()}))
+            return error.exit_code
+        return _fail(error, as_json=args.json)
 
     try:
         prompt = args.prompt
@@ -323,21 +329,25 @@ def _generate(args: argparse.Namespace) -> int:
         with _client(args) as client:
             result = client.generate(request, on_progress=on_progress)
     except CodexImageError as error:
-        status.clear()
-        return _fail(error, as_json=args.json)
+        return fail(error)
     except UnicodeDecodeError:
         bad = InputError(
             "The prompt on stdin is not UTF-8 text.",
             reason="invalid_prompt",
             hint="Pass the prompt as UTF-8 text.",
         )
-        return _fail(bad, as_json=args.json)
-    status.clear()
+        return fail(bad)
+    finally:
+        status.clear()  # Ctrl-C too: the ticker must not draw over "interrupted"
     try:
+        if args.events:
+            _event("finished", result.elapsed_s, attempt=result.attempts,
+                   thread_id=result.thread_id, message=str(result.path),
+                   warnings=list(result.warnings))  # fmt: skip
         if args.json:
             print(json.dumps(result.to_dict()), flush=True)
         else:
-            if not args.quiet:
+            if not (args.quiet or args.events):
                 for warning in result.warnings:
                     print(f"warning: {warning}", file=sys.stderr)
             print(result.path, flush=True)
@@ -350,6 +360,12 @@ def _generate(args: argparse.Namespace) -> int:
         silence_stdout()
         return EXIT_INTERRUPTED
     return EXIT_OK
+
+
+def _event(name: str, elapsed_s: float, **fields: object) -> None:
+    """One ``--events`` line on stderr."""
+    event = {"event": name, "elapsed_s": round(elapsed_s, 3), **fields}
+    print(json.dumps(event), file=sys.stderr, flush=True)
 
 
 def _fail(error: CodexImageError, *, as_json: bool) -> int:
@@ -570,38 +586,72 @@ def _summary(
 
 
 class _Status:
-    """A one-line live status on a terminal's stderr: phase and elapsed time."""
+    """A one-line live status on a terminal's stderr: the phase and the time elapsed, redrawn
+    every second (an image takes 20-120 s: a frozen clock looks like a hang)."""
 
     _LABELS = {
+        "queued": "waiting for a free slot",
         "started": "starting codex",
         "thread_started": "waiting for the image",
         "reconnecting": "reconnecting",
         "agent_message": "waiting for the image",
         "image_saved": "image saved, verifying",
         "retrying": "retrying",
+        "working": "working",
         "finished": "done",
     }
+    TICK_S = 1.0
 
     def __init__(self, *, enabled: bool) -> None:
         self.enabled = enabled
+        self._started = time.monotonic()
         self._width = 0
+        self._text = ""
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self._started
 
     def show(self, progress: Progress) -> None:
-        if not self.enabled:
-            return
+        if not self.enabled or (progress.phase == "working" and self._text):
+            return  # a heartbeat: the ticker already keeps the clock moving
         text = f"codex-image: {self._LABELS.get(progress.phase, progress.phase)}"
-        text += f" ({progress.elapsed_s:.1f} s)"
         if progress.attempt > 1:
             text += f", attempt {progress.attempt}"
-        sys.stderr.write("\r" + text.ljust(self._width))
-        sys.stderr.flush()
-        self._width = len(text)
+        with self._lock:
+            self._text = text
+            self._draw()
+        if self._ticker is None:
+            self._ticker = threading.Thread(target=self._tick, name="codex-image-status",
+                                            daemon=True)  # fmt: skip
+            self._ticker.start()
 
     def clear(self) -> None:
-        if self.enabled and self._width:
-            sys.stderr.write("\r" + " " * self._width + "\r")
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+        with self._lock:
+            if self.enabled and self._width:
+                sys.stderr.write("\r" + " " * self._width + "\r")
+                sys.stderr.flush()
+                self._width = 0
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.TICK_S):
+            with self._lock:
+                self._draw()
+
+    def _draw(self) -> None:
+        text = f"{self._text} ({self.elapsed_s:.0f} s)"
+        try:
+            sys.stderr.write("\r" + text.ljust(self._width))
             sys.stderr.flush()
-            self._width = 0
+        except (OSError, ValueError):  # the terminal went away: nobody to show it to
+            self.enabled = False
+        self._width = len(text)
 
 
 def _hermes_setup(args: argparse.Namespace) -> int:

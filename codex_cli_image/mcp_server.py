@@ -232,6 +232,8 @@ class _Reporter:
 
     def progress(self, progress: Progress) -> None:
         """``on_progress`` of agenerate: noted here, sent by :meth:`run`."""
+        if progress.phase == "working":  # our own heartbeat keeps the client's timeout reset
+            return
         self.note(self._PHASES.get(progress.phase, progress.phase.replace("_", " ")))
 
     def note(self, phase: str) -> None:

@@ -15,11 +15,13 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
 import anyio
 
+from ._tasks import beside
 from .errors import InputError, TransientError
 from .fit import fit_png, require_pillow
 from .launcher import Codex, CodexVersion
@@ -51,6 +53,8 @@ _NO_RETRY = frozenset(
     {"timeout", "invalid_image", "image_too_large", "network_blocked", "internal_error"}
 )
 _BACKOFF_S = 2.0
+HEARTBEAT_S = 5.0
+"""The longest silence of ``on_progress`` while an image is made (a ``working`` progress)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +131,9 @@ class Reporter:
     def __init__(self, callback: ProgressCallback | None, started: float | None = None) -> None:
         self.callback = callback
         self.started = time.monotonic() if started is None else started
+        self._sent_at = self.started
+        self._attempt = 1
+        self._thread_id: str | None = None
 
     def __call__(
         self, phase: Phase, message: str | None = None, thread_id: str | None = None,
@@ -134,11 +141,21 @@ class Reporter:
     ) -> None:  # fmt: skip
         if self.callback is None:
             return
-        elapsed = time.monotonic() - self.started
+        now = time.monotonic()
+        self._sent_at, self._attempt = now, attempt
+        self._thread_id = thread_id or self._thread_id
         try:
-            self.callback(Progress(phase, elapsed, attempt, message, thread_id))
+            self.callback(Progress(phase, now - self.started, attempt, message, thread_id))
         except Exception:
             log.exception("on_progress callback failed")
+
+    async def heartbeat(self, _: anyio.CancelScope) -> None:
+        """A ``working`` progress whenever nothing was reported for ``HEARTBEAT_S``: codex says
+        nothing for most of an image's 20-120 s, and a caller must tell slow from hung."""
+        while self.callback is not None:
+            await anyio.sleep(max(0.05, self._sent_at + HEARTBEAT_S - time.monotonic()))
+            if time.monotonic() - self._sent_at >= HEARTBEAT_S:
+                self("working", "still working", self._thread_id, self._attempt)
 
     def numbered(self, attempt: int) -> Callable[[Phase, str | None, str | None], None]:
         def forward(phase: Phase, message: str | None, thread_id: str | None) -> None:
@@ -151,7 +168,15 @@ async def make_image(
     plan: Plan, preflight: Preflight, settings: Settings, report: Reporter
 ) -> ImageResult:
     """Preflight, run codex (retried after transient failures a retry can help), deliver, and
-    report. The timeout counts from ``report.started``."""
+    report (with a heartbeat in the silences). The timeout counts from ``report.started``."""
+    done = await beside(partial(_make_image, plan, preflight, settings, report), report.heartbeat)
+    assert done is not None  # the heartbeat never cancels the work
+    return done[0]
+
+
+async def _make_image(
+    plan: Plan, preflight: Preflight, settings: Settings, report: Reporter
+) -> ImageResult:
     deadline = report.started + settings.timeout
     report("started")
     ready = await preflight(deadline)

@@ -19,6 +19,7 @@ Phase = Literal[
     "agent_message",
     "image_saved",
     "retrying",
+    "working",
     "finished",
 ]
 

@@ -58,8 +58,9 @@ def test_quota_error_carries_when_to_come_back() -> None:
 
 def test_errors_survive_pickling() -> None:
     """Regression guard: keyword-only arguments made errors unpicklable (process pools)."""
-    error = QuotaError("Limit.", reason="usage_limit", hint="Wait.", retry_after_s=5.0,
-                       codex_exit_code=1)
+    error = QuotaError(
+        "Limit.", reason="usage_limit", hint="Wait.", retry_after_s=5.0, codex_exit_code=1
+    )
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is QuotaError and copy.to_dict() == error.to_dict() and str(copy) == "Limit."
 

@@ -133,6 +133,21 @@ def test_progress_events(fake_codex: FakeCodex, out: Path) -> None:
     assert all(b.elapsed_s >= a.elapsed_s for a, b in zip(seen, seen[1:], strict=False))
 
 
+def test_a_heartbeat_fills_the_silences(
+    fake_codex: FakeCodex, out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """codex says nothing while the image is made: on_progress still hears from us."""
+    monkeypatch.setattr(pipeline_module, "HEARTBEAT_S", 0.2)
+    fake_codex.configure("success", delay=1.5)
+    seen: list[Progress] = []
+    generate("a fox", output=out / "a.png", on_progress=seen.append)
+    working = [p for p in seen if p.phase == "working"]
+    assert len(working) >= 3 and working[-1].thread_id  # the thread, once codex named it
+    assert [p.phase for p in seen][-1] == "finished"
+    gaps = [b.elapsed_s - a.elapsed_s for a, b in zip(seen, seen[1:], strict=False)]
+    assert max(gaps) < 1.2  # never the whole 1.5 s of silence
+
+
 def test_a_broken_progress_callback_does_not_break_the_run(
     fake_codex: FakeCodex, out: Path
 ) -> None:
@@ -644,6 +659,63 @@ def test_cli_events_stream(fake_codex: FakeCodex, out: Path) -> None:
     result = cli("generate", "a fox", "-o", str(out / "a.png"), "--events")
     events = [json.loads(line) for line in result.stderr.splitlines()]
     assert [e["event"] for e in events][0] == "started" and events[-1]["event"] == "finished"
+    assert [e["event"] for e in events].count("finished") == 1
+    assert events[-1]["message"] == str(out / "a.png") and events[-1]["warnings"] == []
+
+
+@pytest.mark.parametrize("scenario", ["usage_limit", "no_login"])
+def test_cli_events_end_with_a_failed_event_and_stay_json(
+    fake_codex: FakeCodex, out: Path, scenario: str
+) -> None:
+    """A daemon reading --events gets one terminal event, and nothing but JSON lines."""
+    if scenario == "no_login":
+        (fake_codex.codex_home / "auth.json").unlink()
+    else:
+        fake_codex.configure(scenario)
+    result = cli("generate", "a fox", "-o", str(out / "a.png"), "--events", "--retries", "0")
+    events = [json.loads(line) for line in result.stderr.splitlines()]  # every line is JSON
+    assert events[-1]["event"] == "failed"
+    error = events[-1]["error"]
+    assert error["exit_code"] == result.returncode == {"usage_limit": 4, "no_login": 3}[scenario]
+    assert error["hint"] and result.stdout == ""
+
+
+def test_the_status_line_ticks_while_waiting(fake_codex: FakeCodex, out: Path) -> None:
+    """On a terminal the elapsed time is redrawn about every second, not only at each phase."""
+    import pty
+
+    fake_codex.configure("success", delay=5)
+    leader, follower = pty.openpty()
+    try:
+        argv = [
+            sys.executable,
+            "-m",
+            "codex_cli_image",
+            "generate",
+            "a fox",
+            "-o",
+            str(out / "a.png"),
+        ]
+        process = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=follower, env=dict(os.environ)
+        )
+        os.close(follower)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the other end closed
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert process.wait(60) == 0
+        assert process.stdout is not None
+        process.stdout.close()
+    finally:
+        os.close(leader)
+    shown = {part.strip() for part in seen.decode().split("\r") if "waiting for the image" in part}
+    assert len(shown) >= 3, seen  # e.g. (1 s), (2 s), (3 s)
 
 
 @pytest.mark.bad_input
