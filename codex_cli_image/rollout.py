@@ -4,15 +4,16 @@
 (``$CODEX_HOME/sessions/YYYY/MM/DD/rollout-<time>-<thread_id>.jsonl``) records the image call,
 in one of three shapes depending on the version (codex-facts section 4):
 
-- 0.149+: ``event_msg`` ``item_completed`` whose item is ``{"type": "Extension",
-  "kind": "image_gen.generation", "status", "result", "savedPath", "revisedPrompt", "failure"}``;
+- 0.144+ (the client-side image tool; seen on 0.149-0.171): ``event_msg`` ``item_completed``
+  whose item is ``{"type": "Extension", "kind": "image_gen.generation", "status", "result",
+  "savedPath", "revisedPrompt", "failure"}``;
   a failed call has ``"failure": null`` there (seen on 0.169 and 0.171), its reason being the
   ``function_call_output`` of the same call id (``"image generation failed: http 403 ..."``) on
   a direct call, or, in code mode, the ``custom_tool_call_output`` of the ``exec`` call whose
   script called the tool (another call id: matched by order)
 - before: ``event_msg`` ``image_generation_end`` ``{call_id, status, result, saved_path,
   revised_prompt}`` and ``response_item`` ``image_generation_call`` ``{id, status, result,
-  revised_prompt}`` (also the only trace of a hosted image on 0.149+).
+  revised_prompt}`` (0.125-0.143; also the only trace of a hosted image on 0.149+).
 
 Parsing is pure and incremental (:class:`RecordReader`: ``feed(chunk)``, then ``close()``) and
 its memory is bounded whatever the log holds: the image's base64 (27 MB for a 20 MB PNG, on one

@@ -2,7 +2,7 @@
 # The test command from the README: on a fresh clone it creates .venv, installs the package with
 # its test and lint tools, installs the real Codex CLI versions the end-to-end tests run (npm, into
 # a cache outside the repo), then runs ruff, mypy and the whole pytest suite. It says what it
-# installs; a first run downloads about 1.6 GB and takes about 10 minutes on 2 CPUs.
+# installs; a first run downloads about 1.6 GB (2.7 GB on disk) and takes 10-15 minutes on 2 CPUs.
 # Arguments go to pytest, e.g. `scripts/test.sh -k launcher`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,5 +45,5 @@ say "ruff, ruff format --check, mypy"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
-say "pytest (about 6 minutes on 2 CPUs; the end-to-end tests in a private network namespace need root)"
+say "pytest (about 12 minutes on 2 CPUs; the end-to-end tests in a private network namespace need root)"
 exec .venv/bin/python -m pytest "$@"

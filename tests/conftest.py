@@ -15,7 +15,7 @@ from codex_cli_image import pipeline as pipeline_module
 from codex_cli_image._watchdog import WATCHDOG
 from codex_cli_image.testing import realcodex
 
-from helpers import IN_CI, NPM_CACHE
+from helpers import E2E_SUMMARY, IN_CI, NPM_CACHE
 
 # tests/hermes runs inside hermes-agent's own environment (tests/test_hermes_agent.py starts it).
 collect_ignore = [] if os.environ.get("CODEX_IMAGE_HERMES_INNER") else ["hermes"]
@@ -141,6 +141,11 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if E2E_SUMMARY:  # the real CLI's cases ran in an inner pytest: say what they came to
+        terminalreporter.write_sep("-", "end-to-end (the real Codex CLI)")
+        terminalreporter.write_line(
+            f"{E2E_SUMMARY[0]} (a skip is a case that does not apply to that codex version)"
+        )
     ran = [entry for entry in _TALLY.values() if entry["ran"]]
     faults = [e for e in ran if "faults" in e["kinds"]]
     bad = [e for e in ran if "bad_input" in e["kinds"]]

@@ -18,6 +18,8 @@ REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "fixtures"
 # Resolved before any test points HOME elsewhere.
 NPM_CACHE = realcodex.cache_root()
+E2E_SUMMARY: list[str] = []
+"""The closing line of the inner end-to-end run (tests/test_e2e_netns.py), once it ran."""
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

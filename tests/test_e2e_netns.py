@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from helpers import IN_CI, NPM_CACHE, REPO
+from helpers import E2E_SUMMARY, IN_CI, NPM_CACHE, REPO
 
 pytestmark = [pytest.mark.real_codex, pytest.mark.timeout(1800)]
 
@@ -62,3 +62,4 @@ def test_end_to_end_suite_in_a_private_network_namespace(
     assert inner.returncode == 0, "end-to-end tests failed (output above)"
     summary = "".join(lines).strip().splitlines()[-1] if lines else ""
     assert " passed" in summary and "deselected" not in summary, summary
+    E2E_SUMMARY.append(summary.strip("= "))

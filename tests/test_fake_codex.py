@@ -724,3 +724,21 @@ def test_every_scenario_was_exercised(request: pytest.FixtureRequest) -> None:
     if tests - RAN:
         pytest.skip("only part of this module was selected")
     assert set(SCENARIOS) - EXERCISED == set()
+
+
+def test_the_kit_keeps_out_of_the_users_cache_and_runs_without_pytest(
+    fake_codex: FakeCodex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression guard: the fixture wrote a file per test into the user's cache folder (with
+    XDG_CACHE_HOME set), and FakeCodex.env() lacked CODEX_BIN (a LaunchError)."""
+    from codex_cli_image import generate
+
+    user_cache = tmp_path / "users-xdg-cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(user_cache))
+    generate("a fox", output=tmp_path / "a.png")
+    assert not user_cache.exists()
+    other = FakeCodex(tmp_path / "standalone")
+    env = other.env({"PATH": "/usr/bin:/bin", "CODEX_IMAGE_CACHE_DIR": str(tmp_path / "c")})
+    assert env["CODEX_BIN"] == str(other.path)
+    assert generate("a hen", output=tmp_path / "b.png", env=env).path.exists()
+    assert other.exec_calls and len(fake_codex.exec_calls) == 1

@@ -153,8 +153,10 @@ class FakeCodex:
         return target
 
     def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
-        """``base`` (default ``os.environ``) with ``CODEX_HOME`` pointing at the fake's home."""
+        """``base`` (default ``os.environ``) with ``CODEX_BIN`` naming the fake and
+        ``CODEX_HOME`` its home: ``generate(..., env=fake.env())`` runs the fake."""
         result = dict(os.environ if base is None else base)
+        result["CODEX_BIN"] = str(self.path)
         result["CODEX_HOME"] = str(self.codex_home)
         return result
 

@@ -49,6 +49,9 @@ DIR_ENV = "FAKE_CODEX_DIR"
 OPTIONS_ENV = "FAKE_CODEX_OPTIONS"
 SCENARIO_ENV = "FAKE_CODEX_SCENARIO"
 
+CLIENT_SIDE_TOOL = (0, 144, 0)
+"""The first release that runs the image tool client-side (before: the hosted tool)."""
+
 DEFAULTS: dict[str, Any] = {
     "scenario": "success",
     "version": "0.169.0",
@@ -955,8 +958,8 @@ class Turn:
         Returns the call id of the code-mode exec call that made it, if one did."""
         result = base64.b64encode(data).decode("ascii") if data is not None else ""
         revised = _requested(self.ex.prompt)
-        if self.opts["name_style"] == "ig" or self.version < (0, 149, 0):
-            # The hosted tool (0.125-0.142): an event_msg plus the response item.
+        if self.opts["name_style"] == "ig" or self.version < CLIENT_SIDE_TOOL:
+            # The hosted tool (0.125-0.143): an event_msg plus the response item.
             end: dict[str, Any] = {
                 "type": "image_generation_end",
                 "call_id": call_id,

@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 def fake_codex(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCodex]:
     """A fake ``codex`` signed in to a fake ChatGPT plus account, selected through the environment.
 
-    ``CODEX_BIN`` points at the fake, ``CODEX_HOME`` at its private home and ``HOME`` at an empty
-    directory, so nothing reaches the real ``~/.codex``. Configure it with
+    ``CODEX_BIN`` points at the fake, ``CODEX_HOME`` at its private home, ``HOME`` at an empty
+    directory and ``CODEX_IMAGE_CACHE_DIR`` at the test's own folder, so nothing reaches the
+    real ``~/.codex`` or ``~/.cache``. Configure it with
     ``fake_codex.configure("usage_limit")``; read what it saw in ``fake_codex.calls``.
     """
     from . import FakeCodex
@@ -31,4 +32,6 @@ def fake_codex(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fake
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("CODEX_HOME", str(fake.codex_home))
     monkeypatch.setenv("CODEX_BIN", str(fake.path))
+    # What we learn of a codex binary is cached per user: here, per test, not in ~/.cache.
+    monkeypatch.setenv("CODEX_IMAGE_CACHE_DIR", str(tmp_path / "codex-image-cache"))
     yield fake

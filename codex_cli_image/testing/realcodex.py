@@ -20,9 +20,9 @@ from pathlib import Path
 from ..launcher import TESTED_VERSIONS
 
 # The Codex CLI versions the real-CLI tests run against; adding one is one line, in
-# launcher.TESTED_VERSIONS. The first is the newest; 0.149 is the first with the client-side
-# image tool, 0.142 the first with the new npm layout (hosted tool), 0.125 has the old layout and
-# the hosted tool.
+# launcher.TESTED_VERSIONS. The first is the newest; 0.149 has the client-side image tool (which
+# arrived in 0.144), 0.142 the new npm layout and the hosted tool, 0.125 the old layout and the
+# hosted tool.
 VERSIONS: tuple[str, ...] = TESTED_VERSIONS
 
 _STAMP = ".codex-cli-image-complete"

@@ -17,6 +17,7 @@ import pytest
 
 from codex_cli_image.testing import realcodex
 from codex_cli_image.testing.backend import MockBackend, codex_home_for
+from codex_cli_image.testing.fake_codex import CLIENT_SIDE_TOOL
 
 IN_NETNS = os.environ.get("CODEX_IMAGE_E2E_NETNS") == "1"
 if not IN_NETNS:
@@ -56,9 +57,9 @@ def shim(version: tuple[int, int, int]) -> Path:
 
 @pytest.fixture
 def image_scenario(version: tuple[int, int, int]) -> str:
-    """How the mock makes codex produce an image: a direct image_gen call from 0.149 on, the
+    """How the mock makes codex produce an image: a direct image_gen call from 0.144 on, the
     hosted image tool before (earlier versions answer image_gen calls with "unsupported call")."""
-    return "image" if version >= (0, 149, 0) else "image_hosted"
+    return "image" if version >= CLIENT_SIDE_TOOL else "image_hosted"
 
 
 @pytest.fixture

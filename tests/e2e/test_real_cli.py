@@ -19,6 +19,7 @@ from codex_cli_image import CodexImageError, Progress, agenerate, generate, loca
 from codex_cli_image.api import generate_many
 from codex_cli_image.testing import make_png
 from codex_cli_image.testing.backend import IMAGE_REFUSALS, MockBackend, image_for, image_refusal
+from codex_cli_image.testing.fake_codex import CLIENT_SIDE_TOOL
 
 from helpers import check_refusal
 
@@ -112,9 +113,9 @@ def test_failures_map_to_kind_and_reason(
     kind: str,
     reason: str,
 ) -> None:
-    client_side = version >= (0, 149, 0)
+    client_side = version >= CLIENT_SIDE_TOOL
     if scenario == "images_403" and not client_side:
-        pytest.skip("before 0.149 the image is made by the backend's hosted tool: no images call")
+        pytest.skip("before 0.144 the image is made by the backend's hosted tool: no images call")
     if scenario == "image_hosted_failed" and client_side:
         pytest.skip("0.149+ accept a hosted image item but never write it to a file")
     mock = backend(scenario)
@@ -146,8 +147,8 @@ def test_images_endpoint_refusals_are_sorted_on_both_tool_paths(
     """Regression guard: on the code-mode path the default models take, every refusal of the
     images endpoint came out as transient/no_image (exit 5, retried). Codex exits 0 either way;
     the reason is only in the tool call's output and in one stderr line."""
-    if version < (0, 149, 0):
-        pytest.skip("before 0.149 the image is made by the backend's hosted tool: no images call")
+    if version < CLIENT_SIDE_TOOL:
+        pytest.skip("before 0.144 the image is made by the backend's hosted tool: no images call")
     mock = backend(tool_path, images_error=image_refusal(refusal))
     signed_in(mock)
     out = tmp_path / "a.png"
@@ -216,8 +217,8 @@ def test_image_made_through_code_mode(
     shim: Path, version: tuple[int, int, int], backend: Start, signed_in: SignIn, tmp_path: Path
 ) -> None:
     """How gpt-6.1-sol really does it: JavaScript in codex's exec tool calls imagegen."""
-    if version < (0, 149, 0):
-        pytest.skip("code mode arrived with the client-side image tool in 0.149")
+    if version < CLIENT_SIDE_TOOL:
+        pytest.skip("code mode arrived with the client-side image tool in 0.144")
     mock = backend("image_code_mode")
     signed_in(mock)
     saved: list[str] = []
@@ -235,11 +236,11 @@ def test_image_made_through_code_mode(
 def test_references_reach_the_image_tool(
     shim: Path, version: tuple[int, int, int], backend: Start, signed_in: SignIn, tmp_path: Path
 ) -> None:
-    """The reference goes to the model with the prompt, and on 0.149+ codex sends it to the
+    """The reference goes to the model with the prompt, and on 0.144+ codex sends it to the
     images edits endpoint when the model asks for num_last_images_to_include, as we instruct."""
     reference = tmp_path / "ref.png"
     reference.write_bytes(make_png(32, 32, "a reference"))
-    if version >= (0, 149, 0):
+    if version >= CLIENT_SIDE_TOOL:
         arguments = {"prompt": "make it blue", "num_last_images_to_include": 1}
         mock = backend("image", call_arguments=arguments)
     else:
@@ -251,7 +252,7 @@ def test_references_reach_the_image_tool(
     encoded = base64.b64encode(reference.read_bytes()).decode()
     turns = [r.body for r in mock.requests if r.path.endswith("/responses") and r.body]
     assert any(encoded in json.dumps(body) for body in turns)  # attached for the model
-    if version >= (0, 149, 0):
+    if version >= CLIENT_SIDE_TOOL:
         (edit,) = [r.body for r in mock.requests if r.path.endswith("/images/edits")]
         assert edit is not None and edit["images"][0]["image_url"].endswith(encoded)
 
@@ -261,8 +262,8 @@ def test_copy_flow_runs_the_scripted_shell_copy(
 ) -> None:
     """The "copy the image to this path" flow the benchmarks compare us with (bench/turns.py):
     codex runs the scripted model's shell copy from code mode, two model turns after the image."""
-    if version < (0, 149, 0):
-        pytest.skip("code mode arrived with the client-side image tool in 0.149")
+    if version < CLIENT_SIDE_TOOL:
+        pytest.skip("code mode arrived with the client-side image tool in 0.144")
     workspace = tmp_path / "workspace"
     workspace.mkdir()
     mock = backend("image_then_copy", copy_to="fox.png")
@@ -284,8 +285,8 @@ def test_a_batch_attributes_each_image_to_its_own_request(
 ) -> None:
     """Several real codex runs at once on one CODEX_HOME and one backend: each request gets the
     image made from its own prompt (the mock draws each image from the prompt it was asked)."""
-    if version < (0, 149, 0):
-        pytest.skip("the scripted model calls the client-side image tool (0.149+)")
+    if version < CLIENT_SIDE_TOOL:
+        pytest.skip("the scripted model calls the client-side image tool (0.144+)")
     mock = backend("image", echo_request=True, image_delay_s=0.5)
     signed_in(mock)
     prompts = ["a red fox", "a blue hen", "a green owl", "a grey cat"]
