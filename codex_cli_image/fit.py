@@ -9,12 +9,12 @@ requires; resizing uses Lanczos; an alpha channel is kept.
 from __future__ import annotations
 
 import io
+import sys
 
 from .errors import InputError
 
 __all__ = ["convert_png", "fit_png", "require_pillow"]
 
-_HINT = "Install the extra: python3 -m pip install 'codex-cli-image[fit]' (Pillow)."
 
 
 def require_pillow() -> None:
@@ -25,7 +25,10 @@ def require_pillow() -> None:
         raise InputError(
             "Fitting the image to a size needs Pillow, which is not installed.",
             reason="fit_needs_pillow",
-            hint=_HINT,
+            # This interpreter's pip, from the clone: the package is not on PyPI, and a bare
+            # python3 may not be the environment we run in.
+            hint=f"Install the fit extra into this environment: in your clone of "
+            f"codex-cli-image, run {sys.executable} -m pip install '.[fit]' (Pillow).",
         ) from None
 
 

@@ -70,7 +70,8 @@ def test_missing_pillow_is_refused_before_codex_runs(
     with pytest.raises(CodexImageError) as info:
         generate("a fox", output=tmp_path, fit="32x32")
     assert (info.value.kind, info.value.reason) == ("input", "fit_needs_pillow")
-    assert "codex-cli-image[fit]" in info.value.hint and fake_codex.calls == []
+    hint = info.value.hint
+    assert f"{sys.executable} -m pip install '.[fit]'" in hint and fake_codex.calls == []
 
 
 def test_bad_fit_size(fake_codex: FakeCodex, tmp_path: Path) -> None:
