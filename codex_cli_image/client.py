@@ -389,7 +389,7 @@ class Client:
                 raise TransientError(
                     "No time was left to check codex and the login.",
                     reason="timeout",
-                    hint="Allow more time (--timeout), or make fewer images at once.",
+                    hint="Allow more time (--timeout, timeout=), or make fewer images at once.",
                 )
         try:
             warm = self._codex_for(deadline, stop)

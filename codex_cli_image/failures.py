@@ -113,7 +113,7 @@ _RULES = (
     _Rule(AuthError, "model_not_supported",
           _p(r"model is not supported when using codex with a chatgpt account"),
           "The chosen model is not available with a ChatGPT login.",
-          "Choose another model (drop --model, or fix `model` in config.toml)."),
+          "Choose another model (drop --model / model=, or fix `model` in config.toml)."),
     _Rule(AuthError, "unauthorized",
           (_number(401), *_p(r"\bunauthorized\b", r"missing bearer", r"not logged in")),
           "The backend rejected the ChatGPT login (401).", _SIGN_IN_AGAIN),
@@ -228,7 +228,7 @@ def classify(outcome: RunOutcome, *, now: dt.datetime) -> CodexImageError:
 def _timeout(outcome: RunOutcome) -> TransientError:
     limit = f" within {outcome.timeout_s:g} s" if outcome.timeout_s else ""
     return _error(TransientError, outcome, f"codex did not deliver an image{limit}.", "timeout",
-                  "Retry, or allow more time (--timeout).")  # fmt: skip
+                  "Retry, or allow more time (--timeout, timeout=).")  # fmt: skip
 
 
 def _endpoint_failure(outcome: RunOutcome) -> EndpointFailure | None:

@@ -16,7 +16,6 @@ from .errors import InputError
 __all__ = ["convert_png", "fit_png", "require_pillow"]
 
 
-
 def require_pillow() -> None:
     """Raise :class:`InputError` before any work when Pillow is missing."""
     try:

@@ -59,6 +59,7 @@ class CodexCliProvider(ImageGenProvider):  # type: ignore[misc]  # Hermes ships 
         self._lock = threading.Lock()
         self._client: Client | None = None
         self._key: tuple[object, ...] | None = None
+        self._unavailable: str | None = None  # the reason last logged, so it is logged once
 
     @property
     def name(self) -> str:
@@ -98,11 +99,17 @@ class CodexCliProvider(ImageGenProvider):  # type: ignore[misc]  # Hermes ships 
         try:
             self._current().check()
         except CodexImageError as error:
-            log.debug("codex-cli image backend not available: %s", error.message)
+            # Hermes hides the tool without a word: say why, once per reason.
+            if error.reason != self._unavailable:
+                self._unavailable = error.reason
+                log.warning("the codex-cli image backend is not available: %s %s Run "
+                            "`codex-image doctor` for details.", error.message,
+                            hermes_terms(error.hint))  # fmt: skip
             return False
         except Exception as exc:
             log_unexpected(log, "checking the codex-cli image backend failed", exc)
             return False
+        self._unavailable = None
         return True
 
     def generate(
@@ -314,7 +321,7 @@ def _error(error: CodexImageError, prompt: str, aspect: str) -> dict[str, Any]:
         kind = {"auth": "auth_required", "quota": "quota_exceeded",
                 "launch": "missing_dependency"}[error.kind]  # fmt: skip
     response: dict[str, Any] = error_response(
-        error=f"{error.message} {error.hint}",
+        error=f"{error.message} What to do: {hermes_terms(error.hint)}",
         error_type=kind,
         provider=PROVIDER_NAME,
         model=IMAGE_MODEL,
@@ -324,6 +331,23 @@ def _error(error: CodexImageError, prompt: str, aspect: str) -> dict[str, Any]:
     response.update(kind=error.kind, reason=error.reason, retry_at=error.retry_at,
                     retry_after_s=error.retry_after_s)  # fmt: skip
     return response
+
+
+# The fixes our hints name as a flag and a keyword, as a Hermes user makes them: a key of
+# config.yaml (`hermes config set` warns that our keys are unknown, and sets them all the same).
+_HERMES_TERMS = (
+    ("--allow-relay (allow_relay=True)", "image_gen.codex-cli.allow_relay: true (config.yaml)"),
+    ("--timeout, timeout=", "image_gen.codex-cli.timeout in config.yaml"),
+    ("--model / model=", "image_gen.codex-cli.model"),
+    ("--codex-home", "image_gen.codex-cli.codex_home"),
+)
+
+
+def hermes_terms(hint: str) -> str:
+    """``hint`` with the fixes it names in the words of Hermes' configuration."""
+    for ours, theirs in _HERMES_TERMS:
+        hint = hint.replace(ours, theirs)
+    return hint
 
 
 def register(ctx: Any) -> None:

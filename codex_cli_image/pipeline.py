@@ -224,7 +224,7 @@ async def _attempts(
             raise TransientError(
                 f"No time was left to run codex within {settings.timeout:g} s.",
                 reason="timeout",
-                hint="Allow more time (--timeout).",
+                hint="Allow more time (--timeout, timeout=).",
                 codex_version=version,
             )
         number += 1

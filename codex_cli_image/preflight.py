@@ -443,8 +443,8 @@ def _judge_config(judge: _Judge, layer: ConfigLayer, allow_relay: bool) -> Verdi
             judge.warn("relay_provider", message + " Allowed by allow_relay.")
         else:
             hint = (
-                "Use the built-in openai provider for images, or pass --allow-relay if this "
-                "relay is meant to receive your ChatGPT login."
+                "Use the built-in openai provider for images, or pass --allow-relay "
+                "(allow_relay=True) if this relay is meant to receive your ChatGPT login."
                 if forwards_login
                 else "Use the built-in openai provider for images: this provider does not receive "
                 "the ChatGPT login, so codex offers no image tool."

@@ -205,6 +205,30 @@ def test_is_available_is_warm_and_follows_the_login(hermes: Path, fake_codex: Fa
     assert provider.is_available() is False
 
 
+def test_an_unavailable_backend_says_why_once(
+    hermes: Path, fake_codex: FakeCodex, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Hermes hides the tool when is_available() is False: a warning says why, once."""
+    provider = get_provider("codex-cli")
+    assert provider is not None
+    (fake_codex.codex_home / "auth.json").unlink()
+    with caplog.at_level("WARNING", logger="codex_cli_image"):
+        assert provider.is_available() is False
+        assert provider.is_available() is False
+    said = [r.getMessage() for r in caplog.records if "not available" in r.getMessage()]
+    assert len(said) == 1 and "codex-image doctor" in said[0] and "codex login" in said[0]
+
+
+def test_errors_name_the_fix_in_hermes_terms(hermes: Path, fake_codex: FakeCodex) -> None:
+    fake_codex.configure("hang")
+    write_config(hermes, "plugins:\n  enabled: [codex-cli-image]\nimage_gen:\n"
+                 f"  provider: codex-cli\n  codex-cli:\n{settings(fake_codex, timeout=2)}\n")  # fmt: skip
+    result = generate(prompt="a fox")
+    assert result["error_type"] == "timeout"
+    assert " What to do: " in result["error"] and "--timeout" not in result["error"]
+    assert "image_gen.codex-cli.timeout" in result["error"]
+
+
 _CONFIG = """\
 # my Hermes settings
 model:
