@@ -339,7 +339,7 @@ _HERMES_TERMS = (
     ("--allow-relay (allow_relay=True)", "image_gen.codex-cli.allow_relay: true (config.yaml)"),
     ("--timeout, timeout=", "image_gen.codex-cli.timeout in config.yaml"),
     ("--model / model=", "image_gen.codex-cli.model"),
-    ("--codex-home", "image_gen.codex-cli.codex_home"),
+    ("--codex-home DIR (codex_home=)", "image_gen.codex-cli.codex_home"),
 )
 
 

@@ -669,6 +669,11 @@ def _name_home(verdict: Verdict, home: Path, source: HomeSource) -> Verdict:
                             "~/.codex.")  # fmt: skip
         hint = hint.replace("`codex login", f"`{_with_home(home)}codex login")
         hint = hint.replace("`codex logout`", f"`{_with_home(home)}codex logout`")
+    elif source == "default" and verdict.reason == "not_signed_in":
+        # Often not a missing login but a host (an MCP client, a service) that did not pass
+        # the CODEX_HOME the user signed in with.
+        hint += (" If you signed in with another codex home (CODEX_HOME), point at it: "
+                 "--codex-home DIR (codex_home=).")  # fmt: skip
     return replace(verdict, message=message, hint=hint)
 
 

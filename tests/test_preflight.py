@@ -366,10 +366,21 @@ def test_a_missing_default_home_is_not_signed_in_not_a_bad_codex_home(tmp_path: 
     from codex_cli_image import doctor
 
     verdict = check_login(env={"HOME": str(tmp_path)})
-    assert verdict.reason == "not_signed_in" and "CODEX_HOME" not in (verdict.hint or "")
+    assert verdict.reason == "not_signed_in" and "unset CODEX_HOME" not in (verdict.hint or "")
     report = doctor(codex="/nonexistent/codex", env={"HOME": str(tmp_path), "PATH": "/nowhere"})
     assert [p.reason for p in report.problems if p.kind == "auth"] == ["not_signed_in"]
     given = check_login(tmp_path / "nope", env={})
     assert given.reason == "codex_home_missing"
     assert given.message == f"The codex home {tmp_path / 'nope'} does not exist."
     assert given.hint is not None and "unset CODEX_HOME" not in given.hint
+
+
+def test_an_empty_default_home_also_suggests_pointing_at_another(tmp_path: Path) -> None:
+    """An MCP client or a service may not pass the user's CODEX_HOME: when the default home holds
+    no login, the hint says to sign in or to name the home the user signed in with."""
+    (tmp_path / ".codex").mkdir()
+    default = check_login(env={"HOME": str(tmp_path)})
+    assert default.reason == "not_signed_in"
+    assert "codex login" in (default.hint or "") and "--codex-home" in (default.hint or "")
+    given = check_login(tmp_path / ".codex", env={"HOME": str(tmp_path)})
+    assert given.reason == "not_signed_in" and "--codex-home" not in (given.hint or "")

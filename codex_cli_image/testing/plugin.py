@@ -33,5 +33,5 @@ def fake_codex(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fake
     monkeypatch.setenv("CODEX_HOME", str(fake.codex_home))
     monkeypatch.setenv("CODEX_BIN", str(fake.path))
     # What we learn of a codex binary is cached per user: here, per test, not in ~/.cache.
-    monkeypatch.setenv("CODEX_IMAGE_CACHE_DIR", str(tmp_path / "codex-image-cache"))
+    monkeypatch.setenv("CODEX_IMAGE_CACHE_DIR", str(tmp_path / "cache"))
     yield fake

@@ -221,8 +221,9 @@ def test_an_unavailable_backend_says_why_once(
 
 def test_errors_name_the_fix_in_hermes_terms(hermes: Path, fake_codex: FakeCodex) -> None:
     fake_codex.configure("hang")
+    body = settings(fake_codex, timeout=2)
     write_config(hermes, "plugins:\n  enabled: [codex-cli-image]\nimage_gen:\n"
-                 f"  provider: codex-cli\n  codex-cli:\n{settings(fake_codex, timeout=2)}\n")  # fmt: skip
+                 f"  provider: codex-cli\n  codex-cli:\n{body}\n")  # fmt: skip
     result = generate(prompt="a fox")
     assert result["error_type"] == "timeout"
     assert " What to do: " in result["error"] and "--timeout" not in result["error"]
