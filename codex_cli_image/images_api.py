@@ -255,13 +255,16 @@ _TYPE = {
     "transient": "server_error",
     "launch": "server_error",
 }
+# The library's input errors that are about one field of the request.
+_PARAMS = {"empty_prompt": "prompt", "prompt_too_long": "prompt", "invalid_prompt": "prompt",
+           "invalid_size": "size"}  # fmt: skip
 _NO_RETRY_REASONS = frozenset({"usage_limit", "credits_exhausted", "plan_not_included", "timeout"})
 
 
 def error_body(error: CodexImageError) -> dict[str, Any]:
     """OpenAI's error object: the message and the hint together (the SDKs show the message
     only), with our kind, reason, hint and reset time beside them."""
-    param = error.param if isinstance(error, ParamError) else None
+    param = error.param if isinstance(error, ParamError) else _PARAMS.get(error.reason)
     kind = "rate_limit_error" if error.reason == "rate_limited" else _TYPE[error.kind]
     return {
         "error": {
@@ -288,6 +291,8 @@ def error_reply(error: CodexImageError) -> tuple[int, dict[str, Any], dict[str, 
     headers: dict[str, str] = {}
     if error.retry_after_s is not None:
         headers["retry-after"] = str(max(1, math.ceil(error.retry_after_s)))
+    elif error.kind == "quota":  # codex named no time: the SDKs still need one to wait
+        headers["retry-after"] = str(int(_QUOTA_BLOCK_UNKNOWN_S))
     if error.reason in _NO_RETRY_REASONS or error.kind in ("launch", "auth", "input"):
         headers["x-should-retry"] = "false"
     return status, error_body(error), headers

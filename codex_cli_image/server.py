@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -42,7 +43,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -71,7 +72,7 @@ from .images_api import (
     stream_event,
     usage_block_s,
 )
-from .request import MAX_REFERENCE_BYTES, MAX_REFERENCES, ImageRequest
+from .request import MAX_REFERENCE_BYTES, MAX_REFERENCES, ImageRequest, check_references
 from .results import ImageResult
 from .settings import Settings
 
@@ -87,6 +88,7 @@ MAX_EDIT_BYTES = MAX_REFERENCES * MAX_REFERENCE_BYTES + MAX_JSON_BYTES
 KEEPALIVE_S = 10.0  # "at least every 15 s", with room for a busy loop
 TOKEN_ENV = "CODEX_IMAGE_TOKEN"
 QUEUE_RETRY_AFTER_S = 30
+BODY_TIMEOUT_S = 120.0
 _FILE_NAME = re.compile(r"img-[0-9]{8}-[0-9]{6}-[0-9a-f]{12}\.(?:png|jpg|webp)")
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
@@ -213,6 +215,8 @@ class Service:
     options: ServeOptions
     images: Path
     uploads: Path
+    base_url: str = ""
+    """What the server is called by (its bound host and real port), for messages."""
     pending: int = 0
     blocked: tuple[float, QuotaError] | None = None
     stopping: bool = False
@@ -253,9 +257,24 @@ class Service:
                     raise again
                 self.blocked = None
             capacity = self.client.concurrency + self.options.max_queue
+            if n > capacity:  # could never be admitted: retrying would not help
+                raise ParamError(
+                    "n",
+                    f"n={n} is more than this server takes at once "
+                    f"({capacity}: -j plus --max-queue).",
+                    f"Ask for at most {capacity} images per request.",
+                )
             if self.pending + n > capacity:
                 raise _QueueFull(self.pending, self.options.max_queue)
             self.pending += n
+
+    async def cancel_on_stop(self, scope: anyio.CancelScope) -> None:
+        """End a request when the server stops: a body still being sent, or the wait for a
+        slot (images in flight are ended by the client's close)."""
+        while not self.stopping:  # noqa: ASYNC110 (set from the signal's watcher)
+            await anyio.sleep(0.05)
+        await anyio.sleep(0.5)  # images in flight: their own 503 comes first
+        scope.cancel()
 
     def leave(self, n: int, failures: Iterable[CodexImageError]) -> None:
         with self._lock:
@@ -365,6 +384,7 @@ def build_app(service: Service) -> ASGIApp:
     ]
 
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app.router.redirect_slashes = False  # a 307 to a URL built from the client's Host: a 404
     return _Gate(app, service)
 
 
@@ -372,6 +392,10 @@ async def _generations(service: Service, request: Request) -> Response:
     body = await request.body()
     try:
         fields = json.loads(body)
+    except RecursionError:
+        raise ParamError(
+            "body", "The JSON body is nested too deeply.", "Send a flat JSON object."
+        ) from None
     except (ValueError, UnicodeDecodeError):
         raise ParamError(
             "body", "The body is not JSON.", "Send a JSON object with at least a prompt."
@@ -410,6 +434,16 @@ async def _edits(service: Service, request: Request) -> Response:
                 f"{len(uploads)} images were sent; at most {MAX_REFERENCES} are taken.",
                 "Send fewer images.",
             )
+        too_large = [u for u in uploads if (u.size or 0) > MAX_REFERENCE_BYTES]
+        if too_large:
+            return _refused(
+                413,
+                f"The image {_upload_name(too_large[0])} has "
+                f"{too_large[0].size} bytes; at most {MAX_REFERENCE_BYTES} are "
+                "taken.",
+                "image_too_large",
+                "Send a smaller image (PNG, JPEG, GIF or WebP, at most 25 MB).",
+            )
         folder = Path(tempfile.mkdtemp(dir=service.uploads))
         cleanup = partial(shutil.rmtree, folder, ignore_errors=True)
         response: Response | None = None
@@ -419,6 +453,7 @@ async def _edits(service: Service, request: Request) -> Response:
                 path = folder / f"image-{index}"
                 await anyio.to_thread.run_sync(_save_upload, upload, path)
                 references.append(path)
+            await anyio.to_thread.run_sync(_check_uploads, references, uploads)
             response = await _answer(service, request, call, tuple(references), cleanup)
             return response
         finally:
@@ -459,12 +494,22 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 413:
         return _too_large(request.url.path)
+    if exc.status_code == 408:
+        return _refused(
+            408,
+            f"The request body took over {BODY_TIMEOUT_S:g} s to arrive.",
+            "body_timeout",
+            "Send the request again over a faster connection.",
+            headers={"connection": "close"},
+        )
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
+    headers = {"allow": exc.headers["allow"]} if exc.headers and "allow" in exc.headers else None
     return _refused(
         exc.status_code,
         f"{exc.detail}.".replace("..", "."),
         code,
         "See the README's serve section for the routes and their fields.",
+        headers=headers,
     )
 
 
@@ -476,9 +521,12 @@ def _guarded(
 
     async def endpoint(request: Request) -> Response:
         try:
-            return await route(service, request)
+            done = await beside(partial(route, service, request), service.cancel_on_stop)
+            return done[0] if done is not None else _error_response(_stopping())
         except HTTPException:
             raise
+        except ClientDisconnect:  # gone while sending its body: nobody to answer
+            return Response(status_code=499)
         except CodexImageError as error:
             return _error_response(error)
         except _QueueFull as full:
@@ -621,6 +669,22 @@ class _EventStream(Response):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
+def _upload_name(upload: UploadFile) -> str:
+    return repr((upload.filename or "image")[:80])
+
+
+def _check_uploads(paths: list[Path], uploads: list[UploadFile]) -> None:
+    """The references' checks, before any work, naming each image as the client sent it (not
+    by the path it was kept under here)."""
+    for path, upload in zip(paths, uploads, strict=True):
+        try:
+            check_references([path])
+        except InputError as error:
+            raise ParamError(
+                "image", error.message.replace(str(path), _upload_name(upload)), error.hint
+            ) from None
+
+
 def _save_upload(upload: UploadFile, path: Path) -> None:
     upload.file.seek(0)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -681,8 +745,8 @@ class _Gate:
         finally:
             access_log.info(
                 "%s %s %d %.3fs %dB",
-                scope["method"],
-                scope["path"],
+                _printable(scope["method"]),
+                _printable(scope["path"]),
                 seen["status"] or 499,
                 time.monotonic() - started,
                 seen["bytes"],
@@ -695,14 +759,14 @@ class _Gate:
                 421,
                 "The Host header does not name this server.",
                 "misdirected_request",
-                f"Call the server as http://127.0.0.1:{self.service.options.port}/v1 "
+                f"Call the server as {self.service.base_url} "
                 "(a page of another site cannot use it).",
             )(scope, receive, send)
             return
         origin = headers.get("origin")
         cors: dict[str, str] = {}
         if origin is not None:
-            if origin not in self.service.options.allow_origins:
+            if _origin(origin) not in {_origin(o) for o in self.service.options.allow_origins}:
                 await _refused(
                     403,
                     f"Requests from the web page at {origin[:100]} are not allowed.",
@@ -741,18 +805,37 @@ class _Gate:
         await self.app(scope, _capped(receive, limit), _with_headers(send, cors))
 
 
+def _origin(origin: str) -> str:
+    """An origin as browsers send it: scheme and host in lower case, no trailing slash."""
+    return origin.strip().rstrip("/").lower()
+
+
+def _printable(text: str) -> str:
+    """A request's method or path for the log: what is outside a URL path's safe set is
+    %-escaped, so that a request cannot forge a log line (a newline) or break it (NUL, space)."""
+    return urllib.parse.quote(text, safe="/-._~!$&'()*+,;=:@%")
+
+
 def _capped(receive: Receive, limit: int) -> Receive:
-    """``receive`` that stops a body (chunked, or longer than it said) once it passes ``limit``:
-    a 413 before the rest is read."""
-    total = 0
+    """``receive`` that stops a body (chunked, or longer than it said) once it passes ``limit``
+    (a 413 before the rest is read), or once it took ``BODY_TIMEOUT_S`` (a 408: a client that
+    stalls must not hold a connection and its memory for ever)."""
+    total, done = 0, False
+    deadline = time.monotonic() + BODY_TIMEOUT_S
 
     async def capped() -> Message:
-        nonlocal total
-        message = await receive()
+        nonlocal total, done
+        if done:  # the body is in: what comes now is the disconnect, whenever it comes
+            return await receive()
+        with anyio.move_on_after(deadline - time.monotonic()) as waited:
+            message = await receive()
+        if waited.cancelled_caught:
+            raise HTTPException(408)
         if message["type"] == "http.request":
             total += len(message.get("body", b""))
             if total > limit:
                 raise HTTPException(413)
+            done = not message.get("more_body", False)
         return message
 
     return capped
@@ -797,6 +880,8 @@ class _Uvicorn(uvicorn.Server):
                 signal.signal(sig, handler)
 
     def _on_signal(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit and sig == signal.SIGINT:  # a second Ctrl-C: stop waiting
+            self.force_exit = True
         self.signals.append(sig)
         self.should_exit = True
 
@@ -833,9 +918,19 @@ def serve(options: ServeOptions, *, token_note: str | None = None) -> int:
     images = options.out_dir or state / "images"
     client = Client(options.settings)
     try:
-        images.mkdir(parents=True, exist_ok=True)
-        (state / "uploads").mkdir()
-        service = Service(client, options, images, state / "uploads")
+        try:
+            images.mkdir(parents=True, exist_ok=True)
+            (state / "uploads").mkdir()
+        except OSError as exc:
+            raise InputError(
+                f"The --out-dir {images} cannot be used: {exc.strerror or exc}.",
+                reason="output_dir_unusable",
+                hint="Name a folder you can write to (it is made if missing).",
+            ) from None
+        port = sock.getsockname()[1]
+        host = options.host if ":" not in options.host else f"[{options.host}]"
+        base_url = f"http://{host}:{port}/v1"
+        service = Service(client, options, images, state / "uploads", base_url)
         config = uvicorn.Config(
             build_app(service),
             lifespan="off",
@@ -847,13 +942,11 @@ def serve(options: ServeOptions, *, token_note: str | None = None) -> int:
             server_header=False,
         )
         server = _Uvicorn(config, signals)
-        port = sock.getsockname()[1]
-        host = options.host if ":" not in options.host else f"[{options.host}]"
 
         async def announce() -> None:
             while not server.started:  # noqa: ASYNC110 (uvicorn offers no event)
                 await anyio.sleep(0.02)
-            print(f"http://{host}:{port}/v1", flush=True)
+            print(base_url, flush=True)
             if token_note:
                 print(
                     f"codex-image serve: the token is in {token_note} (send it as the API key)",

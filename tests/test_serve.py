@@ -13,6 +13,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -717,3 +718,103 @@ def _swallow(call: Any, *args: Any, **kwargs: Any) -> None:
         call(*args, **kwargs)
     except (OSError, http.client.HTTPException):  # the server died mid-request: expected
         pass
+
+
+# --- found by an outside review ---------------------------------------------------------------
+
+
+def _raw_socket(server: Server) -> socket.socket:
+    parts = urllib.parse.urlsplit(server.base_url)
+    return socket.create_connection((parts.hostname or "", parts.port or 80), timeout=10)
+
+
+def _partial_post(server: Server, path: str = "/v1/images/generations") -> socket.socket:
+    """A request whose body stops half way (a client that stalls, or is about to go)."""
+    sock = _raw_socket(server)
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+    )
+    sock.sendall(head.encode() + b'{"prompt": "a fox", "x": "')
+    return sock
+
+
+def test_a_client_gone_while_sending_its_body_is_a_499_without_a_traceback(serve: Any) -> None:
+    server = serve()
+    _partial_post(server).close()
+    deadline = time.monotonic() + 10
+    while "POST /v1/images/generations 499" not in server.text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "POST /v1/images/generations 499" in server.text()
+    assert "Traceback" not in server.text() and "unexpected" not in server.text()
+
+
+def test_a_stop_while_a_body_is_half_sent_is_prompt_and_clean(serve: Any) -> None:
+    server = serve()
+    sock = _partial_post(server)
+    time.sleep(0.3)
+    started = time.monotonic()
+    try:
+        assert server.stop() == 0
+    finally:
+        sock.close()
+    assert time.monotonic() - started < 8, server.text()
+    assert "Traceback" not in server.text()
+
+
+def test_deep_json_oversized_or_odd_uploads_and_impossible_n(
+    serve: Any, fake_codex: FakeCodex
+) -> None:
+    server = serve("-j", "1", "--max-queue", "1")
+    with server.http() as http:
+        deep = b'{"prompt": "x", "a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        got = http.post("/images/generations", content=deep)
+        assert got.status_code == 400 and got.json()["error"]["param"] == "body"
+        got = http.post("/images/generations", json={"prompt": PROMPT, "n": 3})
+        assert got.status_code == 400 and got.json()["error"]["param"] == "n"
+        assert got.headers["x-should-retry"] == "false"
+        odd = {"image": ("notes.txt", b"just some text, not an image", "text/plain")}
+        got = http.post("/images/edits", data={"prompt": PROMPT}, files=odd)
+        assert got.status_code == 400 and got.json()["error"]["param"] == "image"
+        assert "notes.txt" in got.text and "uploads" not in got.text
+        big = {"image": ("big.png", make_png(8, 8, "x") + b"\0" * (26 * 1024 * 1024), "image/png")}
+        got = http.post("/images/edits", data={"prompt": PROMPT}, files=big)
+        assert got.status_code == 413 and "big.png" in got.text
+        assert http.post("/images/generations/", json={"prompt": PROMPT}).status_code == 404
+    assert fake_codex.exec_calls == []
+
+
+@pytest.mark.parametrize("scenario", ["credits_exhausted", "rate_limited"])
+def test_every_quota_answer_says_when_to_come_back(
+    serve: Any, fake_codex: FakeCodex, scenario: str
+) -> None:
+    fake_codex.configure(scenario)
+    server = serve()
+    with server.http() as http:
+        got = http.post("/images/generations", json={"prompt": PROMPT})
+    assert got.status_code == 429 and int(got.headers["retry-after"]) > 0
+
+
+def test_a_request_cannot_forge_a_log_line(serve: Any) -> None:
+    server = serve()
+    with server.http() as http:
+        http.get("/x%0a2026-12-06T22:00:00%20POST%20/v1/images/generations%20200%201.0s%201B%00")
+        http.get("/models")
+    lines = server.text().splitlines()
+    assert len([line for line in lines if "/v1/images/generations 200" in line]) == 0, lines
+    assert "\0" not in server.text()
+
+
+def test_an_unusable_out_dir_is_an_input_error(serve: Any, tmp_path: Path) -> None:
+    taken = tmp_path / "a-file.png"
+    taken.write_bytes(b"x")
+    server = serve("--out-dir", str(taken))
+    assert server.process.wait(10) == 2
+    assert "--out-dir" in server.text() and "Traceback" not in server.text()
+
+
+def test_the_misdirected_hint_names_the_real_address(serve: Any) -> None:
+    server = serve()
+    with server.http(headers={"host": "evil.example"}) as http:
+        got = http.get("/models")
+    assert got.status_code == 421 and server.base_url in got.json()["error"]["hint"]
