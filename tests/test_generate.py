@@ -352,7 +352,8 @@ def test_no_retry_for_quota_auth_or_a_produced_image(
 
 
 def test_no_retry_after_a_timeout(fake_codex: FakeCodex, out: Path) -> None:
-    error = fails(fake_codex, out, "hang", retries=3, timeout=1)
+    # 4 s: under load, a 1 s deadline could pass before codex even started (no exec call).
+    error = fails(fake_codex, out, "hang", retries=3, timeout=4)
     assert error.reason == "timeout" and len(fake_codex.exec_calls) == 1
 
 

@@ -24,9 +24,11 @@ from faultkit import Guard, RunningCli, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(90)]
 
-# The promise. The watchdog sees our death at once and codex obeys SIGTERM (or is
-# killed after 1 s), so the time measured is about 0.1 s; 2 s leaves room for a busy machine.
-GONE_WITHIN_S = 2.0
+# The watchdog sees our death at once and codex obeys SIGTERM (or is killed after 1 s), so the
+# time measured is about 0.1 s (1.1 s for a codex that ignores SIGTERM), and the suite's summary
+# prints it. The bound tells a watchdog that acts from one that does not (a hanging codex runs
+# 120 s): 5 s holds on a busy 2-CPU machine, where 2 s failed once with 0.9 s of margin.
+GONE_WITHIN_S = 5.0
 
 
 def _probing(guard: Guard) -> object:
