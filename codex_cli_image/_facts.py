@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 Stamp = tuple[str, int, int, int, int] | None
 
@@ -45,16 +46,34 @@ def cache_dir(env: Mapping[str, str], platform: str = sys.platform) -> Path | No
     chosen = env.get(CACHE_ENV)
     if chosen:
         return Path(os.path.abspath(chosen))  # fixed now: a later chdir must not move it
+    return user_dir("cache", env, platform)
+
+
+# Where each kind of per-user folder is: Windows (variable, below it), macOS (below the home),
+# elsewhere the XDG variable or its default below the home.
+_USER_DIRS = {
+    "cache": (("LOCALAPPDATA", "codex-cli-image/Cache"), "Library/Caches",
+              ("XDG_CACHE_HOME", ".cache")),
+    "config": (("APPDATA", "codex-cli-image"), "Library/Application Support",
+               ("XDG_CONFIG_HOME", ".config")),
+}  # fmt: skip
+
+
+def user_dir(
+    kind: Literal["cache", "config"], env: Mapping[str, str], platform: str = sys.platform
+) -> Path | None:
+    """Our per-user ``cache`` or ``config`` folder on this platform; None without a home."""
+    (win_var, win_sub), mac_sub, (xdg_var, xdg_default) = _USER_DIRS[kind]
     if platform == "win32":
-        local = env.get("LOCALAPPDATA")
-        return Path(local) / "codex-cli-image" / "Cache" if local else None
+        base = env.get(win_var)
+        return Path(base, *win_sub.split("/")) if base else None
     home = env.get("HOME")
     if platform == "darwin":
-        return Path(home) / "Library" / "Caches" / "codex-cli-image" if home else None
-    base = env.get("XDG_CACHE_HOME")
-    if base and os.path.isabs(base):
-        return Path(base) / "codex-cli-image"
-    return Path(home) / ".cache" / "codex-cli-image" if home else None
+        return Path(home, *mac_sub.split("/"), "codex-cli-image") if home else None
+    xdg = env.get(xdg_var)
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "codex-cli-image"
+    return Path(home) / xdg_default / "codex-cli-image" if home else None
 
 
 @dataclass(frozen=True, slots=True)

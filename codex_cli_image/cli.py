@@ -445,20 +445,25 @@ def _batch(args: argparse.Namespace) -> int:
     return EXIT_CODES[failed[0].kind] if failed else EXIT_OK
 
 
+def _missing_extra(what: str, extra: str, exc: ImportError) -> CodexImageError:
+    from .errors import InputError
+
+    return InputError(
+        f"{what} needs the {extra} extra ({exc.name or exc} is missing).",
+        reason=f"{extra}_not_installed",
+        # The same interpreter as ours, or the extra lands in another environment.
+        hint=f"Install the {extra} extra into this environment: in your clone of "
+        f"codex-cli-image, run {sys.executable} -m pip install '.[{extra}]'.",
+    )
+
+
 def _mcp(args: argparse.Namespace) -> int:
     from .errors import CodexImageError, InputError
 
     try:
         from .mcp_server import ServerOptions, serve
     except ImportError as exc:
-        missing = InputError(
-            f"The MCP server needs the mcp package ({exc.name or exc} is missing).",
-            reason="mcp_not_installed",
-            # The same interpreter as ours, or the extra lands in another environment.
-            hint="Install the mcp extra into this environment: in your clone of "
-            f"codex-cli-image, run {sys.executable} -m pip install '.[mcp]'.",
-        )
-        return _fail(missing, as_json=False)
+        return _fail(_missing_extra("The MCP server", "mcp", exc), as_json=False)
     try:
         if args.inline_max_bytes < 0:
             raise InputError(
@@ -478,13 +483,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         from . import server
     except ImportError as exc:
-        missing = InputError(
-            f"codex-image serve needs the serve extra ({exc.name or exc} is missing).",
-            reason="serve_not_installed",
-            hint="Install it into this environment: in your clone of codex-cli-image, run "
-            f"{sys.executable} -m pip install '.[serve]'.",
-        )
-        return _fail(missing, as_json=False)
+        return _fail(_missing_extra("codex-image serve", "serve", exc), as_json=False)
     try:
         if not 0 <= args.port <= 65535 or args.max_queue < 0:
             raise InputError(

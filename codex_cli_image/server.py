@@ -48,6 +48,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ._facts import user_dir
 from ._tasks import beside
 from ._watchdog import WATCHDOG
 from .client import Client
@@ -112,21 +113,6 @@ class ServeOptions:
 # --- the token -------------------------------------------------------------------------------
 
 
-def config_dir(env: Mapping[str, str], platform: str = sys.platform) -> Path | None:
-    """The per-user configuration folder (``~/.config``, ``~/Library/Application Support``,
-    ``%APPDATA%``), or None when there is no home."""
-    if platform == "win32":
-        appdata = env.get("APPDATA")
-        return Path(appdata) / "codex-cli-image" if appdata else None
-    home = env.get("HOME")
-    if platform == "darwin":
-        return Path(home) / "Library" / "Application Support" / "codex-cli-image" if home else None
-    base = env.get("XDG_CONFIG_HOME")
-    if base and os.path.isabs(base):
-        return Path(base) / "codex-cli-image"
-    return Path(home) / ".config" / "codex-cli-image" if home else None
-
-
 def resolve_token(
     token_file: str | None, host: str, env: Mapping[str, str]
 ) -> tuple[str, str | None]:
@@ -154,7 +140,7 @@ def resolve_token(
             hint=f"Pass --token-file FILE or set {TOKEN_ENV}: anyone who can reach the port could "
             "otherwise spend your subscription.",
         )
-    folder = config_dir(env)
+    folder = user_dir("config", env)
     if folder is None:
         raise InputError(
             "There is no home folder to keep the server's token in.",

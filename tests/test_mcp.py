@@ -241,7 +241,7 @@ def test_missing_extra_is_a_clear_error(
     monkeypatch.delitem(sys.modules, "codex_cli_image.mcp_server", raising=False)
     assert cli.main(["mcp"]) == 2
     err = capsys.readouterr().err
-    assert "needs the mcp package" in err and f"{sys.executable} -m pip install '.[mcp]'" in err
+    assert "needs the mcp extra" in err and f"{sys.executable} -m pip install '.[mcp]'" in err
 
 
 def test_a_slow_image_sends_progress_at_each_phase_and_every_few_seconds(
