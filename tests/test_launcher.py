@@ -350,7 +350,7 @@ def test_probe_failure_shows_exit_code_and_stderr(fp, tmp_path: Path, isolated_h
     with pytest.raises(LaunchError) as info:
         probe_version(codex)
     assert info.value.reason == "version_probe_failed"
-    assert info.value.exit_code == 3
+    assert info.value.codex_exit_code == 3 and info.value.exit_code == 6  # codex's, ours
     assert "boom: libc too old" in info.value.message
     assert info.value.stderr_tail == "boom: libc too old"
 
