@@ -932,13 +932,13 @@ def serve(options: ServeOptions, *, token_note: str | None = None) -> int:
         async def announce() -> None:
             while not server.started:  # noqa: ASYNC110 (uvicorn offers no event)
                 await anyio.sleep(0.02)
-            print(base_url, flush=True)
-            if token_note:
+            if token_note:  # before the URL: whoever waits for the URL may read it at once
                 print(
                     f"codex-image serve: the token is in {token_note} (send it as the API key)",
                     file=sys.stderr,
                     flush=True,
                 )
+            print(base_url, flush=True)
 
         async def stop_images() -> None:
             while not server.should_exit:  # noqa: ASYNC110 (set by a signal handler)
