@@ -60,6 +60,7 @@ from .errors import (
     internal_error,
     log_unexpected,
 )
+from .failures import wait_text
 from .images_api import (
     MODEL_ID,
     ImagesCall,
@@ -240,6 +241,8 @@ class Service:
                 if left > 0:
                     again = copy.copy(error)
                     again.retry_after_s = left
+                    # The hint's "(in 2 h 10 min)" was true when codex said it: say it anew.
+                    again.hint = re.sub(r"\(in [^)]*\)", f"(in {wait_text(left)})", error.hint)
                     raise again
                 self.blocked = None
             capacity = self.client.concurrency + self.options.max_queue

@@ -818,3 +818,28 @@ def test_the_misdirected_hint_names_the_real_address(serve: Any) -> None:
     with server.http(headers={"host": "evil.example"}) as http:
         got = http.get("/models")
     assert got.status_code == 421 and server.base_url in got.json()["error"]["hint"]
+
+
+def test_a_replayed_usage_limit_says_the_wait_left(tmp_path: Path) -> None:
+    """Later requests get the usage limit at once: its hint tells the wait from now."""
+    from codex_cli_image.errors import QuotaError
+    from codex_cli_image.server import ServeOptions, Service
+
+    class Idle:
+        concurrency, closed = 2, False
+
+    service = Service(Idle(), ServeOptions(TOKEN), tmp_path, tmp_path)  # type: ignore[arg-type]
+    limit = QuotaError(
+        "Limit.",
+        reason="usage_limit",
+        retry_after_s=7800.0,
+        hint="Wait until the limit resets at 15:45 (in 2 h 10 min), or check x.",
+    )
+    service.leave(0, [limit])
+    with pytest.raises(QuotaError) as caught:
+        service.admit(1)
+    assert "(in 2 h 10 min)" in caught.value.hint  # nothing has passed yet
+    service.blocked = (time.monotonic() + 90, limit)
+    with pytest.raises(QuotaError) as caught:
+        service.admit(1)
+    assert "at 15:45 (in 2 min)" in caught.value.hint and caught.value.retry_after_s <= 90
