@@ -273,9 +273,15 @@ class Service:
                 if block is not None and isinstance(error, QuotaError):
                     self.blocked = (time.monotonic() + block, error)
 
-    async def make(self, call: ImagesCall, references: tuple[Path, ...]) -> _Made:
+    async def make(
+        self,
+        call: ImagesCall,
+        references: tuple[Path, ...],
+        completed: Callable[[ImageResult], Awaitable[None]] | None = None,
+    ) -> _Made:
         """The call's n images (admitted already) through the client's limit, side by side;
-        every one that was made is kept, whatever happened to the others."""
+        every one that was made is kept, whatever happened to the others, and handed to
+        ``completed`` as soon as it is made."""
         made: list[ImageResult] = []
         failed: list[CodexImageError] = []
         try:
@@ -290,6 +296,8 @@ class Service:
                 )
                 try:
                     made.append(await self.client.agenerate(request))
+                    if completed is not None:
+                        await completed(made[-1])
                 except CodexImageError as error:
                     failed.append(_stopping() if self.client.closed else error)
                 except Exception as exc:
@@ -618,43 +626,37 @@ class _EventStream(Response):
             self._service.leave(self._call.n, ())
             return
         made: list[_Made] = []
+        lock = anyio.Lock()  # the keep-alives and the images share one stream
+
+        async def emit(body: bytes) -> None:
+            async with lock:
+                await send({"type": "http.response.body", "body": body, "more_body": True})
 
         async def keepalive(scope: anyio.CancelScope) -> None:
             try:
                 while True:
-                    await send(
-                        {
-                            "type": "http.response.body",
-                            "body": b": keep-alive\n\n",
-                            "more_body": True,
-                        }
-                    )
+                    await emit(b": keep-alive\n\n")
                     await anyio.sleep(self._service.options.keepalive_s)
             except OSError:  # the client is gone
                 scope.cancel()
 
+        async def completed(result: ImageResult) -> None:
+            """Each image as soon as it is made (of n, the first need not wait for the rest)."""
+            call = replace(self._call, response_format="b64_json")
+            (entry,) = await self._service.deliver(call, _Made([result], []), self._base)
+            with contextlib.suppress(OSError):  # gone: the disconnect ends the rest
+                await emit(stream_event(call, result, entry["b64_json"], int(time.time())).encode())
+
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(keepalive, tasks.cancel_scope)
             tasks.start_soon(_until_disconnect, receive, tasks.cancel_scope)
-            made.append(await self._service.make(self._call, self._references))
+            made.append(await self._service.make(self._call, self._references, completed))
             tasks.cancel_scope.cancel()
         if not made:
             return
-        events = []
-        call, outcome = self._call, made[0]
-        if outcome.images:
-            with_b64 = replace(call, response_format="b64_json")
-            entries = await self._service.deliver(with_b64, outcome, self._base)
-            created = int(time.time())
-            for result, entry in zip(outcome.images, entries, strict=True):
-                events.append(stream_event(call, result, entry["b64_json"], created))
-        if outcome.failed:
-            events.append(stream_error(outcome.failed[0]))
         with contextlib.suppress(OSError):
-            for event in events:
-                await send(
-                    {"type": "http.response.body", "body": event.encode(), "more_body": True}
-                )
+            if made[0].failed:  # after the images that were made: the SDKs raise it
+                await emit(stream_error(made[0].failed[0]).encode())
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 

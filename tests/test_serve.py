@@ -843,3 +843,10 @@ def test_a_replayed_usage_limit_says_the_wait_left(tmp_path: Path) -> None:
     with pytest.raises(QuotaError) as caught:
         service.admit(1)
     assert "at 15:45 (in 2 min)" in caught.value.hint and caught.value.retry_after_s <= 90
+
+
+def test_a_stream_of_n_images_sends_each_as_it_is_made(serve: Any, fake_codex: FakeCodex) -> None:
+    server = serve()
+    events = list(server.sdk().images.generate(prompt=PROMPT, n=2, stream=True))
+    assert [e.type for e in events] == ["image_generation.completed"] * 2
+    assert all(_png(e.b64_json) for e in events) and len(fake_codex.exec_calls) == 2
