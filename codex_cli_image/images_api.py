@@ -199,7 +199,7 @@ def images_reply(
         "quality": "auto",
         "background": "transparent" if any(r.has_alpha for r, _ in made) else "opaque",
         "output_format": call.output_format,
-        "usage": usage(first),
+        "usage": usage(*(result for result, _ in made)),
     }
     if failed:
         reply["failed"] = len(failed)
@@ -207,12 +207,11 @@ def images_reply(
     return reply
 
 
-def usage(result: ImageResult) -> dict[str, Any]:
-    """OpenAI's usage block from what codex reported of its turn (zeros when it reported none:
-    the subscription meters images by its own limits, not by tokens)."""
-    known = result.usage or {}
-    text_in = int(known.get("input_tokens", 0))
-    out = int(known.get("output_tokens", 0))
+def usage(*results: ImageResult) -> dict[str, Any]:
+    """OpenAI's usage block from what codex reported of its turns, summed over ``results``
+    (zeros when it reported none: the subscription meters images by its own limits)."""
+    text_in = sum(int((result.usage or {}).get("input_tokens", 0)) for result in results)
+    out = sum(int((result.usage or {}).get("output_tokens", 0)) for result in results)
     return {
         "input_tokens": text_in,
         "input_tokens_details": {"text_tokens": text_in, "image_tokens": 0},

@@ -615,28 +615,33 @@ class _EventStream(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await self._stream(receive, send)
+            await self._stream(scope, receive, send)
         finally:
             await anyio.to_thread.run_sync(self._cleanup)
 
-    async def _stream(self, receive: Receive, send: Send) -> None:
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        except OSError:
-            self._service.leave(self._call.n, ())
-            return
+    async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The status line waits for the first thing to say (an image, or the first
+        keep-alive): a failure before it (a usage limit comes in seconds) is then answered
+        with its own status, which the SDKs turn into the right exception class."""
         made: list[_Made] = []
         lock = anyio.Lock()  # the keep-alives and the images share one stream
+        started = False
 
         async def emit(body: bytes) -> None:
+            nonlocal started
             async with lock:
+                if not started:
+                    await send(
+                        {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+                    )
+                    started = True
                 await send({"type": "http.response.body", "body": body, "more_body": True})
 
         async def keepalive(scope: anyio.CancelScope) -> None:
             try:
                 while True:
-                    await emit(b": keep-alive\n\n")
                     await anyio.sleep(self._service.options.keepalive_s)
+                    await emit(b": keep-alive\n\n")
             except OSError:  # the client is gone
                 scope.cancel()
 
@@ -655,6 +660,9 @@ class _EventStream(Response):
         if not made:
             return
         with contextlib.suppress(OSError):
+            if not started and made[0].failed:  # nothing said yet: a status of its own
+                await _error_response(made[0].failed[0])(scope, receive, send)
+                return
             if made[0].failed:  # after the images that were made: the SDKs raise it
                 await emit(stream_error(made[0].failed[0]).encode())
             await send({"type": "http.response.body", "body": b"", "more_body": False})

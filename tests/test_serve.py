@@ -44,10 +44,13 @@ class Server:
     log: Path
     token: str = TOKEN
     stopped: bool = field(default=False)
+    clients: list[openai.OpenAI] = field(default_factory=list)
 
     def sdk(self, **options: Any) -> openai.OpenAI:
         options.setdefault("max_retries", 0)
-        return openai.OpenAI(base_url=self.base_url, api_key=self.token, **options)
+        client = openai.OpenAI(base_url=self.base_url, api_key=self.token, **options)
+        self.clients.append(client)  # closed at the end: its pooled sockets too
+        return client
 
     def http(self, headers: dict[str, str] | None = None, timeout: float = 60) -> Raw:
         return Raw(
@@ -104,6 +107,8 @@ def serve(fake_codex: FakeCodex, tmp_path: Path) -> Iterator[Any]:
 
     yield start
     for server in started:
+        for client in server.clients:
+            client.close()
         if server.process.poll() is None:
             assert server.stop() == 0, server.text()
         text = server.text()
@@ -417,27 +422,42 @@ def test_edit_with_a_mask_or_no_image_is_refused(serve: Any) -> None:
         assert got.status_code == 400, got.text
 
 
-def test_stream_sends_keepalive_then_the_completed_event(serve: Any) -> None:
+def test_stream_sends_the_completed_event(serve: Any) -> None:
     server = serve()
     events = list(server.sdk().images.generate(prompt=PROMPT, stream=True))
     assert [e.type for e in events] == ["image_generation.completed"]
     _png(events[0].b64_json)
     assert events[0].usage is not None
-    with server.http() as http:
-        body = {"prompt": PROMPT, "stream": True}
-        response = http.send("POST", "/images/generations", json_body=body)
-        assert response.readline().startswith(b": keep-alive")
-        assert b"image_generation.completed" in response.read()
-        response.close()
-        http.last.close()
 
 
-def test_stream_failure_is_an_error_event(serve: Any, fake_codex: FakeCodex) -> None:
+def test_a_failure_before_the_stream_spoke_has_its_own_status(
+    serve: Any, fake_codex: FakeCodex
+) -> None:
+    """A usage limit comes in seconds, before the first keep-alive: a 429 the SDKs know."""
     fake_codex.configure("usage_limit")
     server = serve()
-    with pytest.raises(openai.APIError) as caught:
+    with pytest.raises(openai.RateLimitError) as caught:
         list(server.sdk().images.generate(prompt=PROMPT, stream=True))
     assert "usage limit" in str(caught.value.message).lower()
+
+
+def test_a_slow_stream_keeps_alive_then_ends_with_an_error_event(
+    serve: Any, fake_codex: FakeCodex
+) -> None:
+    """Keep-alives every 10 s while codex works; a failure after them is an error event."""
+    fake_codex.configure("hang")
+    server = serve("--timeout", "12")
+    with server.http() as http:
+        started = time.monotonic()
+        body = {"prompt": PROMPT, "stream": True}
+        response = http.send("POST", "/images/generations", json_body=body)
+        assert response.status == 200
+        assert response.readline().startswith(b": keep-alive")
+        assert 8 < time.monotonic() - started < 14
+        rest = response.read().decode()
+        response.close()
+        http.last.close()
+    assert "event: error" in rest and '"code": "timeout"' in rest
 
 
 def test_models_and_health(serve: Any, fake_codex: FakeCodex) -> None:
@@ -523,10 +543,10 @@ def test_our_timeout_is_a_504(serve: Any, fake_codex: FakeCodex) -> None:
 
 def test_a_wrong_or_missing_token_is_refused(serve: Any, fake_codex: FakeCodex) -> None:
     server = serve()
+    server.token = "wrong-token-0123456789"
     with pytest.raises(openai.AuthenticationError):
-        openai.OpenAI(base_url=server.base_url, api_key="wrong", max_retries=0).images.generate(
-            prompt=PROMPT
-        )
+        server.sdk().images.generate(prompt=PROMPT)
+    server.token = TOKEN
     anonymous = Raw(server.base_url, {}, 30)
     assert anonymous.post("/images/generations", json={"prompt": "x"}).status_code == 401
     assert fake_codex.exec_calls == []
