@@ -302,6 +302,8 @@ def _generate(args: argparse.Namespace) -> int:
     from .request import ImageRequest
 
     status = _Status(enabled=not (args.quiet or args.json or args.events) and sys.stderr.isatty())
+    if args.events:
+        _log_as_events()
 
     def on_progress(progress: Progress) -> None:
         if args.events and progress.phase != "finished":  # ours, below, ends the stream
@@ -366,6 +368,25 @@ def _event(name: str, elapsed_s: float, **fields: object) -> None:
     """One ``--events`` line on stderr."""
     event = {"event": name, "elapsed_s": round(elapsed_s, 3), **fields}
     print(json.dumps(event), file=sys.stderr, flush=True)
+
+
+def _log_as_events() -> None:
+    """Under ``--events`` stderr is JSON Lines only: our log records (a warning while codex is
+    stopped, say) become ``log`` events instead of plain lines."""
+    import logging
+
+    started = time.monotonic()
+
+    class Events(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                _event("log", time.monotonic() - started, level=record.levelname.lower(),
+                       message=record.getMessage())  # fmt: skip
+            except Exception:  # a closed stderr: nobody left to tell
+                self.handleError(record)
+
+    handler = Events(logging.WARNING)
+    logging.getLogger("codex_cli_image").addHandler(handler)
 
 
 def _fail(error: CodexImageError, *, as_json: bool) -> int:

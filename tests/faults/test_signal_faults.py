@@ -65,7 +65,9 @@ def test_signal_to_the_cli(guard: Guard, sig: signal.Signals, stage: str) -> Non
     took = time.monotonic() - signalled
     assert took < LIMITS[stage], f"exited {took:.1f} s after the signal"
     assert code == 130, err
-    assert err.endswith("\ninterrupted\n") and "Traceback" not in err and out == ""
+    # --events: stderr is JSON Lines to the end, the last one says the run was interrupted.
+    assert err.endswith('{"event": "interrupted"}\n') and "Traceback" not in err and out == ""
+    assert all(line.startswith("{") for line in err.splitlines()), err
     assert "finished" not in running.events()
     if stage == "stopping":
         (copy,) = guard.fake.generated_images()  # the image is not lost: codex's copy stays
@@ -111,6 +113,7 @@ def test_a_second_signal_while_codex_is_stopped_waits_for_the_clean_up(
     running.proc.send_signal(second)
     code, out, err = running.finish()
     assert code == 130, err
-    assert err.endswith("\ninterrupted\n") and "Traceback" not in err
+    assert err.endswith('{"event": "interrupted"}\n') and "Traceback" not in err
+    assert all(line.startswith("{") for line in err.splitlines()), err  # the warning too
     assert "Exception ignored" not in err and "still stopping codex" in err
     guard.verify()
