@@ -15,6 +15,7 @@ speaks. The real codex at the mock, as for every other benchmark.
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import json
 import os
@@ -166,7 +167,8 @@ def _added_time(lab: Lab, env: dict[str, str], repeat: int) -> list[float]:
 
             async def one_served(n: int) -> None:
                 started = time.perf_counter()
-                status, body = await anyio.to_thread.run_sync(_post, port, {"prompt": PROMPT})
+                ask = functools.partial(_post, port, {"prompt": PROMPT})
+                status, body = await anyio.to_thread.run_sync(ask)
                 served[n] = time.perf_counter() - started
                 if status != 200:
                     raise BenchError(f"serve answered {status}: {body[:500]!r}")
