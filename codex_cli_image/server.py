@@ -408,6 +408,12 @@ async def _generations(service: Service, request: Request) -> Response:
 
 
 async def _edits(service: Service, request: Request) -> Response:
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        raise ParamError(
+            "body",
+            "/v1/images/edits takes a multipart/form-data body (the images are files).",
+            "Send the prompt as a form field and the images as image or image[] files.",
+        )
     async with request.form(max_files=4 * MAX_REFERENCES, max_fields=100) as form:
         files = [v for k, v in form.multi_items() if k in ("image", "image[]")]
         if any(k == "mask" for k, _ in form.multi_items()):
@@ -704,7 +710,7 @@ def _refused(
     )
 
 
-def _too_large(path: str) -> Response:
+def _too_large(path: str, cors: Mapping[str, str] | None = None) -> Response:
     limit = MAX_EDIT_BYTES if path == "/v1/images/edits" else MAX_JSON_BYTES
     return _refused(
         413,
@@ -712,7 +718,7 @@ def _too_large(path: str) -> Response:
         "body_too_large",
         f"Send at most {MAX_REFERENCES} images of at most "
         f"{MAX_REFERENCE_BYTES // (1024 * 1024)} MB each, and a JSON body under 1 MiB.",
-        headers={"connection": "close"},
+        headers={**(cors or {}), "connection": "close"},  # an allowed page may read it
     )
 
 
@@ -799,7 +805,7 @@ class _Gate:
         limit = MAX_EDIT_BYTES if scope["path"] == "/v1/images/edits" else MAX_JSON_BYTES
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
-            await _too_large(scope["path"])(scope, receive, send)
+            await _too_large(scope["path"], cors)(scope, receive, send)
             return
         await self.app(scope, _capped(receive, limit), _with_headers(send, cors))
 

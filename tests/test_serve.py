@@ -870,3 +870,10 @@ def test_a_stream_of_n_images_sends_each_as_it_is_made(serve: Any, fake_codex: F
     events = list(server.sdk().images.generate(prompt=PROMPT, n=2, stream=True))
     assert [e.type for e in events] == ["image_generation.completed"] * 2
     assert all(_png(e.b64_json) for e in events) and len(fake_codex.exec_calls) == 2
+
+
+def test_json_sent_to_edits_is_told_to_use_a_form(serve: Any) -> None:
+    server = serve()
+    with server.http() as http:
+        got = http.post("/images/edits", json={"prompt": PROMPT})
+    assert got.status_code == 400 and "multipart/form-data" in got.json()["error"]["message"]
