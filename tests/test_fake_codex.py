@@ -718,14 +718,6 @@ def test_never_the_real_codex_home(fake: FakeCodex) -> None:
     assert fake.calls[-1].env["CODEX_HOME"] == str(fake.codex_home)
 
 
-def test_every_scenario_was_exercised(request: pytest.FixtureRequest) -> None:
-    """Runs last in this module: each scenario of the fake must have been run by a test above."""
-    tests = {name for name in dir(request.module) if name.startswith("test_")}
-    if tests - RAN:
-        pytest.skip("only part of this module was selected")
-    assert set(SCENARIOS) - EXERCISED == set()
-
-
 def test_the_kit_keeps_out_of_the_users_cache_and_runs_without_pytest(
     fake_codex: FakeCodex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -742,3 +734,11 @@ def test_the_kit_keeps_out_of_the_users_cache_and_runs_without_pytest(
     assert env["CODEX_BIN"] == str(other.path)
     assert generate("a hen", output=tmp_path / "b.png", env=env).path.exists()
     assert other.exec_calls and len(fake_codex.exec_calls) == 1
+
+
+def test_every_scenario_was_exercised(request: pytest.FixtureRequest) -> None:
+    """Runs last in this module: each scenario of the fake must have been run by a test above."""
+    tests = {name for name in dir(request.module) if name.startswith("test_")}
+    if tests - RAN:
+        pytest.skip("only part of this module was selected")
+    assert set(SCENARIOS) - EXERCISED == set()
