@@ -311,16 +311,30 @@ class Service:
             self.leave(call.n, failed)
         return _Made(made, failed)
 
-    async def deliver(self, call: ImagesCall, made: _Made, base: str) -> list[dict[str, Any]]:
+    async def deliver(
+        self, call: ImagesCall, made: _Made, base: str
+    ) -> tuple[list[dict[str, Any]], ImagesCall]:
         """The ``data`` entries: each image as base64 or as a URL on this server, converted to
-        the asked format (the PNG is kept either way)."""
-        entries = []
+        the asked format (the PNG is kept either way); and the call as delivered: a paid image
+        is never lost to a conversion Pillow refuses (a WebP over 16383 px): then all go as
+        PNG, and the reply says so."""
+        files = []
         for result in made.images:
             data = await anyio.to_thread.run_sync(result.path.read_bytes)
-            name = result.path.name
-            if call.output_format != "png":
-                data = await anyio.to_thread.run_sync(_convert, data, call)
-                name = await anyio.to_thread.run_sync(self._keep, data, call.output_format)
+            files.append((result, data, result.path.name))
+        if call.output_format != "png":
+            try:
+                converted = []
+                for result, data, _ in files:
+                    data = await anyio.to_thread.run_sync(_convert, data, call)
+                    name = await anyio.to_thread.run_sync(self._keep, data, call.output_format)
+                    converted.append((result, data, name))
+                files = converted
+            except Exception as exc:  # Pillow raises what it likes
+                log.warning("converting to %s failed (%s): sending PNG", call.output_format, exc)
+                call = replace(call, output_format="png")
+        entries = []
+        for result, data, name in files:
             if call.response_format == "url":
                 entries.append(
                     image_entry(result, b64_json=None, url=f"{base}/images/files/{name}")
@@ -328,7 +342,7 @@ class Service:
             else:
                 encoded = base64.b64encode(data).decode("ascii")
                 entries.append(image_entry(result, b64_json=encoded, url=None))
-        return entries
+        return entries, call
 
     def _keep(self, data: bytes, output_format: str) -> str:
         name = _new_name(_EXTENSIONS[output_format])
@@ -584,9 +598,9 @@ async def _answer(
     made = done[0]
     if not made.images:
         return _error_response(made.failed[0])
-    entries = await service.deliver(call, made, base)
+    entries, delivered = await service.deliver(call, made, base)
     pairs = list(zip(made.images, entries, strict=True))
-    return JSONResponse(images_reply(call, pairs, made.failed, created=int(time.time())))
+    return JSONResponse(images_reply(delivered, pairs, made.failed, created=int(time.time())))
 
 
 async def _until_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
@@ -654,7 +668,7 @@ class _EventStream(Response):
         async def completed(result: ImageResult) -> None:
             """Each image as soon as it is made (of n, the first need not wait for the rest)."""
             call = replace(self._call, response_format="b64_json")
-            (entry,) = await self._service.deliver(call, _Made([result], []), self._base)
+            (entry,), call = await self._service.deliver(call, _Made([result], []), self._base)
             with contextlib.suppress(OSError):  # gone: the disconnect ends the rest
                 await emit(stream_event(call, result, entry["b64_json"], int(time.time())).encode())
 
@@ -797,8 +811,8 @@ class _Gate:
                 401,
                 "A valid token is needed.",
                 "invalid_api_key",
-                "Send the server's token as the API key (Authorization: Bearer "
-                "TOKEN); serve printed where it is kept.",
+                "Send the server's token as the API key (Authorization: Bearer TOKEN): its "
+                "--token-file, $CODEX_IMAGE_TOKEN, or the file serve named when it started.",
                 headers={**cors, "www-authenticate": "Bearer"},
             )(scope, receive, send)
             return

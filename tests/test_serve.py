@@ -877,3 +877,26 @@ def test_json_sent_to_edits_is_told_to_use_a_form(serve: Any) -> None:
     with server.http() as http:
         got = http.post("/images/edits", json={"prompt": PROMPT})
     assert got.status_code == 400 and "multipart/form-data" in got.json()["error"]["message"]
+
+
+def test_a_conversion_pillow_refuses_sends_the_png(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A paid image is never lost to the conversion (a WebP over 16383 px): it goes as PNG."""
+    import anyio
+
+    from codex_cli_image import server as server_module
+    from codex_cli_image.images_api import images_reply, parse_call
+    from codex_cli_image.server import ServeOptions, Service, _Made
+
+    def refuse(png: bytes, call: Any) -> bytes:
+        raise OSError("encoder error -2 when writing image file")
+
+    monkeypatch.setattr(server_module, "_convert", refuse)
+    made = ImageResultStub.make(tmp_path)
+    service = Service(None, ServeOptions(TOKEN), tmp_path, tmp_path)  # type: ignore[arg-type]
+    call = parse_call({"prompt": PROMPT, "output_format": "webp"})
+    entries, delivered = anyio.run(service.deliver, call, _Made([made], []), "http://x/v1")
+    assert delivered.output_format == "png" and _png(entries[0]["b64_json"])
+    reply = images_reply(delivered, [(made, entries[0])], [], created=1)
+    assert reply["output_format"] == "png"
