@@ -315,9 +315,8 @@ def _generate(args: argparse.Namespace) -> int:
         status.clear()
         if args.events:  # stderr stays JSON: the error is the terminal event
             _event("failed", status.elapsed_s, error=error.to_dict())
-            if args.json:
-                print(json.dumps({"ok": False, "error": error.to_dict()}))
-            return error.exit_code
+            if not args.json:
+                return error.exit_code
         return _fail(error, as_json=args.json)
 
     try:

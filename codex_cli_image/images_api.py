@@ -8,6 +8,7 @@ known fields with a wrong value are refused naming the field (``param``), as Ope
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -222,8 +223,6 @@ def usage(*results: ImageResult) -> dict[str, Any]:
 
 def stream_event(call: ImagesCall, result: ImageResult, b64_json: str, created: int) -> str:
     """The ``image_generation.completed`` (or ``image_edit.completed``) event, as SSE text."""
-    import json
-
     kind = f"{call.event_prefix}.completed"
     data = {
         "type": kind,
@@ -239,8 +238,6 @@ def stream_event(call: ImagesCall, result: ImageResult, b64_json: str, created: 
 
 
 def stream_error(error: CodexImageError) -> str:
-    import json
-
     return f"event: error\ndata: {json.dumps({'type': 'error', **error_body(error)})}\n\n"
 
 
@@ -263,17 +260,37 @@ _NO_RETRY_REASONS = frozenset({"usage_limit", "credits_exhausted", "plan_not_inc
 def error_body(error: CodexImageError) -> dict[str, Any]:
     """OpenAI's error object: the message and the hint together (the SDKs show the message
     only), with our kind, reason, hint and reset time beside them."""
-    param = error.param if isinstance(error, ParamError) else _PARAMS.get(error.reason)
-    kind = "rate_limit_error" if error.reason == "rate_limited" else _TYPE[error.kind]
+    return _error_object(
+        error.message,
+        error.hint,
+        error_type="rate_limit_error" if error.reason == "rate_limited" else _TYPE[error.kind],
+        param=error.param if isinstance(error, ParamError) else _PARAMS.get(error.reason),
+        code=error.reason,
+        kind=error.kind,
+        retry_at=error.retry_at,
+    )
+
+
+def _error_object(
+    message: str,
+    hint: str,
+    *,
+    error_type: str,
+    param: str | None,
+    code: str,
+    kind: str,
+    retry_at: str | None,
+) -> dict[str, Any]:
+    """OpenAI's error shape, with our kind, hint and reset time beside its fields."""
     return {
         "error": {
-            "message": f"{error.message} {error.hint}",
-            "type": kind,
+            "message": f"{message} {hint}",
+            "type": error_type,
             "param": param,
-            "code": error.reason,
-            "kind": error.kind,
-            "hint": error.hint,
-            "retry_at": error.retry_at,
+            "code": code,
+            "kind": kind,
+            "hint": hint,
+            "retry_at": retry_at,
         }
     }
 
@@ -309,17 +326,7 @@ def usage_block_s(error: CodexImageError) -> float | None:
 
 def refusal(status: int, message: str, code: str, hint: str) -> dict[str, Any]:
     """An error of the server itself (token, Host, Origin, size, queue) in OpenAI's shape."""
-    kind = {401: "invalid_request_error", 429: "rate_limit_error"}.get(
-        status, "invalid_request_error"
+    kind = "rate_limit_error" if status == 429 else "invalid_request_error"
+    return _error_object(
+        message, hint, error_type=kind, param=None, code=code, kind="input", retry_at=None
     )
-    return {
-        "error": {
-            "message": f"{message} {hint}",
-            "type": kind,
-            "param": None,
-            "code": code,
-            "kind": "input",
-            "hint": hint,
-            "retry_at": None,
-        }
-    }

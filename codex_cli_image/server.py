@@ -65,6 +65,7 @@ from .images_api import (
     MODEL_ID,
     ImagesCall,
     ParamError,
+    error_body,
     error_reply,
     image_entry,
     images_reply,
@@ -170,9 +171,10 @@ def _kept_token(path: Path) -> str:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             return _checked_token(path.read_text("utf-8").strip(), f"The token file {path}")
+        token = secrets.token_urlsafe(32)
         with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(secrets.token_urlsafe(32) + "\n")
-        return path.read_text("utf-8").strip()
+            file.write(token + "\n")
+        return token
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(
             f"The token file {path} cannot be made or read: "
@@ -488,7 +490,7 @@ async def _healthz(service: Service, request: Request) -> Response:
         service.admit(0)
         await anyio.to_thread.run_sync(service.client.check)
     except CodexImageError as error:
-        status, body, headers = error_reply(error)
+        _, body, headers = error_reply(error)  # 503 whatever the kind: not ready
         return JSONResponse({"ok": False, **body}, status_code=503, headers=headers)
     return JSONResponse({"ok": True})
 
@@ -556,8 +558,7 @@ def _guarded(
             )
         except Exception as exc:
             log_unexpected(log, f"unexpected error in {request.url.path}", exc)
-            status, body, _ = error_reply(internal_error(exc))
-            return JSONResponse(body, status_code=500)
+            return JSONResponse(error_body(internal_error(exc)), status_code=500)
 
     return endpoint
 
@@ -614,8 +615,8 @@ async def _until_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
 
 
 class _EventStream(Response):
-    """``stream: true``: a keep-alive comment at once and every ``keepalive_s`` while the images
-    are made, then a completed event per image (an ``error`` event when some failed)."""
+    """``stream: true``: a completed event per image as it is made, a keep-alive comment every
+    ``keepalive_s`` meanwhile, and an ``error`` event when some failed."""
 
     media_type = "text/event-stream"
 
