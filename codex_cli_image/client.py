@@ -50,8 +50,8 @@ from .launcher import (
     manifest_version,
     parse_version,
     probe_version,
-    skippable,
 )
+from .lockdown import features_to_disable
 from .pipeline import Plan, Ready, Reporter, make_image, plan_image
 from .preflight import Verdict, check_login, codex_home_path, profile_problem
 from .request import ImageRequest
@@ -78,7 +78,7 @@ _STEP_LIMIT_S = 10.0
 class _WarmCodex:
     codex: Codex
     version: CodexVersion
-    skip: tuple[str, ...]
+    disable: tuple[str, ...]
     files: tuple[str, ...]
     stamps: tuple[Stamp, ...]
 
@@ -399,7 +399,7 @@ class Client:
                 raise _home_error(self._home, exc) from None
         finally:
             self._preflight_lock.release()
-        return Ready(warm.codex, warm.version, self._home, verdict, warm.skip)
+        return Ready(warm.codex, warm.version, self._home, verdict, warm.disable)
 
     def _codex_for(self, deadline: float, stop: threading.Event) -> _WarmCodex:
         warm = self._warm_codex
@@ -424,7 +424,9 @@ class Client:
             learned = replace(learned, features=features)
         if learned != kept:
             _facts.save(self._cache, binary, learned)
-        warm = _WarmCodex(found, version, skippable(learned.features), files, stamps)
+        if learned.features is None:
+            raise _features_unknown(found)
+        warm = _WarmCodex(found, version, features_to_disable(learned.features), files, stamps)
         if None not in stamps[:-1]:  # no manifest (stamp None) is a state too
             self._warm_codex = warm
         return warm
@@ -490,6 +492,17 @@ def _home_error(home: Path, exc: OSError) -> AuthError:
         reason="codex_home_unreadable",
         hint="Give your user access to it and the folders above it, or point CODEX_HOME at a "
         "directory you own.",
+    )
+
+
+def _features_unknown(codex: Codex) -> LaunchError:
+    # Without the names, the shell cannot be taken from the model: no turn is started then.
+    return LaunchError(
+        f"`{codex.path} features list` did not answer, so its shell and other tools cannot be "
+        "turned off for the model.",
+        reason="features_unknown",
+        hint="Run `codex features list` by hand to see what fails; update or reinstall codex "
+        "(`npm install -g @openai/codex@latest`).",
     )
 
 

@@ -18,13 +18,24 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["EndpointFailure", "find_endpoint_failure", "parse_endpoint_failure"]
+__all__ = [
+    "EndpointFailure",
+    "find_endpoint_failure",
+    "parse_endpoint_failure",
+    "router_failure",
+]
 
 _PREFIX = "image generation failed:"
 _LINE = re.compile(
     r"image generation failed: http (?P<status>\d{3})(?: (?P<phrase>[^:]*))?:\s*"
     r"(?:Some\((?P<body>\".*\")\)|None)?",
     re.DOTALL,
+)
+# codex's own stderr line for a failed tool call whose error is the images endpoint's refusal; the
+# line must start that way (a model's text inside another tool's error is not one).
+_ROUTER = re.compile(
+    r"^\S*\s*ERROR codex_core::tools::router: error=(image generation failed: http \d{3}\b.*)$",
+    re.MULTILINE,
 )
 _ESCAPE = re.compile(r"\\(u\{[0-9a-fA-F]{1,6}\}|.)", re.DOTALL)
 _ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "0": "\0", '"': '"', "'": "'", "\\": "\\"}
@@ -55,6 +66,12 @@ def find_endpoint_failure(text: str) -> str | None:
         return None
     end = text.find("\n", start)
     return text[start : end if end >= 0 else len(text)].strip()[:2000]
+
+
+def router_failure(stderr: str) -> str | None:
+    """The last refusal of the images endpoint that codex itself reported on ``stderr``."""
+    found = _ROUTER.findall(stderr)
+    return found[-1].strip()[:2000] if found else None
 
 
 def parse_endpoint_failure(text: str) -> EndpointFailure:

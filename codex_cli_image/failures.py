@@ -13,7 +13,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
-from .endpoint import EndpointFailure, find_endpoint_failure, parse_endpoint_failure
+from .endpoint import (
+    EndpointFailure,
+    find_endpoint_failure,
+    parse_endpoint_failure,
+    router_failure,
+)
 from .errors import (
     AuthError,
     CodexImageError,
@@ -149,7 +154,9 @@ _REFUSED = _p(r"image_generation_not_supported", r"not supported", r"forbidden")
 
 def classify(outcome: RunOutcome, *, now: dt.datetime) -> CodexImageError:
     """The error for a run that produced no valid image. ``now``: aware local time."""
-    texts = [t for t in (outcome.turn_failed, *outcome.errors, outcome.image_failure) if t]
+    # codex's own words only: a failure line counts when codex recorded the failed image call.
+    recorded = outcome.image_failure if outcome.image_status == "failed" else None
+    texts = [t for t in (outcome.turn_failed, *outcome.errors, recorded) if t]
     if outcome.timed_out and not texts:
         return _timeout(outcome)
     if outcome.exit_code == 2 and outcome.thread_id is None:
@@ -232,13 +239,14 @@ def _timeout(outcome: RunOutcome) -> TransientError:
 
 
 def _endpoint_failure(outcome: RunOutcome) -> EndpointFailure | None:
-    """The images endpoint's refusal: from the image call's output in the rollout, else from
-    codex's stderr line (codex exits 0 after one, so stderr is read whatever the exit)."""
-    for text in (outcome.image_failure, outcome.stderr_tail):
-        line = find_endpoint_failure(text or "")
-        if line is not None:
-            return parse_endpoint_failure(line)
-    return None
+    """The images endpoint's refusal, as codex recorded it: its own stderr line (codex exits 0
+    after one, so stderr is read whatever the exit), else the output of an image call codex
+    recorded as failed. A failure line with neither behind it can only be the model's words (a
+    script can print or throw one): it sorts nothing."""
+    line = router_failure(outcome.stderr_tail)
+    if line is None and outcome.image_status == "failed":
+        line = find_endpoint_failure(outcome.image_failure or "")
+    return parse_endpoint_failure(line) if line is not None else None
 
 
 # The backend's error codes and types (lowercase) that decide the class before the status does.

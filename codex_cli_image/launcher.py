@@ -649,12 +649,6 @@ def parse_version(text: str) -> CodexVersion | None:
     return CodexVersion(int(major), int(minor), int(patch), pre)
 
 
-# Features whose start-up requests (plugin lists, suggested plugins, MCP discovery of apps) an
-# image turn does not need. Seen on 0.125-0.171 with the mock: disabling them removes 11-13
-# requests (0.7 s on loopback) and the image tool, references and code mode work as before.
-SKIPPABLE_FEATURES = ("plugins", "apps")
-
-
 def parse_features(text: str) -> dict[str, bool]:
     """``codex features list`` rows (``name  stage  true|false``) as a mapping."""
     result: dict[str, bool] = {}
@@ -698,13 +692,6 @@ def known_features(
     if returncode != 0:
         return None
     return tuple(parse_features(out.decode("utf-8", "replace"))) or None
-
-
-def skippable(known: Sequence[str] | None) -> tuple[str, ...]:
-    """Which of :data:`SKIPPABLE_FEATURES` a codex knowing ``known`` has, so ``--disable`` can
-    name them: codex refuses a flag it does not know ("Unknown feature flag"), so it is asked,
-    never guessed. Nothing (skip nothing) when it could not be asked."""
-    return () if known is None else tuple(name for name in SKIPPABLE_FEATURES if name in known)
 
 
 def manifest_version(codex: Codex) -> CodexVersion | None:

@@ -65,8 +65,9 @@ class Ready:
     version: CodexVersion
     home: Path
     verdict: Verdict
-    skip_features: tuple[str, ...] = ()
-    """Features to ``--disable``: start-up work an image does not need."""
+    disable: tuple[str, ...] = ()
+    """Features to ``--disable``: the model's other tools, and start-up work an image does not
+    need (:func:`~codex_cli_image.lockdown.features_to_disable`)."""
 
 
 class Preflight(Protocol):
@@ -236,7 +237,8 @@ async def _attempts(
             timeout_s=settings.timeout,
             model=settings.model,
             profile=settings.profile,
-            disable=ready.skip_features,
+            disable=ready.disable,
+            mcp_servers=ready.verdict.mcp_servers,
             wait_for_turn=settings.wait_for_turn,
             codex_version=version,
             emit=report.numbered(number),

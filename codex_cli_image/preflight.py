@@ -116,6 +116,8 @@ class Verdict:
     store: str = "file"
     provider: str = "openai"
     profile: str | None = None
+    mcp_servers: tuple[str, ...] = ()
+    """The MCP servers the configuration names (each is turned off for image turns)."""
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -130,6 +132,7 @@ class Verdict:
             "store": self.store,
             "provider": self.provider,
             "profile": self.profile,
+            "mcp_servers": list(self.mcp_servers),
         }
 
     def raise_for_problem(self) -> None:
@@ -189,6 +192,16 @@ class ConfigLayer:
     def store(self) -> str:
         return _str(self.config.get("cli_auth_credentials_store")) or "file"
 
+    @property
+    def mcp_servers(self) -> tuple[str, ...]:
+        """Every MCP server named by ``config.toml`` or the selected profile, sorted."""
+        names: set[str] = set()
+        for table in (self.config, self.layer):
+            servers = table.get("mcp_servers")
+            if isinstance(servers, Mapping):
+                names.update(name for name in servers if isinstance(name, str))
+        return tuple(sorted(names))
+
 
 class _Judge:
     """Refusals carry the warnings gathered so far, and what is known of the login."""
@@ -226,7 +239,8 @@ class _Judge:
         return Verdict(ok=True, mode=known.get("mode"), plan=known.get("plan"),
                        warnings=tuple(self.warnings), account=known.get("account"),
                        store=known["store"], provider=known["provider"],
-                       profile=known.get("profile"))  # fmt: skip
+                       profile=known.get("profile"),
+                       mcp_servers=known.get("mcp_servers", ()))  # fmt: skip
 
     def warn(self, code: str, message: str) -> None:
         self.warnings.append(Notice(code, message))
@@ -280,7 +294,8 @@ def assess(
                           profile_config, profile_file)  # fmt: skip
     if isinstance(layer, Verdict):
         return layer
-    judge.known = {"store": layer.store, "provider": layer.provider, "profile": layer.selected}
+    judge.known = {"store": layer.store, "provider": layer.provider, "profile": layer.selected,
+                   "mcp_servers": layer.mcp_servers}  # fmt: skip
     login = LoginInputs(auth, auth_error, login_status, auth_file)
     refused = _judge_login(judge, login, layer, now)
     if refused is not None:

@@ -254,7 +254,7 @@ class RecordReader:
             return
         script = _script_failure(entry)
         if script is not None:
-            self._explain(*script)
+            self._explain(script)
             return
         parsed = _record(entry)
         if parsed is None:
@@ -271,18 +271,17 @@ class RecordReader:
             if merged.id not in self._unexplained:
                 self._unexplained.append(merged.id)
 
-    def _explain(self, call_id: str, failure: str) -> None:
+    def _explain(self, failure: str) -> None:
         """The output of a code-mode ``exec`` call whose script failed on the image tool.
 
         Its call id is the exec call's, not the image record's (``exec-<uuid>``): it explains the
-        oldest failed image record still unexplained, which the script made just before.
+        oldest failed image record still unexplained, which the script made just before. The
+        output is the script's, and the script is the model's: without a failed image record
+        that codex wrote, the line is the model's own words (a forged failure), and ignored.
         """
         if self._unexplained:
             record_id = self._unexplained.pop(0)
             self._records[record_id] = replace(self._records[record_id], failure=failure)
-        else:
-            record = ImageRecord(id=call_id, status="failed", failure=failure)
-            self._records.setdefault(call_id, record)
 
     def _with_image(self, record: ImageRecord, sink: _Base64Sink) -> ImageRecord:
         data, error = sink.result()
@@ -376,8 +375,8 @@ def _record(entry: dict[str, Any]) -> tuple[ImageRecord, str | None] | None:
     return None
 
 
-def _script_failure(entry: dict[str, Any]) -> tuple[str, str] | None:
-    """(call id, failure line) of a code-mode exec output that reports a failed image call.
+def _script_failure(entry: dict[str, Any]) -> str | None:
+    """The failure line of a code-mode exec output that reports a failed image call.
 
     Seen on 0.169 and 0.171: ``{"type": "custom_tool_call_output", "call_id", "output": [{"type":
     "input_text", "text": "Script error:\\nimage generation failed: http 403 ..."}, ...]}``.
@@ -393,7 +392,7 @@ def _script_failure(entry: dict[str, Any]) -> tuple[str, str] | None:
         text = part.get("text") if isinstance(part, dict) else part
         line = find_endpoint_failure(text) if isinstance(text, str) else None
         if line is not None:
-            return _text(payload.get("call_id")) or "?", line
+            return line
     return None
 
 

@@ -28,7 +28,6 @@ import anyio.abc
 
 from . import _proc
 from ._watchdog import WATCHDOG
-from .endpoint import find_endpoint_failure
 from .errors import (
     CodexImageError,
     LaunchError,
@@ -46,6 +45,7 @@ from .events import (
 )
 from .failures import RunOutcome, classify
 from .launcher import Codex
+from .lockdown import lockdown_options
 from .png import MAX_IMAGE_BYTES, PngError, PngInfo, inspect_png
 from .request import Reference, reference_names, stage_reference
 from .results import Phase
@@ -86,7 +86,9 @@ class Attempt:
     model: str | None = None
     profile: str | None = None
     disable: tuple[str, ...] = ()
-    """Features codex need not start (it refuses unknown names: ask it first)."""
+    """Features to turn off (codex refuses unknown names: ask it first)."""
+    mcp_servers: tuple[str, ...] = ()
+    """The user's MCP servers, each turned off by name."""
     wait_for_turn: bool = False
     codex_version: str | None = None
     references: tuple[Reference, ...] = ()
@@ -194,10 +196,11 @@ async def _start(attempt: Attempt, workspace: Path, images: list[str]) -> anyio.
         str(workspace),
         "--config",
         "analytics.enabled=false",
+        # The model gets the image tool and nothing else: a prompt is untrusted input.
+        *lockdown_options(attempt.disable, attempt.mcp_servers),
         # One argument, so a model name can never be read as an option.
         *([f"--model={attempt.model}"] if attempt.model else []),
         *([f"--profile={attempt.profile}"] if attempt.profile else []),
-        *(f"--disable={feature}" for feature in attempt.disable),
         # -i takes several values: "--" ends the list before "-" (stdin), or "-" is a file.
         *([*(f"--image={name}" for name in images), "--"] if images else []),
         "-",
@@ -264,9 +267,7 @@ async def _collect(
             agent_messages=tuple(state.agent_messages),
             stderr_tail=_tail_text(state.stderr),
             image_status=failed.status if failed else None,
-            # On the code-mode path, and when the rollout is missing, only stderr has the reason.
-            image_failure=(failed.failure if failed else None)
-            or find_endpoint_failure(bytes(state.stderr).decode("utf-8", "replace")),
+            image_failure=failed.failure if failed else None,
             invalid_image=state.invalid,
             invalid_source=state.invalid_source,
             invalid_path=str(state.invalid_path) if state.invalid_path else None,
@@ -440,7 +441,8 @@ def _rollout_image(
             except PngError as exc:
                 if state.invalid_path is None:
                     state.invalid, state.invalid_source = str(exc), "log"
-    failed = [r for r in records if r.status == "failed" or (r.status is None and r.failure)]
+    # Only a call codex recorded as failed: a failure line alone may be the model's words.
+    failed = [r for r in records if r.status == "failed"]
     if not failed:
         return None
     return None, next((r for r in reversed(failed) if r.failure), failed[-1])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from codex_cli_image.endpoint import find_endpoint_failure, parse_endpoint_failure
+from codex_cli_image.endpoint import find_endpoint_failure, parse_endpoint_failure, router_failure
 from codex_cli_image.failures import RunOutcome, classify
 from codex_cli_image.testing.backend import IMAGE_REFUSALS, image_refusal
 from codex_cli_image.testing.fake_codex import _rust_debug
@@ -31,6 +31,7 @@ def codex_line(status: int, phrase: str, body: dict[str, object] | str | None) -
 
 
 def sort(line: str, **outcome: object) -> object:
+    outcome = {"image_status": "failed", **outcome}
     return classify(RunOutcome(exit_code=0, image_failure=line, **outcome), now=NOW)  # type: ignore[arg-type]
 
 
@@ -79,8 +80,8 @@ def test_every_refusal_shape_is_sorted(name: str) -> None:
     phrase = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 429: "Too Many Requests",
               500: "Internal Server Error"}[status]  # fmt: skip
     now = dt.datetime.now(dt.timezone.utc)
-    error = classify(RunOutcome(exit_code=0, image_failure=codex_line(status, phrase, body)),
-                     now=now)  # fmt: skip
+    line = codex_line(status, phrase, body)
+    error = classify(RunOutcome(exit_code=0, image_status="failed", image_failure=line), now=now)
     kind, reason, _, words, retry_after = REFUSALS[name]
     assert (error.kind, error.reason) == (kind, reason)
     assert words in error.message and f"({status})" in error.message
@@ -160,3 +161,21 @@ def test_the_refusal_is_found_on_stderr_alone() -> None:
     )
     error = classify(RunOutcome(exit_code=0, stderr_tail=stderr), now=NOW)
     assert (error.kind, error.reason, error.retry_after_s) == ("quota", "rate_limited", 12.0)
+
+
+def test_a_failure_line_the_model_wrote_sorts_nothing() -> None:
+    """#29: a script prints or throws codex's line for a usage limit of six days; codex records
+    no failed image call and writes no stderr line of its own: a plain failure, no wait."""
+    forged = codex_line(429, "Too Many Requests", image_refusal("usage_limit")[1])
+    for outcome in (
+        RunOutcome(exit_code=0, image_failure=forged),  # the script's output alone
+        RunOutcome(exit_code=0, agent_messages=(forged,)),
+        # Inside another error line of codex's, not at its start.
+        RunOutcome(
+            exit_code=0,
+            stderr_tail=f"x ERROR codex_core::tools::router: error=unsupported call: {forged}",
+        ),  # fmt: skip
+    ):
+        error = classify(outcome, now=NOW)
+        assert (error.kind, error.reason, error.retry_after_s) == ("transient", "no_image", None)
+    assert router_failure(f"2026-12-01T22:10:17Z ERROR codex_core::tools::router: error={forged}")

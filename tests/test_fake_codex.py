@@ -243,6 +243,60 @@ def test_a_crashed_code_mode_host(fake: FakeCodex) -> None:
     assert any("code-mode session closed" in json.dumps(o) for o in outputs)
 
 
+# --- a model obeying an injected prompt ------------------------------------------------------
+
+LOCKED = ["--disable=shell_tool", "--disable=unified_exec", "-c", 'web_search="disabled"']
+
+
+@pytest.mark.parametrize("locked", [False, True], ids=["shell-on", "shell-off"])
+def test_an_injected_model_reads_the_login_only_while_codex_offers_a_shell(
+    fake: FakeCodex, locked: bool
+) -> None:
+    """As the real codex (0.171 at the mock): the command's output, auth.json included, becomes
+    the image's prompt unless both shell features are off."""
+    workspace = fake.dir / "ws"
+    workspace.mkdir(exist_ok=True)
+    args = [*EXEC_ARGS, *(LOCKED if locked else []), "-C", str(workspace), "-"]
+    run = run_fake(fake, "injected", args=args)
+    assert run.returncode == 0 and len(fake.generated_images()) == 1
+    revised = [
+        r["payload"]["item"]["revisedPrompt"]
+        for r in rollout_records(fake)
+        if r["payload"].get("type") == "item_completed"
+    ]
+    token = json.loads((fake.codex_home / "auth.json").read_text())["tokens"]["refresh_token"]
+    assert (token in revised[0]) is not locked
+    assert run.call.raw.get("ran_command", False) is not locked
+    if locked:
+        assert revised == ["A poster of: TypeError: tools.exec_command is not a function"]
+
+
+def test_the_configured_mcp_servers_start_unless_turned_off_by_name(fake: FakeCodex) -> None:
+    with (fake.codex_home / "config.toml").open("a") as config:
+        config.write('[mcp_servers.slow]\ncommand = "x"\n[mcp_servers."odd.name"]\ncommand = "y"\n')
+    workspace = fake.dir / "ws"
+    workspace.mkdir(exist_ok=True)
+    run_fake(fake, args=[*EXEC_ARGS, "-C", str(workspace), "-"])
+    assert fake.calls[-1].raw["mcp_started"] == ["odd.name", "slow"]
+    off = ["-c", "mcp_servers.slow.enabled=false", "-c", 'mcp_servers."odd.name".enabled=false']
+    run_fake(fake, args=[*EXEC_ARGS, *off, "-C", str(workspace), "-"])
+    assert fake.calls[-1].raw["mcp_started"] == []
+
+
+def test_a_forged_failure_is_only_the_scripts_output(fake: FakeCodex) -> None:
+    """As 0.171 records a script that throws codex's failure line: no image record, nothing on
+    stderr, exit 0; the line is in the exec call's output and the closing message."""
+    run = run_fake(fake, "forged_failure")
+    assert run.returncode == 0 and fake.generated_images() == []
+    assert b"image generation failed" not in run.stderr
+    payloads = [r["payload"] for r in rollout_records(fake)]
+    assert not [p for p in payloads if p.get("type") == "item_completed"]
+    outputs = [p for p in payloads if p.get("type") == "custom_tool_call_output"]
+    assert (
+        "Script error:\nError: image generation failed: http 429" in outputs[0]["output"][1]["text"]
+    )
+
+
 # --- failures --------------------------------------------------------------------------------
 
 

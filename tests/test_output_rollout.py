@@ -218,9 +218,15 @@ def test_script_failures_explain_records_in_order() -> None:
     assert "http 400" in (records["exec-a"].failure or "")
     assert "http 429" in (records["exec-b"].failure or "")
     assert "http 500" in (records["exec-c"].failure or "")
-    # An output with no failed record before it still counts as a failed call of its own.
-    (orphan,) = parse_image_records([_script_output("call_9", 403)])
-    assert orphan.id == "call_9" and orphan.status == "failed" and "403" in (orphan.failure or "")
+
+
+def test_a_failure_line_without_a_failed_image_record_is_the_models_own_words() -> None:
+    """A script can print or throw codex's failure line (#29): only a failed image call that
+    codex recorded makes it a failure of the images endpoint."""
+    assert parse_image_records([_script_output("call_9", 403)]) == []
+    # A failed record after it is not explained by it either (codex writes the record first).
+    (record,) = parse_image_records([_script_output("call_9", 403), _failed_extension("exec-z")])
+    assert record.status == "failed" and record.failure is None
 
 
 def test_find_rollout(tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from codex_cli_image import InputError, locate, probe_version
-from codex_cli_image.launcher import known_features, manifest_version, parse_features, skippable
+from codex_cli_image.launcher import known_features, manifest_version, parse_features
+from codex_cli_image.lockdown import features_to_disable
 from codex_cli_image.preflight import check_login, profile_problem
 from codex_cli_image.settings import check_profile_name
 from codex_cli_image.testing import FakeCodex, chatgpt_auth, realcodex
@@ -298,15 +299,17 @@ def test_the_package_manifest_says_what_the_binary_says(version: str) -> None:
 
 
 @pytest.mark.parametrize("version", realcodex.VERSIONS)
-def test_the_skippable_features_are_known_to_every_release(version: str, tmp_path: Path) -> None:
+def test_the_features_we_disable_are_known_to_every_release(version: str, tmp_path: Path) -> None:
     """codex refuses --disable of a feature it does not know; each release is asked (and the
-    fake refuses an unknown one as they do)."""
+    fake refuses an unknown one as they do). The shell is taken away on every release."""
     try:
         shim = realcodex.install(version, root=realcodex.cache_root())
     except (realcodex.NpmUnavailable, subprocess.CalledProcessError, OSError) as exc:
         pytest.skip(f"real codex {version} is not installable here: {exc}")
     codex = locate(shim)
-    assert skippable(known_features(codex)) == ("plugins", "apps")
+    disabled = features_to_disable(known_features(codex) or ())
+    assert disabled[:2] == ("plugins", "apps")
+    assert {"shell_tool", "unified_exec", "multi_agent", "tool_suggest"} <= set(disabled)
     fake = FakeCodex(tmp_path / "fake", codex_home=tmp_path / "home")
     argv = ["exec", "--disable", "no_such_feature", "--skip-git-repo-check", "-"]
     runs = [
