@@ -10,8 +10,8 @@ knows (codex-facts section 10):
   refuses a name it does not know, so the list is asked, never guessed); a flag beats the user's
   own ``[features]`` table and profile;
 - ``-c web_search="disabled"`` (web search is a setting, not a feature, on 0.125-0.171);
-- ``-c mcp_servers.<name>.enabled=false`` for every server of the user's config and profile
-  (``-c mcp_servers={}`` merges into the table and removes nothing).
+- ``-c mcp_servers={<name>={enabled=false},...}`` naming every server of the user's config and
+  profile (the table is merged into the user's, so ``{}`` alone removes nothing).
 
 What is left is :data:`ALLOWED_TOOLS`; the end-to-end suite fails when a release offers more.
 """
@@ -91,8 +91,11 @@ def lockdown_options(disable: Sequence[str], mcp_servers: Sequence[str]) -> tupl
     """The ``codex exec`` options that leave the model the image tool alone."""
     options = [f"--disable={feature}" for feature in disable]
     options += ["--config", 'web_search="disabled"']
-    for server in mcp_servers:
-        options += ["--config", f"mcp_servers.{toml_key(server)}.enabled=false"]
+    if mcp_servers:
+        # One inline table, merged into the user's: codex splits a -c key path on every dot,
+        # quotes or not, so `mcp_servers."a.b".enabled` would name a server "a (seen on 0.171).
+        off = ",".join(f"{toml_key(server)}={{enabled=false}}" for server in mcp_servers)
+        options += ["--config", f"mcp_servers={{{off}}}"]
     return tuple(options)
 
 

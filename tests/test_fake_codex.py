@@ -278,7 +278,7 @@ def test_the_configured_mcp_servers_start_unless_turned_off_by_name(fake: FakeCo
     workspace.mkdir(exist_ok=True)
     run_fake(fake, args=[*EXEC_ARGS, "-C", str(workspace), "-"])
     assert fake.calls[-1].raw["mcp_started"] == ["odd.name", "slow"]
-    off = ["-c", "mcp_servers.slow.enabled=false", "-c", 'mcp_servers."odd.name".enabled=false']
+    off = ["-c", 'mcp_servers={slow={enabled=false},"odd.name"={enabled=false}}']
     run_fake(fake, args=[*EXEC_ARGS, *off, "-C", str(workspace), "-"])
     assert fake.calls[-1].raw["mcp_started"] == []
 

@@ -42,9 +42,9 @@ def test_server_names_become_one_toml_key_each() -> None:
     assert options == (
         "--disable=shell_tool",
         "--config", 'web_search="disabled"',
-        "--config", 'mcp_servers."odd.name".enabled=false',
-        "--config", "mcp_servers.x.enabled=false",
+        "--config", 'mcp_servers={"odd.name"={enabled=false},x={enabled=false}}',
     )  # fmt: skip
+    assert lockdown_options((), ()) == ("--config", 'web_search="disabled"')
 
 
 def test_the_allow_list_has_no_tool_that_reads_or_runs() -> None:

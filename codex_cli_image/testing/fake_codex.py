@@ -666,12 +666,12 @@ class Exec:
         self.disabled = set(self.values.get("disable", []))
         self.fake.record["disabled"] = sorted(self.disabled)
         # What starts for this turn: the configured MCP servers not turned off by -c.
-        servers = config.get("mcp_servers")
-        overrides = set(self.fake.overrides) | set(self.values.get("config", []))
+        overrides = [*self.fake.overrides, *self.values.get("config", [])]
+        servers = _merged(config, _overrides(overrides)).get("mcp_servers")
         self.fake.record["mcp_started"] = sorted(
             name
-            for name in (servers if isinstance(servers, dict) else {})
-            if f"mcp_servers.{_toml_key(name)}.enabled=false" not in overrides
+            for name, server in (servers if isinstance(servers, dict) else {}).items()
+            if not (isinstance(server, dict) and server.get("enabled") is False)
         )
         self.fake.record["web_search"] = 'web_search="disabled"' not in overrides
         self.fake.record["profile"] = profile
@@ -732,8 +732,29 @@ class Exec:
         return f"{self.prompt_arg}\n\n<stdin>\n{text}\n</stdin>" if text else self.prompt_arg
 
 
-def _toml_key(name: str) -> str:
-    return name if name and all(c.isalnum() or c in "_-" for c in name) else json.dumps(name)
+def _overrides(options: list[str]) -> dict[str, Any]:
+    """``-c key.path=value`` options as one table, as codex reads them: the key path split on
+    every dot (quotes or not), the value parsed as TOML (needs tomllib: Python 3.11+)."""
+    table: dict[str, Any] = {}
+    if sys.version_info < (3, 11):
+        return table
+    import tomllib
+
+    for option in options:
+        key, eq, raw = option.partition("=")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"] if eq else None
+        except ValueError:
+            continue
+        *parents, last = key.strip().split(".")
+        below = table
+        for part in parents:
+            below = below.setdefault(part, {})
+            if not isinstance(below, dict):
+                break
+        else:
+            below[last] = value
+    return table
 
 
 def _plain(name: str) -> bool:
