@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from stat import S_ISREG
 from typing import Literal
@@ -47,6 +48,7 @@ from .failures import RunOutcome, classify
 from .launcher import Codex
 from .lockdown import lockdown_options
 from .png import MAX_IMAGE_BYTES, PngError, PngInfo, inspect_png
+from .redact import read_login_secrets, redact
 from .request import Reference, reference_names, stage_reference
 from .results import Phase
 from .rollout import ImageRecord, find_rollout, read_image_records
@@ -115,6 +117,8 @@ class _State:
     stderr: bytearray = field(default_factory=bytearray)
     stdout_done: anyio.Event = field(default_factory=anyio.Event)
     stderr_done: anyio.Event = field(default_factory=anyio.Event)
+    secrets: tuple[str, ...] = ()
+    """The login's secrets, kept out of every text passed on (:mod:`.redact`)."""
 
 
 async def run_attempt(attempt: Attempt) -> Produced:
@@ -146,6 +150,7 @@ async def run_attempt(attempt: Attempt) -> Produced:
 
 async def _run(attempt: Attempt, workspace: Path) -> Produced:
     state = _State()
+    state.secrets = await anyio.to_thread.run_sync(read_login_secrets, attempt.codex_home)
     names = await anyio.to_thread.run_sync(_stage_references, attempt.references, workspace)
     process = await _start(attempt, workspace, names)
     job: _proc.ProcessJob | None = None
@@ -239,7 +244,11 @@ async def _follow(process: anyio.abc.Process, state: _State, attempt: Attempt) -
 async def _collect(
     attempt: Attempt, state: _State, returncode: int | None, timed_out: bool
 ) -> Produced:
-    """The image codex saved (or kept in its session log), or the classified error."""
+    """The image codex saved (or kept in its session log), or the classified error; codex's
+    texts in either are redacted (tokens it refreshed meanwhile too)."""
+    fresh = await anyio.to_thread.run_sync(read_login_secrets, attempt.codex_home)
+    state.secrets = tuple(dict.fromkeys((*fresh, *state.secrets)))
+    clean = partial(_redacted, state.secrets)
     # The file may have landed between the last look and the exit.
     if state.image is None and state.thread_id is not None:
         await anyio.to_thread.run_sync(_look_for_image, state, attempt.codex_home, True)
@@ -248,7 +257,8 @@ async def _collect(
     if state.image is not None:
         path, data, info = state.image
         revised = await anyio.to_thread.run_sync(_revised_prompt, attempt, state, path)
-        return Produced(data, info, "file", path, state.thread_id or "", state.usage, revised)
+        return Produced(data, info, "file", path, state.thread_id or "", state.usage,
+                        clean(revised))  # fmt: skip
     # The log's copy of a file too large to read is as large: not decoded either.
     record = (
         None if state.too_large else await anyio.to_thread.run_sync(_rollout_image, attempt, state)
@@ -256,18 +266,18 @@ async def _collect(
     if record is not None and record[0] is not None:
         data, info = record[0]
         return Produced(data, info, "rollout", None, state.thread_id or "", state.usage,
-                        record[1].revised_prompt)  # fmt: skip
+                        clean(record[1].revised_prompt))  # fmt: skip
     failed = record[1] if record is not None else None
     raise classify(
         RunOutcome(
             exit_code=None if timed_out else returncode,
             timed_out=timed_out,
-            turn_failed=state.turn_failed,
-            errors=tuple(state.errors),
-            agent_messages=tuple(state.agent_messages),
-            stderr_tail=_tail_text(state.stderr),
+            turn_failed=clean(state.turn_failed),
+            errors=tuple(redact(e, state.secrets) for e in state.errors),
+            agent_messages=tuple(redact(m, state.secrets) for m in state.agent_messages),
+            stderr_tail=redact(_tail_text(state.stderr), state.secrets),
             image_status=failed.status if failed else None,
-            image_failure=failed.failure if failed else None,
+            image_failure=clean(failed.failure if failed else None),
             invalid_image=state.invalid,
             invalid_source=state.invalid_source,
             invalid_path=str(state.invalid_path) if state.invalid_path else None,
@@ -315,12 +325,12 @@ def _apply(event: object, state: _State, attempt: Attempt) -> None:
         attempt.emit("thread_started", None, event.thread_id)
     elif isinstance(event, ErrorNotice):
         if event.reconnecting:
-            attempt.emit("reconnecting", event.message, state.thread_id)
+            attempt.emit("reconnecting", redact(event.message, state.secrets), state.thread_id)
         else:
             state.errors.append(event.message)
     elif isinstance(event, AgentMessage):
         state.agent_messages.append(event.text)
-        attempt.emit("agent_message", event.text, state.thread_id)
+        attempt.emit("agent_message", redact(event.text, state.secrets), state.thread_id)
     elif isinstance(event, TurnFailed):
         state.turn_failed = event.message
     elif isinstance(event, TurnCompleted):
@@ -476,6 +486,10 @@ async def _stop(process: anyio.abc.Process, job: _proc.ProcessJob | None) -> Non
     for stream in (process.stdin, process.stdout, process.stderr):
         if stream is not None:
             await stream.aclose()
+
+
+def _redacted(secrets: tuple[str, ...], text: str | None) -> str | None:
+    return None if text is None else redact(text, secrets)
 
 
 def _tail_text(buffer: bytearray) -> str:

@@ -19,6 +19,7 @@ from codex_cli_image.lockdown import (
     unexpected_tools,
 )
 from codex_cli_image.preflight import assess
+from codex_cli_image.redact import REDACTED, login_secrets, redact
 from codex_cli_image.testing import FakeCodex, chatgpt_auth
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("private_tmp")]
@@ -106,3 +107,44 @@ def test_a_forged_usage_limit_is_a_plain_failure(fake_codex: FakeCodex, tmp_path
     assert (error.kind, error.reason, error.retry_after_s) == ("transient", "no_image", None)
     fake_codex.configure("success")
     assert generate("a fox", output=tmp_path / "b.png", timeout=30).path.exists()
+
+
+# --- the second wall: secrets never leave in any text -----------------------------------------
+
+
+def test_redact_replaces_the_logins_values_and_anything_shaped_like_a_token() -> None:
+    auth = chatgpt_auth()
+    secrets = login_secrets(auth)
+    tokens = auth["tokens"]
+    assert {tokens["access_token"], tokens["refresh_token"], tokens["account_id"]} <= set(secrets)
+    assert "chatgpt" not in secrets  # the mode is no secret
+    text = f"a {tokens['refresh_token']} b {tokens['account_id']} c"
+    assert redact(text, secrets) == f"a {REDACTED} b {REDACTED} c"
+    # A cut JWT, or one from an older login, and an API key are caught by their shape.
+    cut = tokens["id_token"][:40]
+    assert redact(f"x {cut}", ()) == f"x {REDACTED}"
+    assert redact("key sk-proj-abcdefghijklmnop1234 end", ()) == f"key {REDACTED} end"
+    assert redact("a plain fox, eyJ short", ()) == "a plain fox, eyJ short"
+
+
+def test_codexs_own_texts_are_redacted_in_errors_and_progress(
+    fake_codex: FakeCodex, tmp_path: Path
+) -> None:
+    """Whatever codex prints (here a failure naming the tokens) reaches no caller unredacted."""
+    tokens = json.loads((fake_codex.codex_home / "auth.json").read_text())["tokens"]
+    leak = f"boom {tokens['access_token']} {tokens['refresh_token']} {tokens['account_id']}"
+    fake_codex.configure("turn_failed", error_message=leak)
+    seen: list[str] = []
+    with pytest.raises(CodexImageError) as info:
+        generate("a fox", output=tmp_path / "a.png", timeout=30, retries=0,
+                 on_progress=lambda p: seen.append(str(p)))  # fmt: skip
+    text = json.dumps(info.value.to_dict()) + str(info.value) + "".join(seen)
+    for secret in tokens.values():
+        assert secret not in text
+    assert REDACTED in (info.value.stderr_tail or "")
+    fake_codex.configure("success", message=f"done {tokens['refresh_token']}")
+    seen.clear()
+    generate(
+        "a fox", output=tmp_path / "b.png", timeout=30, on_progress=lambda p: seen.append(str(p))
+    )
+    assert tokens["refresh_token"] not in "".join(seen)

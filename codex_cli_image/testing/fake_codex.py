@@ -732,19 +732,25 @@ class Exec:
         return f"{self.prompt_arg}\n\n<stdin>\n{text}\n</stdin>" if text else self.prompt_arg
 
 
+def _toml_value(raw: str) -> object:
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        try:
+            return tomllib.loads(f"v = {raw}")["v"]
+        except ValueError:
+            return None
+    return None
+
+
 def _overrides(options: list[str]) -> dict[str, Any]:
     """``-c key.path=value`` options as one table, as codex reads them: the key path split on
     every dot (quotes or not), the value parsed as TOML (needs tomllib: Python 3.11+)."""
     table: dict[str, Any] = {}
-    if sys.version_info < (3, 11):
-        return table
-    import tomllib
-
     for option in options:
         key, eq, raw = option.partition("=")
-        try:
-            value = tomllib.loads(f"v = {raw}")["v"] if eq else None
-        except ValueError:
+        value = _toml_value(raw) if eq else None
+        if value is None:
             continue
         *parents, last = key.strip().split(".")
         below = table

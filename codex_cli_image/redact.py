@@ -1,0 +1,60 @@
+"""Keep the login's secrets out of every text we pass on (the second wall, after the lockdown).
+
+What codex and its model write (stderr, messages, the prompt the image was made from, failure
+lines) reaches callers, logs and HTTP clients. The model has no way to read the login any more
+(:mod:`codex_cli_image.lockdown`), but should anything of it appear in such text, it is replaced
+here, where the runner hands codex's texts on: the exact values of ``auth.json`` (tokens, account
+id, key), and anything shaped like a JWT or an API key (a cut or older token too).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["REDACTED", "login_secrets", "read_login_secrets", "redact"]
+
+REDACTED = "[redacted]"
+_MIN_SECRET = 8  # shorter values (a plan name, "chatgpt") are no secrets and would match anywhere
+# A JWT (header.payload[.signature]) from its first 10 base64url characters on, and OpenAI keys.
+_SHAPES = re.compile(r"eyJ[A-Za-z0-9_-]{10,}(?:\.[A-Za-z0-9_-]*){0,2}|\bsk-[A-Za-z0-9_-]{16,}")
+_AUTH_BYTES = 1 << 20
+
+
+def login_secrets(auth: Mapping[str, Any]) -> tuple[str, ...]:
+    """Every secret value of a parsed ``auth.json``: tokens, account id, keys (longest first)."""
+    found: set[str] = set()
+
+    def collect(value: object) -> None:
+        if isinstance(value, str) and len(value) >= _MIN_SECRET:
+            found.add(value)
+        elif isinstance(value, Mapping):
+            for inner in value.values():
+                collect(inner)
+
+    for key, value in auth.items():
+        if key not in ("auth_mode", "last_refresh"):
+            collect(value)
+    return tuple(sorted(found, key=len, reverse=True))
+
+
+def read_login_secrets(codex_home: Path) -> tuple[str, ...]:
+    """:func:`login_secrets` of ``codex_home/auth.json``; nothing when it cannot be read (the
+    shapes are still redacted)."""
+    try:
+        with (codex_home / "auth.json").open("rb") as handle:
+            data = json.loads(handle.read(_AUTH_BYTES))
+    except (OSError, ValueError):
+        return ()
+    return login_secrets(data) if isinstance(data, dict) else ()
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with each of ``secrets``, and anything shaped like a token, replaced."""
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return _SHAPES.sub(REDACTED, text)
