@@ -61,6 +61,13 @@ from .errors import (
     log_unexpected,
 )
 from .failures import wait_text
+from .gate import (
+    GatedH11Protocol,
+    RateLimitedLog,
+    check_token_file,
+    host_name,
+    raise_fd_limit,
+)
 from .images_api import (
     MODEL_ID,
     ImagesCall,
@@ -123,8 +130,17 @@ def resolve_token(
     ``--token-file`` first, then ``$CODEX_IMAGE_TOKEN``; with neither, a loopback server uses
     a random token made once and kept readable by the user only; any other host refuses."""
     if token_file:
+        path = Path(token_file).expanduser()
         try:
-            text = Path(token_file).expanduser().read_text("utf-8").strip()
+            problem = check_token_file(path)
+            if problem is not None:
+                raise InputError(
+                    f"The token file {problem}.",
+                    reason="token_file_unsafe",
+                    hint="Keep the token in a file of your own that only you can read "
+                    f"(chmod 600 {path}), as ssh wants for a private key.",
+                )
+            text = path.read_text("utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(
                 f"The token file {token_file} cannot be read: "
@@ -170,6 +186,13 @@ def _kept_token(path: Path) -> str:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
+            problem = check_token_file(path)
+            if problem is not None:
+                raise InputError(
+                    f"The token file {problem}.",
+                    reason="token_file_unsafe",
+                    hint=f"Run `chmod 600 {path}`, or remove it to have a new token made.",
+                ) from None
             return _checked_token(path.read_text("utf-8").strip(), f"The token file {path}")
         token = secrets.token_urlsafe(32)
         with os.fdopen(fd, "w", encoding="utf-8") as file:
@@ -214,13 +237,9 @@ class Service:
     def host_allowed(self, header: str | None) -> bool:
         """Whether the Host header names this server: a page on another site resolved to
         127.0.0.1 (DNS rebinding) sends its own name and is refused."""
-        if header is None:
+        name = host_name(header) if header is not None else None
+        if name is None:  # missing, or not exactly host[:port] ("[::1]evil.com")
             return False
-        name = header.strip().lower()
-        if name.startswith("["):
-            name = name[1 : name.find("]")] if "]" in name else name
-        elif name.count(":") == 1:
-            name = name.split(":")[0]
         bound = self.options.host.strip("[]").lower()
         if bound in ("0.0.0.0", "::", ""):  # every interface: the token guards it
             return True
@@ -935,6 +954,11 @@ def serve(options: ServeOptions, *, token_note: str | None = None) -> int:
     flight is ended (codex's tree and files with it, its caller told so), then the process
     exits. Prints the base URL as the first line on stdout once connections are accepted."""
     sock = _bind(options.host, options.port)
+    raise_fd_limit()
+    for name in ("uvicorn.error", "asyncio"):  # a flood of bad connections: bounded lines
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RateLimitedLog) for f in logger.filters):
+            logger.addFilter(RateLimitedLog())
     signals: list[int] = []
     state = Path(tempfile.mkdtemp(prefix="codex-image-serve-"))
     kept = WATCHDOG.track_file(state)  # removed even if we are killed
@@ -961,6 +985,7 @@ def serve(options: ServeOptions, *, token_note: str | None = None) -> int:
             access_log=False,
             log_level="warning",
             ws="none",
+            http=GatedH11Protocol,  # a header timeout, and room for clients that send at once
             timeout_graceful_shutdown=15,
             server_header=False,
         )

@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import queue
+import resource
 import signal
 import socket
 import subprocess
@@ -21,12 +22,14 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 
+from codex_cli_image.gate import HEADER_TIMEOUT_S, host_name
 from codex_cli_image.testing import FakeCodex, make_png
 
 from helpers import png_ok, survivors
@@ -77,8 +80,13 @@ class Server:
 def serve(fake_codex: FakeCodex, tmp_path: Path) -> Iterator[Any]:
     started: list[Server] = []
 
-    def start(*extra: str, env: dict[str, str] | None = None, token: bool = True) -> Server:
+    def start(
+        *extra: str, env: dict[str, str] | None = None, token: bool = True, fds: int | None = None
+    ) -> Server:
         environment = dict(os.environ if env is None else env)
+        # fds: the server runs under that descriptor limit, soft and hard (as `ulimit -n`).
+        limit = None if fds is None else partial(resource.setrlimit, resource.RLIMIT_NOFILE,
+                                                 (fds, fds))  # fmt: skip
         if token:
             environment["CODEX_IMAGE_TOKEN"] = TOKEN
         log = tmp_path / f"serve-{len(started)}.log"
@@ -89,6 +97,7 @@ def serve(fake_codex: FakeCodex, tmp_path: Path) -> Iterator[Any]:
                 stderr=err,
                 text=True,
                 env=environment,
+                preexec_fn=limit,
             )
         lines: queue.Queue[str] = queue.Queue()
         assert process.stdout is not None
@@ -558,6 +567,91 @@ def test_a_foreign_host_header_is_refused(serve: Any) -> None:
         assert http.get("/models").status_code == 421
     with server.http(headers={"host": "localhost"}) as http:
         assert http.get("/models").status_code == 200
+
+
+def test_the_host_header_is_parsed_strictly(serve: Any) -> None:
+    """#29: `[::1]evil.com` named loopback to the old check; only host, host:port, [v6] and
+    [v6]:port are read."""
+    assert host_name("localhost:8080") == "localhost" and host_name("[::1]:80") == "::1"
+    assert host_name("127.0.0.1") == "127.0.0.1" and host_name("[::1]") == "::1"
+    for bad in ("[::1]evil.com", "localhost:80:90", "[::1", "local host", "[evil]:80", ""):
+        assert host_name(bad) is None, bad
+    server = serve()
+    with server.http(headers={"host": "[::1]evil.com"}) as http:
+        assert http.get("/models").status_code == 421
+
+
+@pytest.mark.parametrize("how", ["mode-644", "symlink"])
+def test_an_unsafe_token_file_is_refused_at_start(serve: Any, tmp_path: Path, how: str) -> None:
+    """#29: as ssh refuses a private key others can read, serve refuses such a token file,
+    naming it and its mode (and a symbolic link, whose target it would not check)."""
+    token = tmp_path / "token"
+    token.write_text(TOKEN + "\n")
+    token.chmod(0o644 if how == "mode-644" else 0o600)
+    named = token
+    if how == "symlink":
+        named = tmp_path / "link"
+        named.symlink_to(token)
+    env = {k: v for k, v in os.environ.items() if k != "CODEX_IMAGE_TOKEN"}
+    server = serve("--token-file", str(named), env=env, token=False)
+    assert server.process.wait(10) == 2
+    text = server.text()
+    assert str(named) in text and TOKEN not in text
+    assert ("0644" in text and "chmod 600" in text) if how == "mode-644" else "link" in text
+    token.chmod(0o600)
+    fine = serve("--token-file", str(token), env=env, token=False)
+    assert fine.base_url.startswith("http://") and fine.sdk().models.list().data
+
+
+def test_a_kept_token_others_can_read_is_refused(serve: Any, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "CODEX_IMAGE_TOKEN"}
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
+    kept = tmp_path / "config" / "codex-cli-image" / "serve-token"
+    kept.parent.mkdir(parents=True)
+    kept.write_text(TOKEN + "\n")
+    kept.chmod(0o640)
+    server = serve(env=env, token=False)
+    assert server.process.wait(10) == 2 and "0640" in server.text()
+
+
+def test_a_connection_that_never_finishes_its_headers_is_closed(serve: Any) -> None:
+    """#29: uvicorn waited forever for headers; now each connection has HEADER_TIMEOUT_S."""
+    server = serve()
+    address = Raw(server.base_url, {}, 5).address
+    with socket.create_connection(address, timeout=HEADER_TIMEOUT_S + 20) as half:
+        half.sendall(b"GET /v1/models HTTP/1.1\r\nHost: localhost\r\n")
+        started = time.monotonic()
+        assert half.recv(100) == b""  # closed by the server, without an answer
+        assert HEADER_TIMEOUT_S - 1 <= time.monotonic() - started < HEADER_TIMEOUT_S + 15
+
+
+def test_half_open_connections_do_not_keep_an_authorized_client_out(serve: Any) -> None:
+    """#29: 1100 connections sending half their headers, without a token, under `ulimit -n 1024`
+    used every descriptor: nobody else got in, and the log took millions of lines. Now the
+    oldest waiting connections make room, and the log stays short."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2400:
+        pytest.skip(f"this test opens 1100 connections; the descriptor limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2400), hard))
+    server = serve(fds=1024)
+    address = Raw(server.base_url, {}, 5).address
+    held: list[socket.socket] = []
+    try:
+        for _ in range(1100):
+            try:
+                sock = socket.create_connection(address, timeout=5)
+            except OSError:
+                continue  # the server closed an old one meanwhile, or the backlog was full
+            sock.sendall(b"POST /v1/images/generations HTTP/1.1\r\nHost: local")
+            held.append(sock)
+        started = time.monotonic()
+        assert server.sdk(timeout=20).models.list().data
+        assert time.monotonic() - started < 5
+    finally:
+        for sock in held:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert len(server.text().splitlines()) < 200
 
 
 def test_origins_need_to_be_allowed(serve: Any) -> None:
