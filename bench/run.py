@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import cold, memory, naive, overhead, scaling, serve, turns, watchdog
+from . import cold, mcp, memory, naive, overhead, scaling, serve, turns, watchdog
 from .common import BenchError, Lab, Section, fmt, log, machine
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, Callable[..., Section]] = {
     "scaling": scaling.run,
     "watchdog": watchdog.run,
     "serve": serve.run,
+    "mcp": mcp.run,
 }
 _OFFLINE_OK = {"cold", "watchdog"}  # run no codex: need no private network
 _NETNS_ENV = "CODEX_IMAGE_BENCH_NETNS"

@@ -38,6 +38,7 @@ def fake_for(name: str, version: tuple[int, ...]) -> tuple[str, dict[str, Any]]:
         "rate_limited": ("rate_limited", {}),
         "refresh_failed": ("refresh_failed", {}),
         "text_only": ("no_image", {}),
+        "forged_code_mode": ("forged_failure", {}),
     }[name]
 
 

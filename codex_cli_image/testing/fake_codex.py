@@ -875,6 +875,10 @@ class Turn:
         if float(self.opts["final_delay"]) > 0:
             time.sleep(float(self.opts["final_delay"]))
         self._agent_message(self.opts["message"] or closing)
+        self._turn_completed()
+        return 0
+
+    def _turn_completed(self) -> None:
         usage = {
             "input_tokens": 24763,
             "cached_input_tokens": 24448,
@@ -884,7 +888,6 @@ class Turn:
         if self.version >= (0, 149, 0):
             usage["cache_write_input_tokens"] = 0
         emit({"type": "turn.completed", "usage": usage})
-        return 0
 
     def _image(self) -> str:
         """Produce the image the scenario calls for; return the closing message to print."""
@@ -986,7 +989,7 @@ class Turn:
                        {"type": "input_text", "text": f"Script error:\nError: {forged}\n"
                         "    at exec_main.mjs:1:7"}]})  # fmt: skip
         self._agent_message(forged)
-        emit({"type": "turn.completed", "usage": {"input_tokens": 2400, "output_tokens": 80}})
+        self._turn_completed()
         return 0
 
     def _refused(self, call_id: str) -> str:

@@ -23,9 +23,9 @@ from helpers import FIXTURES
 
 NAMES = (
     "success", "success_code_mode", "refused", "refused_code_mode", "moderation_code_mode",
-    "usage_limit", "rate_limited", "refresh_failed", "text_only",
+    "usage_limit", "rate_limited", "refresh_failed", "text_only", "forged_code_mode",
 )  # fmt: skip
-CODE_MODE = ("success_code_mode", "refused_code_mode", "moderation_code_mode")
+CODE_MODE = ("success_code_mode", "refused_code_mode", "moderation_code_mode", "forged_code_mode")
 
 
 def scenario_for(name: str, version: tuple[int, int, int]) -> tuple[str, dict[str, Any]]:
@@ -40,6 +40,8 @@ def scenario_for(name: str, version: tuple[int, int, int]) -> tuple[str, dict[st
         "rate_limited": ("responses_429", {}),
         "refresh_failed": ("unauthorized", {}),
         "text_only": ("text_only", {}),
+        # The model's script throws codex's failure line: what codex records of it (#29).
+        "forged_code_mode": ("forged_failure", {}),
     }[name]
 
 
