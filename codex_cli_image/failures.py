@@ -79,6 +79,8 @@ class RunOutcome:
     timeout_s: float | None = None
     codex_version: str | None = None
     thread_id: str | None = None
+    limits_reset_at: float | None = None
+    """When the last usage window codex recorded resets (Unix time): no wait goes past it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +182,7 @@ def classify(outcome: RunOutcome, *, now: dt.datetime) -> CodexImageError:
             continue
         if rule.cls is QuotaError:
             error = _error(QuotaError, outcome, rule.message, rule.reason, rule.hint)
-            return _timed(error, parse_retry(text, now), now)
+            return _timed(error, _capped(parse_retry(text, now), outcome, now), now)
         message = f"{rule.message} codex said: {_short(text)}"
         return _error(rule.cls, outcome, message, rule.reason, rule.hint)
     if outcome.image_status == "failed":
@@ -276,17 +278,17 @@ def _endpoint_error(
             "usage_limit", "Wait until the limit resets (see retry_at), or check "
             "https://chatgpt.com/codex/settings/usage.",
         )  # fmt: skip
-        return _with_retry(error, failure, now)
+        return _with_retry(error, failure, outcome, now)
     if words & _NO_CREDITS:
         error = _error(QuotaError, outcome, "The workspace has no credits left for images." + said,
                        "credits_exhausted", "Add credits or raise the spend cap, or wait for "
                        "the next billing cycle.")  # fmt: skip
-        return _with_retry(error, failure, now)
+        return _with_retry(error, failure, outcome, now)
     if status == 429 or words & _RATE_LIMIT:
         error = _error(QuotaError, outcome, "The images endpoint is rate limiting requests." + said,
                        "rate_limited", "Wait (see retry_after_s) and run fewer generations at "
                        "once (about 2 at a time is safe).")  # fmt: skip
-        return _with_retry(error, failure, now)
+        return _with_retry(error, failure, outcome, now)
     if status == 401:
         return _error(AuthError, outcome, "The images endpoint rejected the ChatGPT login." + said,
                       "unauthorized", _SIGN_IN_AGAIN)  # fmt: skip
@@ -304,7 +306,7 @@ def _endpoint_error(
 
 
 def _with_retry(
-    error: CodexImageError, failure: EndpointFailure, now: dt.datetime
+    error: CodexImageError, failure: EndpointFailure, outcome: RunOutcome, now: dt.datetime
 ) -> CodexImageError:
     """When to come back: the body's reset time or delay, else the message's "try again ..."."""
     if failure.resets_at is not None:
@@ -315,7 +317,28 @@ def _with_retry(
         retry = (now + dt.timedelta(seconds=seconds)).replace(microsecond=0), seconds
     else:
         retry = parse_retry(failure.message or failure.body or "", now)
-    return _timed(error, retry, now)
+    return _timed(error, _capped(retry, outcome, now), now)
+
+
+MAX_WAIT_S = 7 * 24 * 3600.0
+"""No wait is longer than codex's longest usage window (a week)."""
+
+
+def _capped(
+    retry: tuple[dt.datetime, float] | None, outcome: RunOutcome, now: dt.datetime
+) -> tuple[dt.datetime, float] | None:
+    """``retry``, but never later than the last usage window codex recorded resets, nor a week
+    from now: a reset further away is not a limit codex reported."""
+    if retry is None:
+        return None
+    latest = now.timestamp() + MAX_WAIT_S
+    if outcome.limits_reset_at is not None and outcome.limits_reset_at > now.timestamp():
+        latest = min(latest, outcome.limits_reset_at)
+    at, seconds = retry
+    if at.timestamp() <= latest:
+        return retry
+    capped = dt.datetime.fromtimestamp(latest, tz=now.tzinfo).replace(microsecond=0)
+    return capped, max(0.0, (capped - now).total_seconds())
 
 
 _WHEN_AT, _WHEN_IN = "(see retry_at)", "(see retry_after_s)"

@@ -44,6 +44,7 @@ __all__ = [
     "find_rollout",
     "parse_image_records",
     "read_image_records",
+    "read_rollout",
 ]
 
 # Only lines that can hold an image record are parsed: the others can be large and plentiful.
@@ -51,6 +52,8 @@ _MARKERS = (b"image_gen", b"image_generation", b"image generation")
 # Seen when codex's code-mode host (the process that runs the exec tool's JavaScript, and so the
 # image tool) dies: the exec call's output says so, and no image record follows.
 _HOST_CRASH = b"code-mode session closed"
+# codex's record of the usage windows the backend reported (token_count events, every release).
+_RATE_LIMITS = b'"rate_limits"'
 HOST_CRASHED = "codex's code-mode host crashed (gRPC code-mode session closed)"
 STRING_LIMIT = 256 * 1024
 """A JSON string longer than this (bytes) is cut out of its line before the line is parsed."""
@@ -101,11 +104,17 @@ def read_image_records(path: Path, *, keep_image: bool = True) -> list[ImageReco
     keep_image: decode the first image the log holds into its record's ``image`` (the others
     are skipped, never decoded); without it no image is decoded at all.
     """
+    return read_rollout(path, keep_image=keep_image)[0]
+
+
+def read_rollout(path: Path, *, keep_image: bool = True) -> tuple[list[ImageRecord], float | None]:
+    """:func:`read_image_records`, and when the last of the usage windows codex recorded
+    resets (:attr:`RecordReader.limits_reset_at`), in one read."""
     reader = RecordReader(keep_image=keep_image)
     with path.open("rb") as handle:
         while chunk := handle.read(_READ_BYTES):
             reader.feed(chunk)
-    return reader.close()
+    return reader.close(), reader.limits_reset_at
 
 
 def parse_image_records(lines: Iterable[bytes], *, keep_image: bool = True) -> list[ImageRecord]:
@@ -142,6 +151,9 @@ class RecordReader:
         self._line_image: _Base64Sink | None = None
         self._too_long = False
         self._host_crashed = False
+        self.limits_reset_at: float | None = None
+        """When the latest of the usage windows in codex's last ``token_count`` record resets
+        (Unix time; codex-facts section 11): no usage limit codex reported lasts longer."""
 
     def feed(self, chunk: bytes) -> None:
         start = 0
@@ -244,6 +256,8 @@ class RecordReader:
         self._sink = self._line_image = None
         if _HOST_CRASH in line:
             self._host_crashed = True
+        if not too_long and _RATE_LIMITS in line:
+            self._rate_limits(line)
         if too_long or not any(marker in line for marker in _MARKERS):
             return
         try:
@@ -270,6 +284,27 @@ class RecordReader:
         if merged.status == "failed" and not merged.failure and merged.id.startswith("exec-"):
             if merged.id not in self._unexplained:
                 self._unexplained.append(merged.id)
+
+    def _rate_limits(self, line: bytes) -> None:
+        try:
+            entry = json.loads(line)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return
+        payload = entry.get("payload") if isinstance(entry, dict) else None
+        if entry.get("type") != "event_msg" or not isinstance(payload, dict):
+            return
+        limits = payload.get("rate_limits") if payload.get("type") == "token_count" else None
+        if not isinstance(limits, dict):
+            return
+        resets = [
+            float(window["resets_at"])
+            for window in (limits.get("primary"), limits.get("secondary"))
+            if isinstance(window, dict)
+            and isinstance(window.get("resets_at"), (int, float))
+            and not isinstance(window.get("resets_at"), bool)
+        ]
+        if resets:
+            self.limits_reset_at = max(resets)
 
     def _explain(self, failure: str) -> None:
         """The output of a code-mode ``exec`` call whose script failed on the image tool.

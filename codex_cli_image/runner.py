@@ -51,7 +51,7 @@ from .png import MAX_IMAGE_BYTES, PngError, PngInfo, inspect_png
 from .redact import read_login_secrets, redact
 from .request import Reference, reference_names, stage_reference
 from .results import Phase
-from .rollout import ImageRecord, find_rollout, read_image_records
+from .rollout import ImageRecord, find_rollout, read_rollout
 
 __all__ = ["Attempt", "Produced", "run_attempt"]
 
@@ -119,6 +119,8 @@ class _State:
     stderr_done: anyio.Event = field(default_factory=anyio.Event)
     secrets: tuple[str, ...] = ()
     """The login's secrets, kept out of every text passed on (:mod:`.redact`)."""
+    limits_reset_at: float | None = None
+    """When the last usage window codex recorded in the session log resets."""
 
 
 async def run_attempt(attempt: Attempt) -> Produced:
@@ -285,6 +287,7 @@ async def _collect(
             timeout_s=attempt.timeout_s,
             codex_version=attempt.codex_version,
             thread_id=state.thread_id,
+            limits_reset_at=state.limits_reset_at,
         ),
         now=dt.datetime.now().astimezone(),
     )
@@ -423,7 +426,10 @@ def _rollout_records(attempt: Attempt, state: _State, *, keep_image: bool) -> li
     """
     try:
         path = find_rollout(attempt.codex_home, state.thread_id) if state.thread_id else None
-        return read_image_records(path, keep_image=keep_image) if path else []
+        if path is None:
+            return []
+        records, state.limits_reset_at = read_rollout(path, keep_image=keep_image)
+        return records
     except OSError:
         return []
     except Exception as exc:

@@ -179,3 +179,23 @@ def test_a_failure_line_the_model_wrote_sorts_nothing() -> None:
         error = classify(outcome, now=NOW)
         assert (error.kind, error.reason, error.retry_after_s) == ("transient", "no_image", None)
     assert router_failure(f"2026-12-01T22:10:17Z ERROR codex_core::tools::router: error={forged}")
+
+
+def test_no_wait_outlasts_the_usage_windows_codex_recorded() -> None:
+    """#29: a usage limit is waited for no longer than the last window codex recorded (its
+    session log's rate_limits) resets, and never more than a week."""
+
+    def limit(seconds: float) -> str:
+        body = {"error": {"type": "usage_limit_reached", "message": "limit",
+                          "resets_in_seconds": seconds}}  # fmt: skip
+        return codex_line(429, "Too Many Requests", body)
+
+    error = sort(limit(518400), limits_reset_at=NOW.timestamp() + 3 * 3600)
+    assert (error.reason, error.retry_after_s) == ("usage_limit", 3 * 3600.0)  # type: ignore[attr-defined]
+    assert "(in 3 h)" in error.hint  # type: ignore[attr-defined]
+    assert sort(limit(518400)).retry_after_s == 518400.0  # type: ignore[attr-defined]
+    assert sort(limit(30 * 86400)).retry_after_s == 7 * 86400.0  # type: ignore[attr-defined]
+    text = "You've hit your usage limit. Try again in 20 days."
+    turn = classify(RunOutcome(exit_code=1, turn_failed=text,
+                               limits_reset_at=NOW.timestamp() + 600), now=NOW)  # fmt: skip
+    assert turn.retry_after_s == 600.0

@@ -20,6 +20,7 @@ from codex_cli_image.rollout import (
     find_rollout,
     parse_image_records,
     read_image_records,
+    read_rollout,
 )
 from codex_cli_image.testing import make_png
 
@@ -350,3 +351,24 @@ def test_reading_the_revised_prompt_never_holds_the_image(tmp_path: Path) -> Non
     assert skipping < 2 << 20, f"{skipping} bytes at peak"
     assert kept.image is not None and len(kept.image) == 8 << 20
     assert keeping < (8 << 20) + (3 << 20), f"{keeping} bytes at peak"
+
+
+def test_the_usage_windows_codex_recorded_are_read_with_the_records(tmp_path: Path) -> None:
+    """codex-facts section 11: token_count events carry the windows; the latest one counts."""
+
+    def counted(primary: float, secondary: float | None) -> bytes:
+        limits = {"limit_id": "codex", "primary": {"used_percent": 100.0, "window_minutes": 300,
+                  "resets_at": primary},
+                  "secondary": None if secondary is None else {"used_percent": 40.0,
+                  "window_minutes": 10080, "resets_at": secondary}}  # fmt: skip
+        return json.dumps({"type": "event_msg", "payload": {"type": "token_count", "info": None,
+                           "rate_limits": limits}}).encode()  # fmt: skip
+
+    path = tmp_path / "rollout.jsonl"
+    path.write_bytes(
+        b"\n".join([counted(100, 900), _failed_extension("exec-a"), counted(200, None)])
+    )
+    records, reset = read_rollout(path)
+    assert [r.id for r in records] == ["exec-a"] and reset == 200.0
+    path.write_bytes(_failed_extension("exec-a"))
+    assert read_rollout(path)[1] is None

@@ -155,6 +155,8 @@ class MockBackend:
         copy_to: str = "image.png",
         echo_request: bool = False,
         forge: Literal["throw", "print"] = "throw",
+        usage_limit_s: float = 3 * 3600,
+        windows_s: tuple[float, float] = (3 * 3600, 5 * 86400),
         images_error: tuple[int, dict[str, Any] | str] | None = None,
         latency_s: float = 0.0,
     ) -> None:
@@ -181,6 +183,10 @@ class MockBackend:
                        "message": "Image generation is not supported."}  # fmt: skip
             images_error = (403, {"error": refusal})
         self.images_error = images_error
+        # The usage limit's reset ("usage_limit"), and when the 5-hour and weekly windows the
+        # backend reports in its x-codex-* headers reset (seconds from now), as the real one.
+        self.usage_limit_s = usage_limit_s
+        self.windows_s = windows_s
         # Every request is answered this much later: a real network's round trip, where each
         # request codex makes costs time (loopback makes them all free).
         self.latency_s = latency_s
@@ -463,15 +469,15 @@ class _Handler(BaseHTTPRequestHandler):
                 429, {"error": {"type": "rate_limit_exceeded", "message": "Too many requests"}}
             )
         if scenario == "usage_limit":
-            resets = int(time.time()) + 3 * 3600
+            wait = mock.usage_limit_s
             limit = {
                 "type": "usage_limit_reached",
                 "message": "You've hit your usage limit.",
                 "plan_type": "plus",
-                "resets_at": resets,
-                "resets_in_seconds": 3 * 3600,
+                "resets_at": int(time.time() + wait),
+                "resets_in_seconds": int(wait),
             }
-            return self._json(429, {"error": limit})
+            return self._json(429, {"error": limit}, _window_headers(mock.windows_s))
         if scenario == "unauthorized":
             return self._json(401, {"detail": "Could not parse your authentication token."})
         response_id = f"resp_{uuid.uuid4().hex[:16]}"
@@ -580,11 +586,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload)  # an OSError (codex went away) ends the stream in _stream
         self.wfile.flush()
 
-    def _json(self, status: int, data: dict[str, Any]) -> None:
-        self._send(status, json.dumps(data).encode(), "application/json")
+    def _json(
+        self, status: int, data: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
+        self._send(status, json.dumps(data).encode(), "application/json", headers)
 
-    def _send(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "text/plain",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -770,3 +786,18 @@ def _forging_call(forge: str) -> dict[str, Any]:
     code = f'// @exec: {{"yield_time_ms": 30000}}\n{body}\n'
     return {"type": "custom_tool_call", "id": f"ctc_{uuid.uuid4().hex[:12]}",
             "call_id": f"call_{uuid.uuid4().hex[:24]}", "name": "exec", "input": code}  # fmt: skip
+
+
+def _window_headers(windows_s: tuple[float, float]) -> dict[str, str]:
+    """The usage windows as the backend reports them on every answer (codex-facts section 11):
+    the 5-hour one used up, the weekly one partly."""
+    now = time.time()
+    primary, secondary = windows_s
+    return {
+        "x-codex-primary-used-percent": "100.0",
+        "x-codex-primary-window-minutes": "300",
+        "x-codex-primary-reset-at": str(int(now + primary)),
+        "x-codex-secondary-used-percent": "41.0",
+        "x-codex-secondary-window-minutes": "10080",
+        "x-codex-secondary-reset-at": str(int(now + secondary)),
+    }

@@ -170,3 +170,18 @@ def _serve_call(shim: Path, tmp_path: Path) -> str:
         if server.stdout is not None:
             server.stdout.close()
     return text + log.read_text()
+
+
+def test_a_usage_limit_lasts_no_longer_than_the_windows_codex_recorded(
+    shim: Path, backend: Start, signed_in: SignIn, tmp_path: Path
+) -> None:
+    """The backend says six days in its body, while the windows it reports (which codex records
+    in its session log) all reset within two hours: the wait is the windows'."""
+    mock = backend("usage_limit", usage_limit_s=6 * 86400, windows_s=(3600, 7200))
+    signed_in(mock)
+    with pytest.raises(CodexImageError) as info:
+        generate("a fox", output=tmp_path / "a.png", codex=shim, allow_relay=True, timeout=90,
+                 retries=0)  # fmt: skip
+    error = info.value
+    assert (error.kind, error.reason) == ("quota", "usage_limit")
+    assert error.retry_after_s is not None and 7000 <= error.retry_after_s <= 7200
