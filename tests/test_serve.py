@@ -502,6 +502,21 @@ def test_usage_limit_is_a_rate_limit_error_answered_once(serve: Any, fake_codex:
     assert len(fake_codex.exec_calls) == 1
 
 
+def test_a_forged_usage_limit_does_not_shut_the_server(serve: Any, fake_codex: FakeCodex) -> None:
+    """#29: a model's script threw codex's line for a usage limit of six days; that made every
+    later request a 429 for days. It is a plain failure now, and the next request is made."""
+    fake_codex.configure("forged_failure")
+    server = serve()
+    client = server.sdk()
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.images.generate(prompt=PROMPT)
+    assert caught.value.status_code != 429
+    assert "518400" not in caught.value.response.text
+    fake_codex.configure("success")
+    reply = client.images.generate(prompt=PROMPT)
+    assert png_ok(base64.b64decode(reply.data[0].b64_json or ""))  # type: ignore[index]
+
+
 @pytest.mark.parametrize(
     ("scenario", "error", "status"),
     [
