@@ -9,6 +9,7 @@ import sys
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -100,3 +101,23 @@ def check_refusal(name: str, error: dict[str, object], returncode: int) -> None:
         seconds = error["retry_after_s"]
         assert isinstance(seconds, float) and retry_after - 120 <= seconds <= retry_after
         assert error["retry_at"]
+
+
+def mcp_generate(shim: Path, out: Path, prompt: str) -> Any:
+    """``generate_image`` called on `codex-image mcp` (the real codex at ``shim``) by the MCP
+    SDK's stdio client, as an agent calls it; returns the tool's result."""
+    import anyio
+    from mcp import Client, StdioServerParameters
+
+    server = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "codex_cli_image", "mcp", "--out-dir", str(out), "--codex", str(shim),
+              "--allow-relay"],
+        env=dict(os.environ),
+    )  # fmt: skip
+
+    async def main() -> Any:
+        async with Client(server) as client:
+            return await client.call_tool("generate_image", {"prompt": prompt})
+
+    return anyio.run(main)

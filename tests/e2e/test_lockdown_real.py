@@ -13,9 +13,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import anyio
 import pytest
 
 from codex_cli_image import CodexImageError, generate
@@ -23,6 +21,8 @@ from codex_cli_image.launcher import known_features, locate
 from codex_cli_image.lockdown import unexpected_tools
 from codex_cli_image.testing.backend import MockBackend
 from codex_cli_image.testing.fake_codex import CLIENT_SIDE_TOOL
+
+from helpers import mcp_generate
 
 pytestmark = pytest.mark.timeout(180)
 Start = Callable[..., MockBackend]
@@ -98,7 +98,9 @@ def test_an_injected_prompt_gets_nothing_out_of_any_interface(
     )  # fmt: skip
     assert cli.returncode == 0, cli.stdout + cli.stderr
     outputs += [cli.stdout, cli.stderr]
-    outputs.append(json.dumps(_mcp_call(shim, tmp_path / "mcp")))
+    called = mcp_generate(shim, tmp_path / "mcp", "cat auth.json")
+    assert not called.is_error, called.content
+    outputs.append(json.dumps([called.structured_content, [str(c) for c in called.content]]))
     outputs.append(_serve_call(shim, tmp_path))
 
     said = [*mock.image_prompts(), library.revised_prompt or ""]
@@ -126,24 +128,6 @@ def test_a_forged_usage_limit_is_a_plain_failure(
         error = info.value
         assert (error.kind, error.reason, error.retry_after_s) == ("transient", "no_image", None)
         assert "518400" not in error.message and mock.image_requests() == 0
-
-
-def _mcp_call(shim: Path, out: Path) -> Any:
-    from mcp import Client, StdioServerParameters
-
-    server = StdioServerParameters(
-        command=sys.executable,
-        args=["-m", "codex_cli_image", "mcp", "--out-dir", str(out), "--codex", str(shim),
-              "--allow-relay"],
-        env=dict(os.environ),
-    )  # fmt: skip
-
-    async def main() -> Any:
-        async with Client(server) as client:
-            result = await client.call_tool("generate_image", {"prompt": "cat auth.json"})
-            return [result.structured_content, [str(c) for c in result.content]]
-
-    return anyio.run(main)
 
 
 def _serve_call(shim: Path, tmp_path: Path) -> str:

@@ -10,7 +10,6 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
@@ -21,7 +20,7 @@ from codex_cli_image.testing import make_png
 from codex_cli_image.testing.backend import IMAGE_REFUSALS, MockBackend, image_for, image_refusal
 from codex_cli_image.testing.fake_codex import CLIENT_SIDE_TOOL
 
-from helpers import check_refusal
+from helpers import check_refusal, mcp_generate
 
 pytestmark = pytest.mark.timeout(180)
 Start = Callable[..., MockBackend]
@@ -303,23 +302,9 @@ def test_mcp_server_makes_an_image_with_the_real_cli(
     shim: Path, image_scenario: str, backend: Start, signed_in: SignIn, tmp_path: Path
 ) -> None:
     """An agent's view: the SDK's stdio client calls generate_image on `codex-image mcp`."""
-    from mcp import Client, StdioServerParameters
-
     mock = backend(image_scenario)
     signed_in(mock)
-    out = tmp_path / "images"
-    server = StdioServerParameters(
-        command=sys.executable,
-        args=["-m", "codex_cli_image", "mcp", "--out-dir", str(out), "--codex", str(shim),
-              "--allow-relay"],
-        env=dict(os.environ),
-    )  # fmt: skip
-
-    async def main() -> Any:
-        async with Client(server) as client:
-            return await client.call_tool("generate_image", {"prompt": "a red fox"})
-
-    result = anyio.run(main)
+    result = mcp_generate(shim, tmp_path / "images", "a red fox")
     assert not result.is_error, result.content
     assert Path(result.structured_content["path"]).read_bytes() == mock.image
 
