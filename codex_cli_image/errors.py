@@ -44,7 +44,8 @@ _SECRETS = re.compile(
     r"(?P<label>(?i:\b(?:bearer|basic)\s+"
     r"|(?:token|api[_-]?key|secret|password)[\"']?\s*[:=]\s*[\"']?))"
     r"[A-Za-z0-9._~+/=-]{8,}"
-    r"|eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"
+    # A JWT, whole or cut short (a message cut at 300 characters can end inside one).
+    r"|eyJ[A-Za-z0-9_-]{10,}(?:\.[A-Za-z0-9_-]*){0,2}"
     # Key-shaped: long, with a digit, not part of a path or file name (rk-2024-cards.png).
     r"|(?<![\w/\\.-])(?:sk|rk|sess)-(?=[A-Za-z0-9_-]*\d)[A-Za-z0-9_-]{20,}(?![A-Za-z0-9_-]|\.\w)"
     # The user and password of a URL (https://user:password@host).

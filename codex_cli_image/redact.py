@@ -10,17 +10,16 @@ id, key), and anything shaped like a JWT or an API key (a cut or older token too
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from .errors import redact as redact_shapes
 
 __all__ = ["REDACTED", "login_secrets", "read_login_secrets", "redact"]
 
 REDACTED = "[redacted]"
 _MIN_SECRET = 8  # shorter values (a plan name, "chatgpt") are no secrets and would match anywhere
-# A JWT (header.payload[.signature]) from its first 10 base64url characters on, and OpenAI keys.
-_SHAPES = re.compile(r"eyJ[A-Za-z0-9_-]{10,}(?:\.[A-Za-z0-9_-]*){0,2}|\bsk-[A-Za-z0-9_-]{16,}")
 _AUTH_BYTES = 1 << 20
 
 
@@ -53,8 +52,9 @@ def read_login_secrets(codex_home: Path) -> tuple[str, ...]:
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with each of ``secrets``, and anything shaped like a token, replaced."""
+    """``text`` with each of ``secrets``, and anything shaped like a token or key (the shapes
+    every error message is cleaned of: :func:`codex_cli_image.errors.redact`), replaced."""
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
-    return _SHAPES.sub(REDACTED, text)
+    return redact_shapes(text)
