@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import re
 import traceback
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 Kind = Literal["input", "launch", "auth", "quota", "transient"]
@@ -32,8 +33,11 @@ __all__ = [
     "InputError",
     "Kind",
     "LaunchError",
+    "NEVER_RETRIED",
     "QuotaError",
+    "RetryRule",
     "TransientError",
+    "retry_rule",
 ]
 
 
@@ -110,6 +114,7 @@ class CodexImageError(Exception):
             "hint": self.hint,
             "retry_after_s": self.retry_after_s,
             "retry_at": self.retry_at,
+            "retryable": retry_rule(self).caller,
             "exit_code": self.exit_code,
             "codex_exit_code": self.codex_exit_code,
             "thread_id": self.thread_id,
@@ -176,6 +181,42 @@ class TransientError(CodexImageError):
     """A failure that may not happen again; retrying is reasonable."""
 
     kind = "transient"
+
+
+# --- the one retry rule ----------------------------------------------------------------------
+
+NEVER_RETRIED = frozenset(
+    {"timeout", "invalid_image", "image_too_large", "network_blocked", "internal_error"}
+)
+"""Transient reasons nobody runs codex again for: an image may already have been made and paid
+for (a timeout, an image that failed our checks, a bug of ours after the run), or a retry from
+here cannot help (a blocked network)."""
+_CALLER_MAY_RETRY = frozenset({"rate_limited", "cancelled", "stopped"})
+"""The only failures a caller may send again: the backend refused before making anything (429,
+after its wait), or the run was ended before an image (a stopping server, a closed client)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryRule:
+    """Who may run codex again after ``error``, and when (:func:`retry_rule`)."""
+
+    ours: bool
+    """The pipeline runs another attempt itself (within ``retries``)."""
+    caller: bool
+    """A caller (an SDK, an agent, a batch) may send the request again once ours gave up: never
+    for a failure we retry ourselves (that would multiply our attempts) nor one that may have
+    paid for an image."""
+    after_s: float | None
+    """How long to wait first, when codex said."""
+
+
+def retry_rule(error: CodexImageError) -> RetryRule:
+    """The one place that decides whether, by whom and after how long ``error`` is retried: the
+    pipeline, the HTTP status and ``x-should-retry``/``Retry-After``, MCP, Hermes and the CLI's
+    JSON follow it."""
+    caller = error.reason in _CALLER_MAY_RETRY
+    ours = isinstance(error, TransientError) and error.reason not in NEVER_RETRIED and not caller
+    return RetryRule(ours, caller, error.retry_after_s)
 
 
 def internal_error(exc: BaseException) -> TransientError:

@@ -35,7 +35,7 @@ from agent.image_gen_provider import (
 )
 
 from .client import Client
-from .errors import CodexImageError, InputError, internal_error, log_unexpected
+from .errors import CodexImageError, InputError, internal_error, log_unexpected, retry_rule
 from .request import MAX_REFERENCE_BYTES, MAX_REFERENCES
 from .settings import Settings
 
@@ -329,7 +329,8 @@ def _error(error: CodexImageError, prompt: str, aspect: str) -> dict[str, Any]:
         aspect_ratio=aspect,
     )
     response.update(kind=error.kind, reason=error.reason, retry_at=error.retry_at,
-                    retry_after_s=error.retry_after_s)  # fmt: skip
+                    retry_after_s=error.retry_after_s,
+                    retryable=retry_rule(error).caller)  # fmt: skip
     return response
 
 

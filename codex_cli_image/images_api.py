@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .errors import CodexImageError, InputError, QuotaError
+from .errors import CodexImageError, InputError, QuotaError, retry_rule
 from .request import parse_size
 from .results import ImageResult
 
@@ -254,7 +254,6 @@ _TYPE = {
 # The library's input errors that are about one field of the request.
 _PARAMS = {"empty_prompt": "prompt", "prompt_too_long": "prompt", "invalid_prompt": "prompt",
            "invalid_size": "size"}  # fmt: skip
-_NO_RETRY_REASONS = frozenset({"usage_limit", "credits_exhausted", "plan_not_included", "timeout"})
 
 
 def error_body(error: CodexImageError) -> dict[str, Any]:
@@ -305,12 +304,14 @@ def error_reply(error: CodexImageError) -> tuple[int, dict[str, Any], dict[str, 
     elif error.kind == "transient" and error.reason == "cancelled":  # the server is stopping
         status = 503
     headers: dict[str, str] = {}
-    if error.retry_after_s is not None:
-        headers["retry-after"] = str(max(1, math.ceil(error.retry_after_s)))
+    rule = retry_rule(error)
+    if rule.after_s is not None:
+        headers["retry-after"] = str(max(1, math.ceil(rule.after_s)))
     elif error.kind == "quota":  # codex named no time: the SDKs still need one to wait
         headers["retry-after"] = str(int(_QUOTA_BLOCK_UNKNOWN_S))
-    if error.reason in _NO_RETRY_REASONS or error.kind in ("launch", "auth", "input"):
-        headers["x-should-retry"] = "false"
+    # The SDKs retry 408/409/429/5xx twice unless told not to: our own attempts are spent, and
+    # a failure that may have paid for an image is never run again.
+    headers["x-should-retry"] = "true" if rule.caller else "false"
     return status, error_body(error), headers
 
 

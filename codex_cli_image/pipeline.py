@@ -22,7 +22,7 @@ from typing import Protocol
 import anyio
 
 from ._tasks import beside
-from .errors import InputError, TransientError
+from .errors import InputError, TransientError, retry_rule
 from .fit import fit_png, require_pillow
 from .launcher import Codex, CodexVersion
 from .output import Target, deliver, plan_output
@@ -47,11 +47,6 @@ __all__ = ["Plan", "Preflight", "Ready", "Reporter", "make_image", "plan_image"]
 
 log = logging.getLogger(__name__)
 
-# Retrying these could not help, or could pay twice (a bug of ours may strike after the image
-# was made): every other transient failure is retried.
-_NO_RETRY = frozenset(
-    {"timeout", "invalid_image", "image_too_large", "network_blocked", "internal_error"}
-)
 _BACKOFF_S = 2.0
 HEARTBEAT_S = 5.0
 """The longest silence of ``on_progress`` while an image is made (a ``working`` progress)."""
@@ -251,7 +246,7 @@ async def _attempts(
         except TransientError as error:
             pause = _BACKOFF_S * 2 ** (number - 1) + random.uniform(0, 1)
             if (
-                error.reason in _NO_RETRY
+                not retry_rule(error).ours
                 or number > settings.retries
                 or time.monotonic() + pause >= deadline
             ):

@@ -15,7 +15,7 @@ from codex_cli_image import (
 from codex_cli_image.errors import EXIT_CODES, redact
 
 JSON_KEYS = {
-    "kind", "reason", "message", "hint", "retry_after_s", "retry_at", "exit_code",
+    "kind", "reason", "message", "hint", "retry_after_s", "retry_at", "retryable", "exit_code",
     "codex_exit_code", "thread_id", "codex_version",
 }  # fmt: skip
 

@@ -275,8 +275,8 @@ def test_cli_json_and_exit_code_for_failures(
     error = document["error"]
     assert (error["kind"], error["reason"]) == (kind, reason)
     assert set(error) == {
-        "kind", "reason", "message", "hint", "retry_after_s", "retry_at", "exit_code",
-        "codex_exit_code", "thread_id", "codex_version",
+        "kind", "reason", "message", "hint", "retry_after_s", "retry_at", "retryable",
+        "exit_code", "codex_exit_code", "thread_id", "codex_version",
     }  # fmt: skip
     assert error["exit_code"] == result.returncode  # ours; codex's is codex_exit_code
     if reason == "usage_limit":

@@ -90,9 +90,16 @@ def test_errors_map_to_the_statuses_the_sdks_know() -> None:
         (InputError("m.", reason="invalid_prompt", hint="h."), 400, "false"),
         (AuthError("m.", reason="not_signed_in", hint="Run codex login."), 403, "false"),
         (LaunchError("m.", reason="codex_not_found", hint="h."), 503, "false"),
-        (TransientError("m.", reason="codex_failed", hint="h."), 502, None),
+        # #30: our own attempts are spent (codex_failed), or an image may have been paid for
+        # (the rest): a client that retried multiplied the codex runs.
+        (TransientError("m.", reason="codex_failed", hint="h."), 502, "false"),
+        (TransientError("m.", reason="invalid_image", hint="h."), 502, "false"),
+        (TransientError("m.", reason="image_too_large", hint="h."), 502, "false"),
+        (TransientError("m.", reason="internal_error", hint="h."), 502, "false"),
+        (TransientError("m.", reason="network_blocked", hint="h."), 502, "false"),
         (TransientError("m.", reason="timeout", hint="h."), 504, "false"),
-        (TransientError("m.", reason="cancelled", hint="h."), 503, None),
+        (TransientError("m.", reason="cancelled", hint="h."), 503, "true"),
+        (QuotaError("m.", reason="rate_limited", hint="h.", retry_after_s=12), 429, "true"),
     ]
     for error, status, retry in cases:
         got, body, headers = error_reply(error)
@@ -122,6 +129,6 @@ def test_a_usage_limit_is_not_retried_and_blocks_until_it_resets() -> None:
 def test_a_rate_limit_may_be_retried_and_blocks_nothing() -> None:
     rate = QuotaError("Slow.", reason="rate_limited", hint="Wait.", retry_after_s=5)
     status, body, headers = error_reply(rate)
-    assert status == 429 and headers == {"retry-after": "5"}
+    assert status == 429 and headers == {"retry-after": "5", "x-should-retry": "true"}
     assert body["error"]["type"] == "rate_limit_error"
     assert usage_block_s(rate) is None

@@ -172,7 +172,7 @@ def test_an_unreadable_session_log_costs_nothing_but_the_revised_prompt(
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RecursionError("maximum recursion depth exceeded")
 
-    monkeypatch.setattr(runner, "read_image_records", broken)
+    monkeypatch.setattr(runner, "read_rollout", broken)
     fake_codex.configure("success")
     result = generate("a fox", output=out / "fox.png", retries=3, timeout=30, wait_for_turn=True)
     assert png_ok(result.path.read_bytes()) and result.attempts == 1

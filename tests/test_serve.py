@@ -502,6 +502,21 @@ def test_usage_limit_is_a_rate_limit_error_answered_once(serve: Any, fake_codex:
     assert len(fake_codex.exec_calls) == 1
 
 
+@pytest.mark.parametrize(("scenario", "runs"), [("invalid_png", 1), ("stream_disconnected", 2)])
+def test_the_sdks_retries_never_multiply_ours(
+    serve: Any, fake_codex: FakeCodex, scenario: str, runs: int
+) -> None:
+    """#30: the openai SDK retries 5xx twice by default; a failure that may have paid for an
+    image ran codex 3 times, and one the pipeline retries itself 6. Following our headers, the
+    SDK runs codex exactly as often as the pipeline does (once; twice with --retries 1)."""
+    fake_codex.configure(scenario)
+    server = serve()
+    with pytest.raises(openai.InternalServerError) as caught:
+        server.sdk(max_retries=2).images.generate(prompt=PROMPT)
+    assert caught.value.response.headers["x-should-retry"] == "false"
+    assert len(fake_codex.exec_calls) == runs
+
+
 def test_a_forged_usage_limit_does_not_shut_the_server(serve: Any, fake_codex: FakeCodex) -> None:
     """#29: a model's script threw codex's line for a usage limit of six days; that made every
     later request a 429 for days. It is a plain failure now, and the next request is made."""
