@@ -47,6 +47,7 @@ _IN = re.compile(
 )
 _UNIT = re.compile(rf"(\d+(?:\.\d+)?)\s*({_UNITS})", re.I)
 _SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+_MINUTE = dt.timedelta(minutes=1)
 
 
 def _number(code: int) -> re.Pattern[str]:
@@ -417,7 +418,9 @@ def parse_retry(text: str, now: dt.datetime) -> tuple[dt.datetime, float] | None
                 return None
         else:
             at = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
-            if at <= now:  # the time has passed today: it means tomorrow
+            if at <= now < at + _MINUTE:  # printed to the minute: it resets within this one
+                at += _MINUTE
+            elif at <= now:  # the time has passed today: it means tomorrow
                 at += dt.timedelta(days=1)
         return at, max(0.0, (at - now).total_seconds())
     match = _IN.search(text)

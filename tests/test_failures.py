@@ -145,6 +145,16 @@ def test_parse_retry(text: str, expected: str | None) -> None:
         assert parsed[1] == (parsed[0] - NOW).total_seconds()
 
 
+def test_a_reset_in_the_current_minute_is_not_tomorrow() -> None:
+    """#30: "try again at 2:00 PM" read at 14:00:30 meant tomorrow: serve then answered every
+    request with 429 for a day. codex prints its reset to the minute: it lies within this one."""
+    now = NOW.replace(hour=14, minute=0, second=30)
+    at, wait = parse_retry("try again at 2:00 PM", now) or (None, None)
+    assert at == now.replace(second=0) + dt.timedelta(minutes=1) and wait == 30.0
+    at, _ = parse_retry("try again at 1:59 PM", now) or (None, None)
+    assert at is not None and at.date() > now.date()  # a minute that has passed: tomorrow
+
+
 def test_quota_text_on_stderr_counts_when_codex_failed() -> None:
     outcome = RunOutcome(
         exit_code=1, stderr_tail="ERROR: You've hit your usage limit. Try again at 4:00 PM."
