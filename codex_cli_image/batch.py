@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import os
-import sys
 import time
 from collections.abc import (
     AsyncIterator,
@@ -47,6 +46,7 @@ from .errors import (
     internal_error,
     log_unexpected,
 )
+from .output import path_key
 from .pipeline import Plan, plan_image
 from .request import ImageRequest
 from .results import ImageResult, Progress, ProgressCallback
@@ -252,18 +252,15 @@ def plan_batch(
         job = replace(request, output=path, overwrite=overwrite or request.overwrite)
         plan = plan_image(job, where=where[index])
         plans.append(plan)
-        if plan.target.named_by_us:
-            continue
-        key = os.path.realpath(plan.target.path)
-        if sys.platform in ("darwin", "win32"):  # case-insensitive file systems by default
-            key = key.casefold()
-        if key in claimed:
-            raise InputError(
-                f"{where[claimed[key]]} and {where[index]} both write to {plan.target.path}.",
-                reason="duplicate_output",
-                hint="Give each request its own output file, or name a folder.",
-            )
-        claimed[key] = index
+        for path in plan.writes:  # the output, and a fit copy beside it
+            key = path_key(path)
+            if key in claimed:
+                raise InputError(
+                    f"{where[claimed[key]]} and {where[index]} both write to {path}.",
+                    reason="duplicate_output",
+                    hint="Give each request its own output file, or name a folder.",
+                )
+            claimed[key] = index
     return plans
 
 

@@ -52,6 +52,7 @@ from .launcher import (
     probe_version,
 )
 from .lockdown import features_to_disable
+from .output import CLAIMS
 from .pipeline import Plan, Ready, Reporter, make_image, plan_image
 from .preflight import Verdict, check_login, codex_home_path, profile_problem
 from .request import ImageRequest
@@ -366,9 +367,11 @@ class Client:
             self._limit.release()
 
     async def _make(self, plan: Plan, settings: Settings, report: Reporter) -> ImageResult:
-        """One image, the slot already held; an auth or launch failure voids the warm state."""
+        """One image, the slot already held, its output files held against other writers; an
+        auth or launch failure voids the warm state."""
         try:
-            return await make_image(plan, self._preflight, settings, report)
+            with CLAIMS.hold(plan.writes):
+                return await make_image(plan, self._preflight, settings, report)
         except AuthError:
             self._forget_login()
             raise

@@ -16,15 +16,16 @@ import os
 import re
 import secrets
 import sys
+import threading
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ._watchdog import WATCHDOG
 from .errors import InputError
 
-__all__ = ["Target", "deliver", "plan_output", "slug"]
+__all__ = ["CLAIMS", "Claims", "Target", "deliver", "path_key", "plan_output", "slug"]
 
 _SLUG_WORDS = re.compile(r"[a-z0-9]+")
 
@@ -120,6 +121,48 @@ def plan_output(
             hint="Choose another output path.",
         )
     return Target(path, overwrite=overwrite)
+
+
+def path_key(path: Path) -> str:
+    """What tells two output paths apart: the real path, case-folded where file systems
+    usually ignore case (macOS, Windows)."""
+    key = os.path.realpath(path)
+    return key.casefold() if sys.platform in ("darwin", "win32") else key
+
+
+class Claims:
+    """The output files being written by calls in flight in this process (any client, any
+    thread): a second writer of one file is refused before codex runs for it, so that no paid
+    image replaces another and no result describes a file that holds another image."""
+
+    def __init__(self) -> None:
+        self._held: set[str] = set()
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def hold(self, paths: Sequence[Path]) -> Iterator[None]:
+        """Hold ``paths`` for the duration; raises :class:`InputError` naming the first one
+        another call holds."""
+        keys = [path_key(path) for path in paths]
+        with self._lock:
+            for key, path in zip(keys, paths, strict=True):
+                if key in self._held:
+                    raise InputError(
+                        f"{path} is being written by another image in progress.",
+                        reason="output_in_use",
+                        hint="Give each image its own output file (or name a folder), or wait "
+                        "for the other one to finish.",
+                    )
+            self._held.update(keys)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held.difference_update(keys)
+
+
+CLAIMS = Claims()
+"""The process's one registry of output files being written."""
 
 
 def _check_writable_dir(path: Path, what: str) -> None:

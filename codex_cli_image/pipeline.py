@@ -82,6 +82,15 @@ class Plan:
     fit_size: tuple[int, int] | None = None
 
     @property
+    def writes(self) -> tuple[Path, ...]:
+        """The files this image is written to by their given names: the caller's output and
+        its ``fit`` copy (a name made from the prompt moves to the next free one instead)."""
+        if self.target.named_by_us:
+            return ()
+        path = self.target.path
+        return (path,) if self.fit_size is None else (path, fit_path(path, self.fit_size))
+
+    @property
     def instruction(self) -> str:
         names = reference_names(self.references)
         return build_instruction(self.request.prompt, self.geometry, names)
@@ -290,11 +299,16 @@ async def _fit(
         return None
 
 
+def fit_path(original: Path, size: tuple[int, int]) -> Path:
+    """Where the exact-size copy of ``original`` goes: beside it, its size in the name."""
+    return original.with_name(f"{original.stem}-{size[0]}x{size[1]}.png")
+
+
 def _fit_beside(data: bytes, original: Path, size: tuple[int, int], overwrite: bool) -> FittedImage:
     """Write the exact-size copy next to ``original`` (replacing only with ``overwrite``)."""
     fitted = fit_png(data, size)
-    name = original.with_name(f"{original.stem}-{size[0]}x{size[1]}.png")
-    path, _ = deliver(fitted, Target(name, overwrite=overwrite, named_by_us=True))
+    path, _ = deliver(fitted, Target(fit_path(original, size), overwrite=overwrite,
+                                     named_by_us=True))  # fmt: skip
     info = inspect_png(fitted)
     return FittedImage(path, info.width, info.height, len(fitted),
                        hashlib.sha256(fitted).hexdigest())  # fmt: skip

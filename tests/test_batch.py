@@ -134,6 +134,14 @@ def test_bad_requests_fail_before_any_job(fake_codex: FakeCodex, out: Path) -> N
                       out_dir=out)  # fmt: skip
     assert info.value.reason == "duplicate_output"
     assert info.value.message.startswith("request 0 and request 1 both write to ")
+    # #30 item 2: job 0's exact-size copy is job 1's output (it was silently replaced).
+    pytest.importorskip("PIL")
+    with pytest.raises(InputError) as info:
+        generate_many([{"prompt": "a", "output": "fox.png", "fit": "48x32"},
+                       {"prompt": "b", "output": "fox-48x32.png"}], out_dir=out,
+                      overwrite=True)  # fmt: skip
+    assert info.value.reason == "duplicate_output" and "fox-48x32.png" in info.value.message
+    assert fake_codex.exec_calls == []
     for jobs in (0, 17):
         with pytest.raises(InputError) as info:
             generate_many(["a fox"], concurrency=jobs, out_dir=out)

@@ -14,6 +14,7 @@ import pytest
 
 from codex_cli_image import AuthError, Client, ImageRequest, InputError, TransientError
 from codex_cli_image import client as client_module
+from codex_cli_image.api import generate
 from codex_cli_image.results import Progress
 from codex_cli_image.testing import FakeCodex
 
@@ -554,3 +555,28 @@ def test_a_cancel_before_the_preflight_thread_starts_does_not_wait() -> None:
         return time.monotonic() - started
 
     assert anyio.run(main) < 5 and ran == []
+
+
+def test_a_second_writer_of_an_output_is_refused_before_codex_runs(
+    fake_codex: FakeCodex, tmp_path: Path
+) -> None:
+    """#30 item 3: two calls to one output with overwrite=True both "succeeded", and one result
+    described a file holding the other image. The second is refused, naming the path, before
+    codex runs for it; once the first is done the file may be replaced again."""
+    fake_codex.configure("success", delay=1.5)
+    target = tmp_path / "fox.png"
+    options = {"output": target, "overwrite": True, "timeout": 30}
+    first = threading.Thread(target=generate, args=("a fox",), kwargs=options)
+    first.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not fake_codex.exec_calls and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with pytest.raises(InputError) as info:
+            generate("a hen", output=target, overwrite=True, timeout=30)
+        assert info.value.reason == "output_in_use" and str(target) in info.value.message
+        assert len(fake_codex.exec_calls) == 1
+    finally:
+        first.join(30)
+    fake_codex.configure("success")
+    assert generate("a hen", output=target, overwrite=True, timeout=30).path == target
