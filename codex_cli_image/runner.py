@@ -492,6 +492,20 @@ async def _stop(process: anyio.abc.Process, job: _proc.ProcessJob | None) -> Non
     for stream in (process.stdin, process.stdout, process.stderr):
         if stream is not None:
             await stream.aclose()
+    if process.returncode is not None:
+        _close_transport(process)
+
+
+def _close_transport(process: anyio.abc.Process) -> None:
+    """Close asyncio's transport of a reaped codex. A daemon codex double-forked (its own
+    session: no group or tree kill reaches it) can hold codex's stdout, so the pipe never ends
+    and asyncio keeps the transport open, to be closed by the garbage collector once the loop
+    is gone: "Exception ignored ... Event loop is closed" after a good run. anyio exposes no
+    handle for it, hence the private attributes (absent on another backend: nothing to do)."""
+    transport = getattr(getattr(process, "_process", None), "_transport", None)
+    close = getattr(transport, "close", None)
+    if callable(close):
+        close()
 
 
 def _redacted(secrets: tuple[str, ...], text: str | None) -> str | None:

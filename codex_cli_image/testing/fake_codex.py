@@ -104,6 +104,9 @@ DEFAULTS: dict[str, Any] = {
     "hang_max": 120.0,  # a hanging fake still exits after this, so a broken test cannot leak it
     "helper": False,  # start a helper grandchild (as codex starts its code-mode host)
     "helper_keeps_pipes": False,  # ...that inherits codex's stdout and stderr
+    # ...that double-forks a daemon (its own session) holding codex's stdout and stderr, which
+    # no process-group or tree kill reaches; its pid goes to daemon.pid in the fake's folder
+    "helper_daemon": False,
     "ignore_sigterm": False,  # ignore SIGTERM in any scenario (as hang_ignore_sigterm does)
     "write_pieces": 1,  # write the image file in this many pieces...
     "piece_delay": 0.0,  # ...this many seconds apart (a slow disk or a slow download)
@@ -1170,9 +1173,20 @@ class Turn:
     def _start_helper(self) -> None:
         lifetime = float(self.opts["hang_max"])
         # Same process group, as codex's own helpers (code-mode host, MCP servers) are.
-        keeps = bool(self.opts["helper_keeps_pipes"])
+        keeps = bool(self.opts["helper_keeps_pipes"] or self.opts["helper_daemon"])
+        code = f"import time; time.sleep({lifetime})"
+        if self.opts["helper_daemon"] and self.ex.fake.dir is not None:
+            pid_file = json.dumps(str(self.ex.fake.dir / "daemon.pid"))
+            code = (
+                "import os, time\n"
+                "if os.fork() == 0:\n"
+                "    os.setsid()\n"
+                f"    open({pid_file}, 'w').write(str(os.getpid()))\n"
+                f"    time.sleep({lifetime})\n"
+                "os._exit(0)\n"
+            )
         helper = subprocess.Popen(
-            [sys.executable, "-c", f"import time; time.sleep({lifetime})"],
+            [sys.executable, "-c", code],
             stdin=subprocess.DEVNULL,
             stdout=None if keeps else subprocess.DEVNULL,
             stderr=None if keeps else subprocess.DEVNULL,

@@ -5,10 +5,12 @@ secret, and nothing left behind. Run through the CLI, with the environment reall
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -394,4 +396,22 @@ def test_a_helper_holding_codex_pipes_after_success(guard: Guard, wait: bool) ->
     target = guard.out / "new.png"
     result = guard.cli("generate", "a fox", "-o", str(target), *(["--wait-for-turn"] * wait))
     _clean(result, 0)
+    guard.verify(delivered=[target])
+
+
+def test_a_daemon_holding_codex_pipes_after_success(guard: Guard) -> None:
+    """#30 item 10: a codex helper that double-forks a daemon (its own session, out of reach of
+    every group and tree kill) holding codex's stdout: the run still ends clean, with no
+    "Exception ignored ... Event loop is closed"."""
+    guard.fake.configure("success", helper=True, helper_daemon=True, delay=1.0)  # daemon first
+    target = guard.out / "new.png"
+    pid_file = guard.fake.dir / "daemon.pid"
+    try:
+        result = guard.cli("generate", "a fox", "-o", str(target))
+        _clean(result, 0)
+        assert target.exists()
+    finally:
+        wait_for(pid_file.exists, 5, "the daemon's pid")
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
     guard.verify(delivered=[target])
