@@ -97,6 +97,12 @@ def parse_call(fields: Mapping[str, Any], *, edit: bool = False) -> ImagesCall:
     compression = None
     if fields.get("output_compression") is not None:
         compression = _integer(fields, "output_compression", 100, 0, 100)
+    if background == "transparent" and output_format == "jpeg":  # as OpenAI refuses it
+        raise ParamError(
+            "background",
+            "background transparent cannot be sent as jpeg: jpeg has no alpha channel.",
+            "Ask for output_format png or webp, or leave background out.",
+        )
     response_format = _choice(fields, "response_format", ("b64_json", "url"), "b64_json")
     if fields.get("mask") is not None:
         raise ParamError(
@@ -197,7 +203,8 @@ def images_reply(
         "created": created,
         "data": [entry for _, entry in made],
         "size": f"{first.width}x{first.height}",
-        "quality": "auto",
+        # No "quality": the subscription's backend picks it and says nothing of it, and "auto"
+        # is not a quality a response may report (openai's ImagesResponse refuses it).
         "background": "transparent" if any(r.has_alpha for r, _ in made) else "opaque",
         "output_format": call.output_format,
         "usage": usage(*(result for result, _ in made)),

@@ -39,7 +39,7 @@ def test_form_fields_arrive_as_text() -> None:
             "stream": "true",
             "size": "1024x1536",
             "background": "transparent",
-            "output_format": "jpeg",
+            "output_format": "webp",
             "output_compression": "80",
             "response_format": "url",
         },
@@ -50,7 +50,7 @@ def test_form_fields_arrive_as_text() -> None:
         n=2,
         size="1024x1536",
         transparent=True,
-        output_format="jpeg",
+        output_format="webp",
         output_compression=80,
         response_format="url",
         stream=True,
@@ -76,6 +76,8 @@ def test_form_fields_arrive_as_text() -> None:
         ({"prompt": "x", "response_format": "binary"}, "response_format"),
         ({"prompt": "x", "stream": "maybe"}, "stream"),
         ({"prompt": "x", "mask": "m.png"}, "mask"),
+        # #30 item 8: OpenAI refuses it; we flattened the image and still called it transparent
+        ({"prompt": "x", "background": "transparent", "output_format": "jpeg"}, "background"),
     ],
 )
 def test_a_wrong_field_is_named(fields: dict[str, Any], param: str) -> None:
@@ -132,3 +134,29 @@ def test_a_rate_limit_may_be_retried_and_blocks_nothing() -> None:
     assert status == 429 and headers == {"retry-after": "5", "x-should-retry": "true"}
     assert body["error"]["type"] == "rate_limit_error"
     assert usage_block_s(rate) is None
+
+
+def test_replies_validate_with_the_sdks_own_types() -> None:
+    """#30 item 8: "quality": "auto" failed openai's ImagesResponse validation."""
+    import json
+    from pathlib import Path
+
+    from openai.types import ImageGenCompletedEvent, ImagesResponse
+
+    from codex_cli_image.images_api import image_entry, images_reply, stream_event
+    from codex_cli_image.results import ImageResult
+
+    result = ImageResult(
+        path=Path("/x.png"), bytes=10, sha256="0" * 64, width=96, height=64, format="png",
+        thread_id="t", codex_version="0.171.0", elapsed_s=1.0, usage={"input_tokens": 5,
+        "output_tokens": 2}, revised_prompt="a fox", attempts=1, warnings=(),
+        image_source="file", has_alpha=True,
+    )  # fmt: skip
+    for call in (ImagesCall("a fox"), ImagesCall("a fox", output_format="webp")):
+        entry = image_entry(result, b64_json="AAAA", url=None)
+        reply = images_reply(call, [(result, entry)], [], created=1)
+        parsed = ImagesResponse.model_validate(reply)
+        assert parsed.size == "96x64" and parsed.background == "transparent"
+        event = stream_event(ImagesCall("a fox", stream=True), result, "AAAA", 1)
+        data = json.loads(event.split("data: ", 1)[1])
+        assert ImageGenCompletedEvent.model_validate(data).type == "image_generation.completed"
