@@ -263,18 +263,29 @@ _PARAMS = {"empty_prompt": "prompt", "prompt_too_long": "prompt", "invalid_promp
            "invalid_size": "size"}  # fmt: skip
 
 
+# An absolute path on the server (POSIX, or Windows with a drive letter), as messages quote them.
+_SERVER_PATH = re.compile(
+    r"(?<![\w:/.])(?:/(?:[^\s/'\"()]+/)*[^\s/'\"(),]+|[A-Za-z]:\\[^\s'\"()]+)"
+)
+
+
 def error_body(error: CodexImageError) -> dict[str, Any]:
     """OpenAI's error object: the message and the hint together (the SDKs show the message
-    only), with our kind, reason, hint and reset time beside them."""
+    only), with our kind, reason, hint and reset time beside them. Paths on the server (a file
+    codex left, a folder) are no business of a remote client: they are left out."""
     return _error_object(
-        error.message,
-        error.hint,
+        _without_paths(error.message),
+        _without_paths(error.hint),
         error_type="rate_limit_error" if error.reason == "rate_limited" else _TYPE[error.kind],
         param=error.param if isinstance(error, ParamError) else _PARAMS.get(error.reason),
         code=error.reason,
         kind=error.kind,
         retry_at=error.retry_at,
     )
+
+
+def _without_paths(text: str) -> str:
+    return _SERVER_PATH.sub("(a path on the server)", text)
 
 
 def _error_object(

@@ -320,7 +320,7 @@ class Service:
                     if completed is not None:
                         await completed(made[-1])
                 except CodexImageError as error:
-                    failed.append(_stopping() if self.client.closed else error)
+                    failed.append(_stopping() if self.client.closed else _server_side(error))
                 except Exception as exc:
                     log_unexpected(log, "unexpected error making an image", exc)
                     failed.append(internal_error(exc))
@@ -382,6 +382,20 @@ class _Made:
 class _QueueFull(Exception):
     def __init__(self, pending: int, max_queue: int) -> None:
         super().__init__(f"{pending} images are being made or waiting (--max-queue {max_queue}).")
+
+
+def _server_side(error: CodexImageError) -> CodexImageError:
+    """The server picks every output path: one that cannot be used (its folder was removed, the
+    disk is read-only) is the server's fault, not the caller's request (a 400 with a server path
+    and a command-line hint); it is logged here and answered as a server error."""
+    if not (isinstance(error, InputError) and error.reason.startswith("output_")):
+        return error
+    log.error("the server's image folder cannot be used: %s %s", error.message, error.hint)
+    return TransientError(
+        "The server cannot store images right now.",
+        reason="server_storage",
+        hint="Tell the server's operator: its log says which folder failed and why.",
+    )
 
 
 def _stopping() -> TransientError:

@@ -276,7 +276,7 @@ def test_generate_returns_the_verified_png(serve: Any, fake_codex: FakeCodex) ->
     reply = server.sdk().images.generate(model="gpt-image-1", prompt=PROMPT)
     assert len(reply.data) == 1
     _png(reply.data[0].b64_json)
-    assert reply.size == "64x64" and reply.output_format == "png" and reply.quality == "auto"
+    assert reply.size == "64x64" and reply.output_format == "png" and reply.quality is None
     assert reply.background == "opaque" and reply.created > 0
     assert len(fake_codex.exec_calls) == 1
     log = server.text()
@@ -955,6 +955,23 @@ def test_an_unusable_out_dir_is_an_input_error(serve: Any, tmp_path: Path) -> No
     server = serve("--out-dir", str(taken))
     assert server.process.wait(10) == 2
     assert "--out-dir" in server.text() and "Traceback" not in server.text()
+
+
+def test_a_gone_image_folder_is_a_server_error_without_its_path(
+    serve: Any, fake_codex: FakeCodex, tmp_path: Path
+) -> None:
+    """#30 item 6: the server's own folder gone was a 400 invalid_request_error naming a server
+    path with a command-line hint; it is a server error, and the path stays in the log."""
+    images = tmp_path / "kept"
+    server = serve("--out-dir", str(images))
+    images.rmdir()
+    with pytest.raises(openai.InternalServerError) as caught:
+        server.sdk().images.generate(prompt=PROMPT)
+    body = caught.value.response.json()["error"]
+    assert body["type"] == "server_error" and body["code"] == "server_storage"
+    assert str(tmp_path) not in caught.value.response.text and "--out-dir" not in body["message"]
+    assert str(images) in server.text()
+    assert fake_codex.exec_calls == []
 
 
 def test_the_misdirected_hint_names_the_real_address(serve: Any) -> None:
