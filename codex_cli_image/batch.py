@@ -307,8 +307,8 @@ async def run_batch(
     failure: Exception | None = None
     with batch.receive:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(batch.dispatch, tg)
-            tg.start_soon(stop_when, tg.cancel_scope)
+            # A close ends the jobs, not the caller's reading: every outcome still comes out.
+            tg.start_soon(batch.run, stop_when)
             try:
                 yield batch.receive
             except Exception as exc:  # the caller's own error: re-raised as is, not grouped
@@ -342,23 +342,49 @@ class _Batch:
     def line_of(self, index: int) -> int | None:
         return self.lines[index] if self.lines else None
 
+    async def run(
+        self, stop_when: Callable[[anyio.CancelScope], Coroutine[Any, Any, None]]
+    ) -> None:
+        """Every job, until all are done or ``stop_when`` ends them."""
+        async with anyio.create_task_group() as watched:
+            watched.start_soon(stop_when, watched.cancel_scope)
+            async with anyio.create_task_group() as jobs:
+                await self.dispatch(jobs)
+            watched.cancel_scope.cancel()
+
     async def dispatch(self, tg: TaskGroup) -> None:
         async with self.send:
-            for index in range(len(self.jobs)):
-                await self.limit.acquire()
-                try:
-                    await self._wait_out_pause()
-                except BaseException:  # cancelled while paused: the slot is the client's
-                    self.limit.release()
-                    raise
-                if self.stopped:
-                    self.limit.release()
-                    for rest in range(index, len(self.jobs)):
-                        self.send.send_nowait(_not_started(
-                            rest, self.jobs[rest], self.stopped[0], self.line_of(rest)
-                        ))  # fmt: skip
-                    return
-                tg.start_soon(self.run_job, index, self.send.clone())
+            index = 0
+            try:
+                while index < len(self.jobs):
+                    if not await self._start(index, tg):
+                        return
+                    index += 1
+            except anyio.get_cancelled_exc_class():  # the client closed: the rest get outcomes
+                for rest in range(index, len(self.jobs)):
+                    outcome = BatchOutcome(rest, self.jobs[rest], "not_started", error=_closed(),
+                                           line=self.line_of(rest))  # fmt: skip
+                    self.send.send_nowait(outcome)
+                raise
+
+    async def _start(self, index: int, tg: TaskGroup) -> bool:
+        """Start job ``index`` once a slot is free; False when a quota failure stopped the
+        batch (the rest are reported as not started)."""
+        await self.limit.acquire()
+        try:
+            await self._wait_out_pause()
+        except BaseException:  # cancelled while paused: the slot is the client's
+            self.limit.release()
+            raise
+        if self.stopped:
+            self.limit.release()
+            for rest in range(index, len(self.jobs)):
+                self.send.send_nowait(_not_started(
+                    rest, self.jobs[rest], self.stopped[0], self.line_of(rest)
+                ))  # fmt: skip
+            return False
+        tg.start_soon(self.run_job, index, self.send.clone())
+        return True
 
     async def _wait_out_pause(self) -> None:
         # A deadline that later 429s may push back, not an event to wait for.
@@ -377,6 +403,10 @@ class _Batch:
                     error = exc if isinstance(exc, CodexImageError) else _unexpected(exc)
                     self._note(error)  # before the slot is freed: nothing new starts meanwhile
                     outcome = BatchOutcome(index, request, "failed", error=error, line=line)
+                except anyio.get_cancelled_exc_class():  # the client closed: say so, then end
+                    out.send_nowait(BatchOutcome(index, request, "failed", error=_closed(),
+                                                 line=line))  # fmt: skip
+                    raise
                 out.send_nowait(outcome)
             finally:
                 self.limit.release()
@@ -403,6 +433,14 @@ def _not_started(
         codex_version=cause.codex_version,
     )
     return BatchOutcome(index, request, "not_started", error=error, line=line)
+
+
+def _closed() -> TransientError:
+    return TransientError(
+        "The Client was closed before this image was made; nothing was saved for it.",
+        reason="cancelled",
+        hint="Retry it with a client that stays open until the batch ends.",
+    )
 
 
 def _unexpected(exc: Exception) -> TransientError:

@@ -229,9 +229,9 @@ class Client:
                 jobs, limit=self._limit, make=make, out_dir=out_dir, overwrite=overwrite,
                 on_progress=on_progress, lines=lines, stop_when=self._runs.cancel_on_close,
             ) as outcomes:  # fmt: skip
+                # A close ends the batch; every job still gets its outcome (an image already
+                # saved as "ok", the others "cancelled"), so nothing is raised for it here.
                 yield outcomes
-            if self._runs.closing:
-                raise _closed_mid_run()
         finally:
             self._runs.exit()
 

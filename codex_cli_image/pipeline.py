@@ -187,6 +187,22 @@ async def _make_image(
     ready = await preflight(deadline)
     ready.verdict.raise_for_problem()
     produced, attempts = await _attempts(plan, ready, settings, deadline, report)
+    # From here on the image is paid for: a close or a cancel waits until it is saved and
+    # reported, so that no caller is told "nothing was saved" about an image that was.
+    with anyio.CancelScope(shield=True):
+        result = await _finish(plan, produced, ready, attempts, settings, report)
+    return result
+
+
+async def _finish(
+    plan: Plan,
+    produced: Produced,
+    ready: Ready,
+    attempts: int,
+    settings: Settings,
+    report: Reporter,
+) -> ImageResult:
+    """Deliver the image (and its fit copy) and report it."""
     version = str(ready.version)
     path, warnings = await anyio.to_thread.run_sync(_deliver, plan, produced, version)
     if produced.codex_file is not None and not settings.keep_codex_copy:

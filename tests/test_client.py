@@ -299,9 +299,9 @@ def nothing_left(fake: FakeCodex, scratch: Path) -> bool:
     return survivors(fake) == [] and list(scratch.iterdir()) == []
 
 
-def _wait_for_exec(fake: FakeCodex) -> None:
+def _wait_for_exec(fake: FakeCodex, count: int = 1) -> None:
     deadline = time.monotonic() + 30
-    while not fake.exec_calls:
+    while len(fake.exec_calls) < count:
         assert time.monotonic() < deadline, "codex did not start"
         time.sleep(0.05)
 
@@ -580,3 +580,50 @@ def test_a_second_writer_of_an_output_is_refused_before_codex_runs(
         first.join(30)
     fake_codex.configure("success")
     assert generate("a hen", output=target, overwrite=True, timeout=30).path == target
+
+
+def test_close_from_another_thread_gives_every_job_of_a_batch_its_outcome(
+    fake_codex: FakeCodex, out: Path
+) -> None:
+    """#30 item 5: a close during generate_many raised "nothing was saved" while an image had
+    been saved. Now each request gets its outcome: the saved image as ok, with its path, the
+    one in flight and the one never started as cancelled."""
+    fake_codex.configure("success", by_prompt={"slow": {"scenario": "hang"}})
+    client = Client(timeout=60, concurrency=1)
+    closer = threading.Thread(target=lambda: (_wait_for_exec(fake_codex, 2), client.close()))
+    closer.start()
+    try:
+        outcomes = client.generate_many(["a fox", "a slow hen", "a cat"], out_dir=out)
+    finally:
+        closer.join(30)
+    assert [o.status for o in outcomes] == ["ok", "failed", "not_started"]
+    assert outcomes[0].result is not None and outcomes[0].result.path.exists()
+    assert [o.error.reason for o in outcomes[1:] if o.error] == ["cancelled", "cancelled"]
+    assert len(fake_codex.exec_calls) == 2
+
+
+def test_a_close_while_the_image_is_delivered_reports_the_saved_image(
+    fake_codex: FakeCodex, out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """#30 item 5: with fit=, a close during delivery said "nothing was saved" about an image
+    that existed. The image is paid for: the close waits for its delivery, and it is reported."""
+    pytest.importorskip("PIL")
+    from codex_cli_image import pipeline
+
+    delivering = threading.Event()
+    real_fit = pipeline._fit_beside
+
+    def slow_fit(*args: Any) -> Any:
+        delivering.set()
+        time.sleep(1.0)
+        return real_fit(*args)
+
+    monkeypatch.setattr(pipeline, "_fit_beside", slow_fit)
+    client = Client(timeout=60)
+    closer = threading.Thread(target=lambda: (delivering.wait(30), client.close()))
+    closer.start()
+    try:
+        result = client.generate(ImageRequest("a fox", output=out / "fox.png", fit="48x32"))
+    finally:
+        closer.join(30)
+    assert result.path.exists() and result.fitted is not None and result.fitted.path.exists()
