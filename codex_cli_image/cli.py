@@ -229,7 +229,14 @@ def _add_serve(commands: Any) -> None:
     serve.add_argument(
         "--out-dir",
         metavar="DIR",
-        help="keep the images here (default: a temporary folder removed when the server stops)",
+        help="keep every image here (default: none is kept, but for its URL while it works)",
+    )
+    serve.add_argument(
+        "--url-ttl",
+        type=float,
+        default=3600.0,
+        metavar="S",
+        help="seconds an image URL (response_format url) works without the token (default 3600)",
     )
     serve.add_argument(
         "--allow-origin",
@@ -505,9 +512,10 @@ def _serve(args: argparse.Namespace) -> int:
     except ImportError as exc:
         return _fail(_missing_extra("codex-image serve", "serve", exc), as_json=False)
     try:
-        if not 0 <= args.port <= 65535 or args.max_queue < 0:
+        if not 0 <= args.port <= 65535 or args.max_queue < 0 or not 0 < args.url_ttl <= 7 * 86400:
             raise InputError(
-                "--port must be 0 to 65535 and --max-queue 0 or more.",
+                "--port must be 0 to 65535, --max-queue 0 or more, and --url-ttl more than 0 "
+                "and at most a week (604800).",
                 reason="invalid_option",
                 hint="Fix the option and start the server again.",
             )
@@ -521,6 +529,7 @@ def _serve(args: argparse.Namespace) -> int:
             allow_origins=tuple(args.allow_origin),
             max_queue=args.max_queue,
             settings=_settings(args),
+            url_ttl_s=args.url_ttl,
         )
         _log_to_stderr()
         return server.serve(options, token_note=kept_in)

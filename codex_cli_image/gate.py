@@ -10,6 +10,8 @@ is closed for a new one, so a client that sends its request at once always gets 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import ipaddress
 import logging
 import os
@@ -31,6 +33,8 @@ __all__ = [
     "check_token_file",
     "host_name",
     "raise_fd_limit",
+    "sign_url",
+    "signed_url_ok",
     "token_file_problem",
 ]
 
@@ -58,6 +62,20 @@ def host_name(header: str) -> str | None:
             return None
         return match["v6"].lower()
     return match["name"].lower()
+
+
+def sign_url(key: bytes, name: str, expires: int) -> str:
+    """The signature of an image URL: its file name and expiry (Unix seconds), under the
+    server's key (made anew at each start)."""
+    return hmac.new(key, f"{name}\n{expires}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def signed_url_ok(key: bytes, name: str, expires: str, signature: str, now: float) -> bool:
+    """Whether an image URL is one this server signed and still valid: the name, the expiry
+    and the signature must all be as signed, and the expiry not passed."""
+    if not expires.isdigit() or len(expires) > 12 or int(expires) <= now:
+        return False
+    return hmac.compare_digest(sign_url(key, name, int(expires)), signature)
 
 
 def token_file_problem(path: Path, mode: int, owner: int | None, uid: int | None) -> str | None:

@@ -67,6 +67,8 @@ from .gate import (
     check_token_file,
     host_name,
     raise_fd_limit,
+    sign_url,
+    signed_url_ok,
 )
 from .images_api import (
     MODEL_ID,
@@ -102,6 +104,11 @@ BODY_TIMEOUT_S = 120.0
 _FILE_NAME = re.compile(r"img-[0-9]{8}-[0-9]{6}-[0-9a-f]{12}\.(?:png|jpg|webp)")
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+URL_TTL_S = 3600.0
+"""How long an image URL works by default: an hour, as OpenAI's."""
+MAX_KEPT_BYTES = 1 << 30
+"""Images kept for their URLs in the private folder; beyond it the oldest go first."""
+REAP_EVERY_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +124,8 @@ class ServeOptions:
     max_queue: int = DEFAULT_MAX_QUEUE
     settings: Settings = Settings()
     keepalive_s: float = KEEPALIVE_S
+    url_ttl_s: float = URL_TTL_S
+    """How long an image URL works (and, without ``out_dir``, how long its file is kept)."""
 
 
 # --- the token -------------------------------------------------------------------------------
@@ -232,6 +241,10 @@ class Service:
     pending: int = 0
     blocked: tuple[float, QuotaError] | None = None
     stopping: bool = False
+    url_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    """Signs image URLs; made anew at each start (the private folder is new too)."""
+    kept: dict[str, tuple[float, int]] = field(default_factory=dict)
+    """Files of the private folder kept for their URLs: name -> (expiry, bytes), oldest first."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def host_allowed(self, header: str | None) -> bool:
@@ -332,45 +345,86 @@ class Service:
             self.leave(call.n, failed)
         return _Made(made, failed)
 
-    async def deliver(
+    async def reply_entries(
         self, call: ImagesCall, made: _Made, base: str
     ) -> tuple[list[dict[str, Any]], ImagesCall]:
-        """The ``data`` entries: each image as base64 or as a URL on this server, converted to
-        the asked format (the PNG is kept either way); and the call as delivered: a paid image
-        is never lost to a conversion Pillow refuses (a WebP over 16383 px): then all go as
-        PNG, and the reply says so."""
+        """The ``data`` entries: each image as base64 or as a signed URL on this server,
+        converted to the asked format; and the call as delivered: a paid image is never lost
+        to a conversion Pillow refuses (a WebP over 16383 px): then all go as PNG, and the
+        reply says so. Encoding runs off the event loop. Without ``--out-dir``, only what a URL
+        points to stays, until the URL expires."""
         files = []
         for result in made.images:
-            data = await anyio.to_thread.run_sync(result.path.read_bytes)
-            files.append((result, data, result.path.name))
+            files.append((result, await anyio.to_thread.run_sync(result.path.read_bytes)))
         if call.output_format != "png":
             try:
-                converted = []
-                for result, data, _ in files:
-                    data = await anyio.to_thread.run_sync(_convert, data, call)
-                    name = await anyio.to_thread.run_sync(self._keep, data, call.output_format)
-                    converted.append((result, data, name))
-                files = converted
+                files = [(r, await anyio.to_thread.run_sync(_convert, d, call)) for r, d in files]
             except Exception as exc:  # Pillow raises what it likes
                 log.warning("converting to %s failed (%s): sending PNG", call.output_format, exc)
                 call = replace(call, output_format="png")
         entries = []
-        for result, data, name in files:
+        for result, data in files:
+            if call.response_format == "url" or self.options.out_dir is not None:
+                name = result.path.name
+                if call.output_format != "png":
+                    name = await anyio.to_thread.run_sync(self._write, data, call.output_format)
+                    if self.options.out_dir is None:
+                        await anyio.to_thread.run_sync(_remove, result.path)
             if call.response_format == "url":
-                entries.append(
-                    image_entry(result, b64_json=None, url=f"{base}/images/files/{name}")
-                )
+                entries.append(image_entry(result, b64_json=None, url=self._url(base, name)))
             else:
-                encoded = base64.b64encode(data).decode("ascii")
+                encoded = await anyio.to_thread.run_sync(_base64, data)
                 entries.append(image_entry(result, b64_json=encoded, url=None))
+                if self.options.out_dir is None:  # sent: nothing of it stays here
+                    await anyio.to_thread.run_sync(_remove, result.path)
+        await anyio.to_thread.run_sync(self.reap)
         return entries, call
 
-    def _keep(self, data: bytes, output_format: str) -> str:
+    def _url(self, base: str, name: str) -> str:
+        """A URL for ``name`` that works without the token until it expires (as OpenAI's)."""
+        expires = int(time.time() + self.options.url_ttl_s)
+        if self.options.out_dir is None:
+            with self._lock:
+                size = (self.images / name).stat().st_size
+                self.kept[name] = (float(expires), size)
+        signature = sign_url(self.url_key, name, expires)
+        return f"{base}/images/files/{name}?expires={expires}&sig={signature}"
+
+    def reap(self, now: float | None = None) -> None:
+        """Remove the private folder's images whose URLs expired, and the oldest beyond
+        :data:`MAX_KEPT_BYTES` (blocking: file removals)."""
+        now = time.time() if now is None else now
+        with self._lock:
+            total = sum(size for _, size in self.kept.values())
+            gone = []
+            for name, (expires, size) in list(self.kept.items()):
+                if expires <= now or total > MAX_KEPT_BYTES:
+                    gone.append(name)
+                    total -= size
+                    del self.kept[name]
+        for name in gone:
+            _remove(self.images / name)
+
+    async def reap_forever(self) -> None:
+        while True:
+            await anyio.sleep(REAP_EVERY_S)
+            await anyio.to_thread.run_sync(self.reap)
+
+    def _write(self, data: bytes, output_format: str) -> str:
         name = _new_name(_EXTENSIONS[output_format])
         fd = os.open(self.images / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         with os.fdopen(fd, "wb") as file:
             file.write(data)
         return name
+
+
+def _base64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
 
 
 @dataclass(frozen=True, slots=True)
@@ -529,7 +583,18 @@ async def _healthz(service: Service, request: Request) -> Response:
 
 
 async def _image_file(service: Service, request: Request) -> Response:
+    """An image by its signed URL: no token needed (an ``<img src>`` or a plain GET), but the
+    name, the expiry and the signature must be as this server signed them."""
     name = request.path_params["name"]
+    expires = request.query_params.get("expires", "")
+    signature = request.query_params.get("sig", "")
+    if not signed_url_ok(service.url_key, name, expires, signature, time.time()):
+        return _refused(
+            403,
+            "This image URL is not valid, or it has expired.",
+            "invalid_url",
+            "Ask for the image again: its URL works for --url-ttl seconds (an hour by default).",
+        )
     path = service.images / name
     if not _FILE_NAME.fullmatch(name) or not path.is_file():
         return _refused(
@@ -632,9 +697,16 @@ async def _answer(
     made = done[0]
     if not made.images:
         return _error_response(made.failed[0])
-    entries, delivered = await service.deliver(call, made, base)
+    entries, delivered = await service.reply_entries(call, made, base)
     pairs = list(zip(made.images, entries, strict=True))
-    return JSONResponse(images_reply(delivered, pairs, made.failed, created=int(time.time())))
+    reply = images_reply(delivered, pairs, made.failed, created=int(time.time()))
+    # Ten large images are tens of MB of JSON: rendered off the loop, which keeps answering.
+    body = await anyio.to_thread.run_sync(_json_bytes, reply)
+    return Response(body, media_type="application/json")
+
+
+def _json_bytes(data: object) -> bytes:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 async def _until_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
@@ -702,7 +774,9 @@ class _EventStream(Response):
         async def completed(result: ImageResult) -> None:
             """Each image as soon as it is made (of n, the first need not wait for the rest)."""
             call = replace(self._call, response_format="b64_json")
-            (entry,), call = await self._service.deliver(call, _Made([result], []), self._base)
+            (entry,), call = await self._service.reply_entries(
+                call, _Made([result], []), self._base
+            )
             with contextlib.suppress(OSError):  # gone: the disconnect ends the rest
                 await emit(stream_event(call, result, entry["b64_json"], int(time.time())).encode())
 
@@ -815,6 +889,9 @@ class _Gate:
                 f"Call the server as {self.service.base_url} "
                 "(a page of another site cannot use it).",
             )(scope, receive, send)
+            return
+        if scope["path"].startswith("/v1/images/files/") and scope["method"] in ("GET", "HEAD"):
+            await self.app(scope, receive, send)  # a signed URL: the route checks it, no token
             return
         origin = headers.get("origin")
         cors: dict[str, str] = {}
@@ -1026,6 +1103,7 @@ def serve(options: ServeOptions, *, token_note: str | None = None) -> int:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(announce)
                 tasks.start_soon(stop_images)
+                tasks.start_soon(service.reap_forever)
                 await server.serve(sockets=[sock])
                 tasks.cancel_scope.cancel()
 

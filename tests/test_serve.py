@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -365,16 +366,50 @@ class ImageResultStub:
         )
 
 
-def test_url_response_format_serves_the_file_behind_the_token(serve: Any) -> None:
-    server = serve()
+def _private_images(scratch: Path) -> list[Path]:
+    """The image files in the server's private folder (under the test's TMPDIR)."""
+    return sorted(p for p in scratch.glob("codex-image-serve-*/images/*") if p.is_file())
+
+
+def test_url_replies_are_signed_expiring_and_need_no_token(serve: Any, private_tmp: Path) -> None:
+    """#30 item 8: a URL needed the bearer token, so an <img src> or a tool fetching it with a
+    plain GET got 401. URLs are signed and expire, as OpenAI's; altered, they are refused."""
+    server = serve("--url-ttl", "2")
     reply = server.sdk().images.generate(prompt=PROMPT, response_format="url")
     url = reply.data[0].url
     assert url is not None and url.startswith(server.base_url + "/images/files/img-")
-    with server.http() as http:
-        got = http.get(url.split("/v1", 1)[1])
-        assert got.status_code == 200 and got.headers["content-type"] == "image/png"
-        assert png_ok(got.content)
-    assert Raw(server.base_url, {}, 30).get(url.split("/v1", 1)[1]).status_code == 401
+    with urllib.request.urlopen(url, timeout=30) as got:  # a plain GET, no token
+        assert got.headers["content-type"] == "image/png" and png_ok(got.read())
+    path, query = url.split("/v1", 1)[1].split("?")
+    fields = dict(part.split("=") for part in query.split("&"))
+    anonymous = Raw(server.base_url, {}, 30)
+    altered = [
+        f"{path[:-5]}{'1' if path[-5] != '1' else '2'}.png?{query}",  # another name
+        f"{path}?expires={int(fields['expires']) + 60}&sig={fields['sig']}",
+        f"{path}?expires={fields['expires']}&sig={'0' * 32}",
+        path,
+    ]
+    for changed in altered:
+        assert anonymous.get(changed).status_code == 403, changed
+    assert len(_private_images(private_tmp)) == 1
+    time.sleep(2.5)
+    assert anonymous.get(f"{path}?{query}").status_code == 403  # expired
+    server.sdk().images.generate(prompt=PROMPT)  # a base64 reply: it also reaps
+    assert _private_images(private_tmp) == []  # expired, and base64 replies keep nothing
+
+
+def test_out_dir_keeps_every_image_and_b64_replies_keep_none_without_it(
+    serve: Any, private_tmp: Path, tmp_path: Path
+) -> None:
+    """#30 item 7: serve kept every image for its whole life, base64 replies and converted
+    copies included; without --out-dir nothing of a base64 reply stays."""
+    server = serve()
+    server.sdk().images.generate(prompt=PROMPT, n=2)
+    assert _private_images(private_tmp) == []
+    kept = tmp_path / "kept"
+    with_dir = serve("--out-dir", str(kept))
+    with_dir.sdk().images.generate(prompt=PROMPT)
+    assert len(list(kept.glob("*.png"))) == 1
 
 
 def test_jpeg_output_is_converted(serve: Any) -> None:
@@ -1037,7 +1072,7 @@ def test_a_conversion_pillow_refuses_sends_the_png(
     made = ImageResultStub.make(tmp_path)
     service = Service(None, ServeOptions(TOKEN), tmp_path, tmp_path)  # type: ignore[arg-type]
     call = parse_call({"prompt": PROMPT, "output_format": "webp"})
-    entries, delivered = anyio.run(service.deliver, call, _Made([made], []), "http://x/v1")
+    entries, delivered = anyio.run(service.reply_entries, call, _Made([made], []), "http://x/v1")
     assert delivered.output_format == "png" and _png(entries[0]["b64_json"])
     reply = images_reply(delivered, [(made, entries[0])], [], created=1)
     assert reply["output_format"] == "png"
