@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .errors import CodexImageError, InputError, QuotaError, retry_rule
+from .errors import CodexImageError, InputError, retry_rule
+from .limits import UNKNOWN_RESET_S
 from .request import parse_size
 from .results import ImageResult
 
@@ -28,7 +29,6 @@ __all__ = [
     "images_reply",
     "parse_call",
     "stream_event",
-    "usage_block_s",
 ]
 
 MODEL_ID = "gpt-image-2"
@@ -38,8 +38,6 @@ OutputFormat = Literal["png", "jpeg", "webp"]
 ResponseFormat = Literal["b64_json", "url"]
 _FORMATS: dict[str, OutputFormat] = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "webp": "webp"}
 _SIZE = re.compile(r"\d{2,5}x\d{2,5}")
-_QUOTA_BLOCK_UNKNOWN_S = 60.0
-"""How long a usage limit with no reset time is answered without codex: a guess kept short."""
 
 
 class ParamError(InputError):
@@ -326,21 +324,11 @@ def error_reply(error: CodexImageError) -> tuple[int, dict[str, Any], dict[str, 
     if rule.after_s is not None:
         headers["retry-after"] = str(max(1, math.ceil(rule.after_s)))
     elif error.kind == "quota":  # codex named no time: the SDKs still need one to wait
-        headers["retry-after"] = str(int(_QUOTA_BLOCK_UNKNOWN_S))
+        headers["retry-after"] = str(int(UNKNOWN_RESET_S))
     # The SDKs retry 408/409/429/5xx twice unless told not to: our own attempts are spent, and
     # a failure that may have paid for an image is never run again.
     headers["x-should-retry"] = "true" if rule.caller else "false"
     return status, error_body(error), headers
-
-
-def usage_block_s(error: CodexImageError) -> float | None:
-    """For how many seconds later calls should get ``error`` again without running codex: a
-    usage limit lasts hours, so asking codex again only spends time. None: run codex again."""
-    if not isinstance(error, QuotaError) or error.reason == "rate_limited":
-        return None
-    if error.retry_after_s is not None and error.retry_after_s > 0:
-        return error.retry_after_s
-    return _QUOTA_BLOCK_UNKNOWN_S
 
 
 def refusal(status: int, message: str, code: str, hint: str) -> dict[str, Any]:

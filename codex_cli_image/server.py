@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import copy
 import hmac
 import ipaddress
 import json
@@ -55,12 +54,10 @@ from .client import Client
 from .errors import (
     CodexImageError,
     InputError,
-    QuotaError,
     TransientError,
     internal_error,
     log_unexpected,
 )
-from .failures import wait_text
 from .gate import (
     GatedH11Protocol,
     RateLimitedLog,
@@ -82,8 +79,8 @@ from .images_api import (
     refusal,
     stream_error,
     stream_event,
-    usage_block_s,
 )
+from .limits import UsageLimitMemory, account_of
 from .request import MAX_REFERENCE_BYTES, MAX_REFERENCES, ImageRequest, check_references
 from .results import ImageResult
 from .settings import Settings
@@ -239,7 +236,8 @@ class Service:
     base_url: str = ""
     """What the server is called by (its bound host and real port), for messages."""
     pending: int = 0
-    blocked: tuple[float, QuotaError] | None = None
+    limits: UsageLimitMemory = field(default_factory=UsageLimitMemory)
+    """A usage limit in force: later requests get it at once, without running codex."""
     stopping: bool = False
     url_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     """Signs image URLs; made anew at each start (the private folder is new too)."""
@@ -269,16 +267,9 @@ class Service:
         with self._lock:
             if self.stopping:
                 raise _stopping()
-            if self.blocked is not None:
-                until, error = self.blocked
-                left = until - time.monotonic()
-                if left > 0:
-                    again = copy.copy(error)
-                    again.retry_after_s = left
-                    # The hint's "(in 2 h 10 min)" was true when codex said it: say it anew.
-                    again.hint = re.sub(r"\(in [^)]*\)", f"(in {wait_text(left)})", error.hint)
-                    raise again
-                self.blocked = None
+            limit = self.limits.in_force()
+            if limit is not None:
+                raise limit
             capacity = self.client.concurrency + self.options.max_queue
             if n > capacity:  # could never be admitted: retrying would not help
                 raise ParamError(
@@ -303,9 +294,7 @@ class Service:
         with self._lock:
             self.pending -= n
             for error in failures:
-                block = usage_block_s(error)
-                if block is not None and isinstance(error, QuotaError):
-                    self.blocked = (time.monotonic() + block, error)
+                self.limits.note(error)
 
     async def make(
         self,
@@ -1068,7 +1057,8 @@ def serve(options: ServeOptions, *, token_note: str | None = None) -> int:
         port = sock.getsockname()[1]
         host = options.host if ":" not in options.host else f"[{options.host}]"
         base_url = f"http://{host}:{port}/v1"
-        service = Service(client, options, images, state / "uploads", base_url)
+        limits = UsageLimitMemory(partial(account_of, client.codex_home))
+        service = Service(client, options, images, state / "uploads", base_url, limits=limits)
         config = uvicorn.Config(
             build_app(service),
             lifespan="off",

@@ -12,8 +12,8 @@ from codex_cli_image.images_api import (
     ParamError,
     error_reply,
     parse_call,
-    usage_block_s,
 )
+from codex_cli_image.limits import block_s
 
 
 def test_defaults_and_lenient_fields() -> None:
@@ -123,9 +123,9 @@ def test_a_usage_limit_is_not_retried_and_blocks_until_it_resets() -> None:
     assert status == 429 and headers == {"retry-after": "3600", "x-should-retry": "false"}
     assert body["error"]["retry_at"] == "2026-12-06T23:00:00+00:00"
     assert body["error"]["type"] == "insufficient_quota"
-    assert usage_block_s(limit) == 3599.2
+    assert block_s(limit) == 3599.2
     unknown = QuotaError("Limit.", reason="usage_limit", hint="Wait.")
-    assert usage_block_s(unknown) == 60.0
+    assert block_s(unknown) == 60.0
 
 
 def test_a_rate_limit_may_be_retried_and_blocks_nothing() -> None:
@@ -133,7 +133,7 @@ def test_a_rate_limit_may_be_retried_and_blocks_nothing() -> None:
     status, body, headers = error_reply(rate)
     assert status == 429 and headers == {"retry-after": "5", "x-should-retry": "true"}
     assert body["error"]["type"] == "rate_limit_error"
-    assert usage_block_s(rate) is None
+    assert block_s(rate) is None
 
 
 def test_replies_validate_with_the_sdks_own_types() -> None:

@@ -552,6 +552,24 @@ def test_the_sdks_retries_never_multiply_ours(
     assert len(fake_codex.exec_calls) == runs
 
 
+def test_a_usage_limit_is_forgotten_when_the_login_changes(
+    serve: Any, fake_codex: FakeCodex
+) -> None:
+    """#30: the limit belongs to the account that hit it; after `codex login` with another one,
+    the next request runs codex again."""
+    fake_codex.configure("usage_limit")
+    server = serve()
+    client = server.sdk()
+    for _ in range(2):
+        with pytest.raises(openai.RateLimitError):
+            client.images.generate(prompt=PROMPT)
+    assert len(fake_codex.exec_calls) == 1
+    fake_codex.login(account_id="acc-another-account")
+    fake_codex.configure("success")
+    assert client.images.generate(prompt=PROMPT).data
+    assert len(fake_codex.exec_calls) == 2
+
+
 def test_a_forged_usage_limit_does_not_shut_the_server(serve: Any, fake_codex: FakeCodex) -> None:
     """#29: a model's script threw codex's line for a usage limit of six days; that made every
     later request a 429 for days. It is a plain failure now, and the next request is made."""
@@ -1019,6 +1037,7 @@ def test_the_misdirected_hint_names_the_real_address(serve: Any) -> None:
 def test_a_replayed_usage_limit_says_the_wait_left(tmp_path: Path) -> None:
     """Later requests get the usage limit at once: its hint tells the wait from now."""
     from codex_cli_image.errors import QuotaError
+    from codex_cli_image.limits import UsageLimitMemory
     from codex_cli_image.server import ServeOptions, Service
 
     class Idle:
@@ -1035,10 +1054,17 @@ def test_a_replayed_usage_limit_says_the_wait_left(tmp_path: Path) -> None:
     with pytest.raises(QuotaError) as caught:
         service.admit(1)
     assert "(in 2 h 10 min)" in caught.value.hint  # nothing has passed yet
-    service.blocked = (time.monotonic() + 90, limit)
+    now = [0.0]
+    login = ["acc-1"]
+    service.limits = UsageLimitMemory(lambda: login[0], clock=lambda: now[0])
+    service.leave(0, [limit])
+    now[0] = 7800.0 - 90
     with pytest.raises(QuotaError) as caught:
         service.admit(1)
     assert "at 15:45 (in 2 min)" in caught.value.hint and caught.value.retry_after_s <= 90
+    # #30: another login has limits of its own: the memory is forgotten.
+    login[0] = "acc-2"
+    service.admit(1)
 
 
 def test_a_stream_of_n_images_sends_each_as_it_is_made(serve: Any, fake_codex: FakeCodex) -> None:
