@@ -508,7 +508,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .errors import CodexImageError, InputError
 
     try:
-        from . import server
+        from . import serve as server
     except ImportError as exc:
         return _fail(_missing_extra("codex-image serve", "serve", exc), as_json=False)
     try:
@@ -532,7 +532,14 @@ def _serve(args: argparse.Namespace) -> int:
             url_ttl_s=args.url_ttl,
         )
         _log_to_stderr()
-        return server.serve(options, token_note=kept_in)
+
+        def ready(base_url: str) -> None:
+            if kept_in:  # before the URL: whoever waits for the URL may read it at once
+                print(f"codex-image serve: the token is in {kept_in} (send it as the API key)",
+                      file=sys.stderr, flush=True)  # fmt: skip
+            print(base_url, flush=True)
+
+        return server.serve(options, on_ready=ready)
     except CodexImageError as error:  # refused before the server starts
         return _fail(error, as_json=False)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from ._watchdog import WATCHDOG
 from .errors import InputError
 
-__all__ = ["CLAIMS", "Claims", "Target", "deliver", "path_key", "plan_output", "slug"]
+__all__ = ["CLAIMS", "Claims", "Target", "path_key", "plan_output", "slug", "write_atomically"]
 
 _SLUG_WORDS = re.compile(r"[a-z0-9]+")
 
@@ -174,7 +174,7 @@ def _check_writable_dir(path: Path, what: str) -> None:
         )
 
 
-def deliver(data: bytes, target: Target) -> tuple[Path, list[str]]:
+def write_atomically(data: bytes, target: Target) -> tuple[Path, list[str]]:
     """Write ``data`` to ``target`` atomically; return the path used and any warnings.
 
     Raises OSError (disk full, folder removed): the caller keeps codex's copy in that case.

@@ -25,7 +25,7 @@ from ._tasks import beside
 from .errors import InputError, TransientError, retry_rule
 from .fit import fit_png, require_pillow
 from .launcher import Codex, CodexVersion
-from .output import Target, deliver, plan_output
+from .output import Target, plan_output, write_atomically
 from .png import inspect_png
 from .preflight import Verdict
 from .prompt import build_instruction
@@ -204,7 +204,7 @@ async def _finish(
 ) -> ImageResult:
     """Deliver the image (and its fit copy) and report it."""
     version = str(ready.version)
-    path, warnings = await anyio.to_thread.run_sync(_deliver, plan, produced, version)
+    path, warnings = await anyio.to_thread.run_sync(_save_image, plan, produced, version)
     if produced.codex_file is not None and not settings.keep_codex_copy:
         remove_codex_copy(produced.codex_file)
     fitted = await _fit(plan, produced, path, warnings)
@@ -280,10 +280,10 @@ async def _attempts(
             await anyio.sleep(pause)
 
 
-def _deliver(plan: Plan, produced: Produced, version: str) -> tuple[Path, list[str]]:
+def _save_image(plan: Plan, produced: Produced, version: str) -> tuple[Path, list[str]]:
     """The image in its place; an OSError (disk full, folder gone) names codex's copy, kept."""
     try:
-        return deliver(produced.data, plan.target)
+        return write_atomically(produced.data, plan.target)
     except OSError as exc:
         kept = f" codex's copy is kept at {produced.codex_file}." if produced.codex_file else ""
         raise InputError(
@@ -323,7 +323,7 @@ def fit_path(original: Path, size: tuple[int, int]) -> Path:
 def _fit_beside(data: bytes, original: Path, size: tuple[int, int], overwrite: bool) -> FittedImage:
     """Write the exact-size copy next to ``original`` (replacing only with ``overwrite``)."""
     fitted = fit_png(data, size)
-    path, _ = deliver(fitted, Target(fit_path(original, size), overwrite=overwrite,
+    path, _ = write_atomically(fitted, Target(fit_path(original, size), overwrite=overwrite,
                                      named_by_us=True))  # fmt: skip
     info = inspect_png(fitted)
     return FittedImage(path, info.width, info.height, len(fitted),

@@ -608,7 +608,7 @@ def test_failed_delivery_keeps_codex_copy(
     def full(data: bytes, target: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(pipeline_module, "deliver", full)
+    monkeypatch.setattr(pipeline_module, "write_atomically", full)
     error = fails(fake_codex, out, "success")
     assert (error.kind, error.reason) == ("input", "output_write_failed")
     (copy,) = fake_codex.generated_images()

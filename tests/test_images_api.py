@@ -7,13 +7,13 @@ from typing import Any
 import pytest
 
 from codex_cli_image.errors import AuthError, InputError, LaunchError, QuotaError, TransientError
-from codex_cli_image.images_api import (
+from codex_cli_image.limits import block_s
+from codex_cli_image.serve.images_api import (
     ImagesCall,
     ParamError,
     error_reply,
     parse_call,
 )
-from codex_cli_image.limits import block_s
 
 
 def test_defaults_and_lenient_fields() -> None:
@@ -143,8 +143,8 @@ def test_replies_validate_with_the_sdks_own_types() -> None:
 
     from openai.types import ImageGenCompletedEvent, ImagesResponse
 
-    from codex_cli_image.images_api import image_entry, images_reply, stream_event
     from codex_cli_image.results import ImageResult
+    from codex_cli_image.serve.images_api import image_entry, images_reply, stream_event
 
     result = ImageResult(
         path=Path("/x.png"), bytes=10, sha256="0" * 64, width=96, height=64, format="png",

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from codex_cli_image import InputError
-from codex_cli_image.output import Target, deliver, plan_output, slug
+from codex_cli_image.output import Target, plan_output, slug, write_atomically
 from codex_cli_image.rollout import (
     STRING_LIMIT,
     RecordReader,
@@ -102,14 +102,14 @@ def test_bad_outputs_are_input_errors(
 def test_overwrite_allows_replacing_a_file(tmp_path: Path) -> None:
     (tmp_path / "a.png").write_bytes(b"old")
     target = plan_output(tmp_path / "a.png", "fox", overwrite=True)
-    path, warnings = deliver(PNG, target)
+    path, warnings = write_atomically(PNG, target)
     assert path.read_bytes() == PNG and warnings == []
 
 
 def test_deliver_writes_atomically_and_leaves_nothing_else(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    path, warnings = deliver(PNG, Target(out / "a.png", overwrite=False))
+    path, warnings = write_atomically(PNG, Target(out / "a.png", overwrite=False))
     assert path == out / "a.png" and path.read_bytes() == PNG and warnings == []
     assert sorted(p.name for p in out.iterdir()) == ["a.png"]
 
@@ -119,7 +119,7 @@ def test_destination_that_appears_meanwhile_is_never_overwritten(tmp_path: Path)
     target = plan_output(tmp_path / "a.png", "fox")
     (tmp_path / "a.png").write_bytes(b"someone else's")
     (tmp_path / "a-1.png").write_bytes(b"and another")
-    path, warnings = deliver(PNG, target)
+    path, warnings = write_atomically(PNG, target)
     assert path == tmp_path / "a-2.png" and path.read_bytes() == PNG
     assert (tmp_path / "a.png").read_bytes() == b"someone else's"
     assert warnings and "a-2.png" in warnings[0]
@@ -132,7 +132,7 @@ def test_deliver_without_hard_links(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(os, "link", no_links)
     (tmp_path / "a.png").write_bytes(b"taken")
-    path, _ = deliver(PNG, Target(tmp_path / "a.png", overwrite=False))
+    path, _ = write_atomically(PNG, Target(tmp_path / "a.png", overwrite=False))
     assert path.name == "a-1.png" and path.read_bytes() == PNG
     assert (tmp_path / "a.png").read_bytes() == b"taken"
 
@@ -147,7 +147,7 @@ def test_failed_delivery_leaves_no_partial_file(
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(OSError):
-        deliver(PNG, Target(out / "a.png", overwrite=False))
+        write_atomically(PNG, Target(out / "a.png", overwrite=False))
     assert list(out.iterdir()) == []
 
 
@@ -276,7 +276,7 @@ def test_placeholder_is_removed_when_the_move_fails(
     monkeypatch.setattr(os, "link", no_links)
     monkeypatch.setattr(os, "replace", failing_replace)
     with pytest.raises(OSError):
-        deliver(PNG, Target(out / "a.png", overwrite=False))
+        write_atomically(PNG, Target(out / "a.png", overwrite=False))
     assert list(out.iterdir()) == []
 
 

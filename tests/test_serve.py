@@ -30,7 +30,7 @@ from typing import Any
 import openai
 import pytest
 
-from codex_cli_image.gate import HEADER_TIMEOUT_S, host_name
+from codex_cli_image.serve.gate import HEADER_TIMEOUT_S, host_name
 from codex_cli_image.testing import FakeCodex, make_png
 
 from helpers import png_ok, survivors
@@ -317,8 +317,8 @@ def test_some_of_n_failing_keeps_the_images_made(tmp_path: Path) -> None:
     import anyio
 
     from codex_cli_image.errors import TransientError
-    from codex_cli_image.images_api import images_reply, parse_call
-    from codex_cli_image.server import ServeOptions, Service
+    from codex_cli_image.serve import ServeOptions, Service
+    from codex_cli_image.serve.images_api import images_reply, parse_call
 
     made = ImageResultStub.make(tmp_path)
 
@@ -333,8 +333,9 @@ def test_some_of_n_failing_keeps_the_images_made(tmp_path: Path) -> None:
 
     service = Service(Halfway(), ServeOptions(TOKEN), tmp_path, tmp_path)  # type: ignore[arg-type]
     call = parse_call({"prompt": PROMPT, "n": 2})
-    service.admit(call.n)
-    outcome = anyio.run(service.make, call, ())
+    with service.admitted(call.n):  # admission and release, paired
+        assert service.pending == 2
+        outcome = anyio.run(service.make, call, ())
     assert len(outcome.images) == 1 and len(outcome.failed) == 1 and service.pending == 0
     reply = images_reply(call, [(made, {"b64_json": "x"})], outcome.failed, created=1)
     assert reply["failed"] == 1 and reply["errors"][0]["code"] == "codex_failed"
@@ -1038,7 +1039,7 @@ def test_a_replayed_usage_limit_says_the_wait_left(tmp_path: Path) -> None:
     """Later requests get the usage limit at once: its hint tells the wait from now."""
     from codex_cli_image.errors import QuotaError
     from codex_cli_image.limits import UsageLimitMemory
-    from codex_cli_image.server import ServeOptions, Service
+    from codex_cli_image.serve import ServeOptions, Service
 
     class Idle:
         concurrency, closed = 2, False
@@ -1050,14 +1051,14 @@ def test_a_replayed_usage_limit_says_the_wait_left(tmp_path: Path) -> None:
         retry_after_s=7800.0,
         hint="Wait until the limit resets at 15:45 (in 2 h 10 min), or check x.",
     )
-    service.leave(0, [limit])
+    service.limits.note(limit)
     with pytest.raises(QuotaError) as caught:
         service.admit(1)
     assert "(in 2 h 10 min)" in caught.value.hint  # nothing has passed yet
     now = [0.0]
     login = ["acc-1"]
     service.limits = UsageLimitMemory(lambda: login[0], clock=lambda: now[0])
-    service.leave(0, [limit])
+    service.limits.note(limit)
     now[0] = 7800.0 - 90
     with pytest.raises(QuotaError) as caught:
         service.admit(1)
@@ -1087,9 +1088,10 @@ def test_a_conversion_pillow_refuses_sends_the_png(
     """A paid image is never lost to the conversion (a WebP over 16383 px): it goes as PNG."""
     import anyio
 
-    from codex_cli_image import server as server_module
-    from codex_cli_image.images_api import images_reply, parse_call
-    from codex_cli_image.server import ServeOptions, Service, _Made
+    from codex_cli_image.serve import ServeOptions, Service
+    from codex_cli_image.serve import service as server_module
+    from codex_cli_image.serve.images_api import images_reply, parse_call
+    from codex_cli_image.serve.service import Made
 
     def refuse(png: bytes, call: Any) -> bytes:
         raise OSError("encoder error -2 when writing image file")
@@ -1098,7 +1100,7 @@ def test_a_conversion_pillow_refuses_sends_the_png(
     made = ImageResultStub.make(tmp_path)
     service = Service(None, ServeOptions(TOKEN), tmp_path, tmp_path)  # type: ignore[arg-type]
     call = parse_call({"prompt": PROMPT, "output_format": "webp"})
-    entries, delivered = anyio.run(service.reply_entries, call, _Made([made], []), "http://x/v1")
+    entries, delivered = anyio.run(service.reply_entries, call, Made([made], []), "http://x/v1")
     assert delivered.output_format == "png" and _png(entries[0]["b64_json"])
     reply = images_reply(delivered, [(made, entries[0])], [], created=1)
     assert reply["output_format"] == "png"

@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .errors import CodexImageError, InputError, retry_rule
-from .limits import UNKNOWN_RESET_S
-from .request import parse_size
-from .results import ImageResult
+from ..errors import CodexImageError, InputError, retry_rule
+from ..limits import UNKNOWN_RESET_S
+from ..request import parse_size
+from ..results import ImageResult
 
 __all__ = [
     "MODEL_ID",

@@ -1,0 +1,413 @@
+"""The routes: generations, edits (multipart), models, health, image files by signed URL, and the
+event stream of ``stream: true``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+
+import anyio
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .._tasks import beside
+from ..errors import (
+    CodexImageError,
+    InputError,
+    internal_error,
+    log_unexpected,
+)
+from ..request import MAX_REFERENCE_BYTES, MAX_REFERENCES, check_references
+from ..results import ImageResult
+from .gate import Gate
+from .images_api import (
+    MODEL_ID,
+    ImagesCall,
+    ParamError,
+    error_body,
+    error_reply,
+    images_reply,
+    parse_call,
+    stream_error,
+    stream_event,
+)
+from .options import (
+    BODY_TIMEOUT_S,
+    FILE_NAME,
+)
+from .responses import (
+    QueueFull,
+    error_response,
+    queue_full_response,
+    refused_response,
+    too_large,
+)
+from .service import (
+    Made,
+    Service,
+    signed_url_ok,
+    stopping_error,
+)
+
+log = logging.getLogger(__name__)
+
+# --- the routes ------------------------------------------------------------------------------
+
+
+def build_app(service: Service) -> ASGIApp:
+    """The ASGI application: the routes behind the gate."""
+    routes = [
+        Route("/v1/images/generations", _guarded(service, _generations), methods=["POST"]),
+        Route("/v1/images/edits", _guarded(service, _edits), methods=["POST"]),
+        Route("/v1/models", _guarded(service, _models), methods=["GET"]),
+        Route("/v1/images/files/{name}", _guarded(service, _image_file), methods=["GET"]),
+        Route("/healthz", _guarded(service, _healthz), methods=["GET"]),
+    ]
+
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app.router.redirect_slashes = False  # a 307 to a URL built from the client's Host: a 404
+    return Gate(app, service)
+
+
+async def _generations(service: Service, request: Request) -> Response:
+    body = await request.body()
+    try:
+        fields = json.loads(body)
+    except RecursionError:
+        raise ParamError(
+            "body", "The JSON body is nested too deeply.", "Send a flat JSON object."
+        ) from None
+    except (ValueError, UnicodeDecodeError):
+        raise ParamError(
+            "body", "The body is not JSON.", "Send a JSON object with at least a prompt."
+        ) from None
+    if not isinstance(fields, dict):
+        raise ParamError(
+            "body",
+            "The body is not a JSON object.",
+            "Send a JSON object with at least a prompt.",
+        )
+    call = parse_call(fields)
+    return await _answer(service, request, call, ())
+
+
+async def _edits(service: Service, request: Request) -> Response:
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        raise ParamError(
+            "body",
+            "/v1/images/edits takes a multipart/form-data body (the images are files).",
+            "Send the prompt as a form field and the images as image or image[] files.",
+        )
+    async with request.form(max_files=4 * MAX_REFERENCES, max_fields=100) as form:
+        files = [v for k, v in form.multi_items() if k in ("image", "image[]")]
+        if any(k == "mask" for k, _ in form.multi_items()):
+            raise ParamError(
+                "mask",
+                "mask is not supported: the Codex CLI's image tool takes none.",
+                "Leave mask out, and say in the prompt which part to change.",
+            )
+        texts = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+        call = parse_call(texts, edit=True)
+        uploads = [f for f in files if isinstance(f, UploadFile)]
+        if not uploads or len(uploads) != len(files):
+            raise ParamError(
+                "image",
+                "No image file was sent.",
+                "Send one to five images as image or image[] files.",
+            )
+        if len(uploads) > MAX_REFERENCES:
+            raise ParamError(
+                "image",
+                f"{len(uploads)} images were sent; at most {MAX_REFERENCES} are taken.",
+                "Send fewer images.",
+            )
+        too_large = [u for u in uploads if (u.size or 0) > MAX_REFERENCE_BYTES]
+        if too_large:
+            return refused_response(
+                413,
+                f"The image {_upload_name(too_large[0])} has "
+                f"{too_large[0].size} bytes; at most {MAX_REFERENCE_BYTES} are "
+                "taken.",
+                "image_too_large",
+                "Send a smaller image (PNG, JPEG, GIF or WebP, at most 25 MB).",
+            )
+        folder = Path(tempfile.mkdtemp(dir=service.uploads))
+        cleanup = partial(shutil.rmtree, folder, ignore_errors=True)
+        response: Response | None = None
+        try:
+            references = []
+            for index, upload in enumerate(uploads):
+                path = folder / f"image-{index}"
+                await anyio.to_thread.run_sync(_save_upload, upload, path)
+                references.append(path)
+            await anyio.to_thread.run_sync(_check_uploads, references, uploads)
+            response = await _answer(service, request, call, tuple(references), cleanup)
+            return response
+        finally:
+            if not isinstance(response, _EventStream):
+                await anyio.to_thread.run_sync(cleanup)
+
+
+async def _models(service: Service, request: Request) -> Response:
+    model = {"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "codex-cli-image"}
+    return JSONResponse({"object": "list", "data": [model]})
+
+
+async def _healthz(service: Service, request: Request) -> Response:
+    try:
+        service.admit(0)
+        await anyio.to_thread.run_sync(service.client.check)
+    except CodexImageError as error:
+        _, body, headers = error_reply(error)  # 503 whatever the kind: not ready
+        return JSONResponse({"ok": False, **body}, status_code=503, headers=headers)
+    return JSONResponse({"ok": True})
+
+
+async def _image_file(service: Service, request: Request) -> Response:
+    """An image by its signed URL: no token needed (an ``<img src>`` or a plain GET), but the
+    name, the expiry and the signature must be as this server signed them."""
+    name = request.path_params["name"]
+    expires = request.query_params.get("expires", "")
+    signature = request.query_params.get("sig", "")
+    if not signed_url_ok(service.url_key, name, expires, signature, time.time()):
+        return refused_response(
+            403,
+            "This image URL is not valid, or it has expired.",
+            "invalid_url",
+            "Ask for the image again: its URL works for --url-ttl seconds (an hour by default).",
+        )
+    path = service.images / name
+    if not FILE_NAME.fullmatch(name) or not path.is_file():
+        return refused_response(
+            404,
+            "No such image on this server.",
+            "not_found",
+            "Images are kept only while the server runs (or in --out-dir).",
+        )
+    media = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
+    return FileResponse(path, media_type=media[name.rsplit(".", 1)[1]])
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 413:
+        return too_large(request.url.path)
+    if exc.status_code == 408:
+        return refused_response(
+            408,
+            f"The request body took over {BODY_TIMEOUT_S:g} s to arrive.",
+            "body_timeout",
+            "Send the request again over a faster connection.",
+            headers={"connection": "close"},
+        )
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
+    headers = {"allow": exc.headers["allow"]} if exc.headers and "allow" in exc.headers else None
+    return refused_response(
+        exc.status_code,
+        f"{exc.detail}.".replace("..", "."),
+        code,
+        "See the README's serve section for the routes and their fields.",
+        headers=headers,
+    )
+
+
+def _guarded(
+    service: Service, route: Callable[[Service, Request], Awaitable[Response]]
+) -> Callable[[Request], Awaitable[Response]]:
+    """A route of ``service`` whose errors are answered in OpenAI's shape; a bug of ours is a
+    500, logged."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            done = await beside(partial(route, service, request), service.cancel_on_stop)
+            return done[0] if done is not None else error_response(stopping_error())
+        except HTTPException:
+            raise
+        except ClientDisconnect:  # gone while sending its body: nobody to answer
+            return Response(status_code=499)
+        except CodexImageError as error:
+            return error_response(error)
+        except QueueFull as full:
+            return queue_full_response(full)
+        except Exception as exc:
+            log_unexpected(log, f"unexpected error in {request.url.path}", exc)
+            return JSONResponse(error_body(internal_error(exc)), status_code=500)
+
+    return endpoint
+
+
+async def _answer(
+    service: Service,
+    request: Request,
+    call: ImagesCall,
+    references: tuple[Path, ...],
+    cleanup: Callable[[], None] = lambda: None,
+) -> Response:
+    """Make the call's images and answer: at once as JSON, or as Server-Sent Events (which
+    then own ``cleanup``, run once the references are no longer needed)."""
+    base = f"{request.url.scheme}://{request.headers.get('host', 'localhost')}/v1"
+    if call.output_format != "png":
+        from ..fit import require_pillow
+
+        try:
+            require_pillow()
+        except InputError:
+            raise ParamError(
+                "output_format",
+                f"output_format {call.output_format} needs Pillow, "
+                "which is not installed beside the server.",
+                f"Install it: {sys.executable} -m pip install '.[serve,fit]' in your "
+                "clone of codex-cli-image, or ask for png.",
+            ) from None
+    if call.stream:  # admitted when the stream starts, before it says anything
+        return _EventStream(service, call, references, base, cleanup)
+
+    async def work() -> Made:
+        return await service.make(call, references)
+
+    # A usage limit, a full queue or a stop is answered before any work.
+    with service.admitted(call.n):
+        done = await beside(work, partial(_until_disconnect, request.receive))
+    if done is None:  # the caller went away: its images were cancelled, codex ended
+        return Response(status_code=499)
+    made = done[0]
+    if not made.images:
+        return error_response(made.failed[0])
+    entries, delivered = await service.reply_entries(call, made, base)
+    pairs = list(zip(made.images, entries, strict=True))
+    reply = images_reply(delivered, pairs, made.failed, created=int(time.time()))
+    # Ten large images are tens of MB of JSON: rendered off the loop, which keeps answering.
+    body = await anyio.to_thread.run_sync(_json_bytes, reply)
+    return Response(body, media_type="application/json")
+
+
+def _json_bytes(data: object) -> bytes:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+async def _until_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    """Cancel ``scope`` when the client disconnects (the body was read: what comes next is the
+    disconnect)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            scope.cancel()
+            return
+
+
+class _EventStream(Response):
+    """``stream: true``: a completed event per image as it is made, a keep-alive comment every
+    ``keepalive_s`` meanwhile, and an ``error`` event when some failed."""
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        service: Service,
+        call: ImagesCall,
+        references: tuple[Path, ...],
+        base: str,
+        cleanup: Callable[[], None],
+    ) -> None:
+        super().__init__(headers={"cache-control": "no-store", "x-accel-buffering": "no"})
+        # A body of unknown length: no content-length (Response set one for its empty body).
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
+        self._service, self._call, self._references, self._base = service, call, references, base
+        self._cleanup = cleanup
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            with self._service.admitted(self._call.n):
+                await self._stream(scope, receive, send)
+        except QueueFull as full:  # refused before anything was sent: a status of its own
+            await queue_full_response(full)(scope, receive, send)
+        except CodexImageError as error:
+            await error_response(error)(scope, receive, send)
+        finally:
+            await anyio.to_thread.run_sync(self._cleanup)
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The status line waits for the first thing to say (an image, or the first
+        keep-alive): a failure before it (a usage limit comes in seconds) is then answered
+        with its own status, which the SDKs turn into the right exception class."""
+        made: list[Made] = []
+        lock = anyio.Lock()  # the keep-alives and the images share one stream
+        started = False
+
+        async def emit(body: bytes) -> None:
+            nonlocal started
+            async with lock:
+                if not started:
+                    await send(
+                        {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+                    )
+                    started = True
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+
+        async def keepalive(scope: anyio.CancelScope) -> None:
+            try:
+                while True:
+                    await anyio.sleep(self._service.options.keepalive_s)
+                    await emit(b": keep-alive\n\n")
+            except OSError:  # the client is gone
+                scope.cancel()
+
+        async def completed(result: ImageResult) -> None:
+            """Each image as soon as it is made (of n, the first need not wait for the rest)."""
+            call = replace(self._call, response_format="b64_json")
+            (entry,), call = await self._service.reply_entries(call, Made([result], []), self._base)
+            with contextlib.suppress(OSError):  # gone: the disconnect ends the rest
+                await emit(stream_event(call, result, entry["b64_json"], int(time.time())).encode())
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(keepalive, tasks.cancel_scope)
+            tasks.start_soon(_until_disconnect, receive, tasks.cancel_scope)
+            made.append(await self._service.make(self._call, self._references, completed))
+            tasks.cancel_scope.cancel()
+        if not made:
+            return
+        with contextlib.suppress(OSError):
+            if not started and made[0].failed:  # nothing said yet: a status of its own
+                await error_response(made[0].failed[0])(scope, receive, send)
+                return
+            if made[0].failed:  # after the images that were made: the SDKs raise it
+                await emit(stream_error(made[0].failed[0]).encode())
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _upload_name(upload: UploadFile) -> str:
+    return repr((upload.filename or "image")[:80])
+
+
+def _check_uploads(paths: list[Path], uploads: list[UploadFile]) -> None:
+    """The references' checks, before any work, naming each image as the client sent it (not
+    by the path it was kept under here)."""
+    for path, upload in zip(paths, uploads, strict=True):
+        try:
+            check_references([path])
+        except InputError as error:
+            raise ParamError(
+                "image", error.message.replace(str(path), _upload_name(upload)), error.hint
+            ) from None
+
+
+def _save_upload(upload: UploadFile, path: Path) -> None:
+    upload.file.seek(0)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        shutil.copyfileobj(upload.file, out, 1024 * 1024)
