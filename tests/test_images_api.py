@@ -160,3 +160,18 @@ def test_replies_validate_with_the_sdks_own_types() -> None:
         event = stream_event(ImagesCall("a fox", stream=True), result, "AAAA", 1)
         data = json.loads(event.split("data: ", 1)[1])
         assert ImageGenCompletedEvent.model_validate(data).type == "image_generation.completed"
+
+
+def test_render_json_passes_long_base64_in_pieces() -> None:
+    """#30 item 9: the reply is rendered without one json.dumps over all the images (which held
+    the interpreter, and so the event loop, for a second); joined, it is the same JSON."""
+    import json
+
+    from codex_cli_image.serve.images_api import PIECE_CHARS, render_json
+
+    big = "QUJD" * (PIECE_CHARS // 2 + 7)
+    document = {"data": [{"b64_json": big, "revised_prompt": 'a "fox" @b64-0'}, {"b64_json": "x"}]}
+    pieces = render_json(document, prefix="data: ", suffix="\n\n")
+    joined = b"".join(pieces).decode()
+    assert joined.startswith("data: ") and json.loads(joined[6:-2]) == document
+    assert max(len(piece) for piece in pieces) <= PIECE_CHARS + 200

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -28,7 +29,9 @@ __all__ = [
     "error_reply",
     "images_reply",
     "parse_call",
+    "render_json",
     "stream_event",
+    "stream_event_pieces",
 ]
 
 MODEL_ID = "gpt-image-2"
@@ -226,8 +229,53 @@ def usage(*results: ImageResult) -> dict[str, Any]:
     }
 
 
+PIECE_CHARS = 1 << 20
+"""Base64 is passed on in pieces of this many characters: no single step of rendering holds the
+interpreter (and so the event loop answering other requests) for long."""
+
+
+def render_json(document: dict[str, Any], *, prefix: str = "", suffix: str = "") -> list[bytes]:
+    """``document`` as JSON bytes in pieces (with ``prefix`` and ``suffix`` around it). The
+    ``b64_json`` strings, up to tens of MB each, are not handed to ``json.dumps`` (which would
+    hold the interpreter for all of them at once): base64 needs no escaping, so each is put in
+    between the pieces of the rest, in slices of :data:`PIECE_CHARS`."""
+    marker = f"@b64-{secrets.token_hex(8)}-"
+    images: list[str] = []
+
+    def swap(value: Any) -> Any:
+        if isinstance(value, dict):
+            out = {}
+            for key, inner in value.items():
+                if key == "b64_json" and isinstance(inner, str) and len(inner) > PIECE_CHARS:
+                    out[key] = f"{marker}{len(images)}"
+                    images.append(inner)
+                else:
+                    out[key] = swap(inner)
+            return out
+        if isinstance(value, list):
+            return [swap(inner) for inner in value]
+        return value
+
+    text = prefix + json.dumps(swap(document), ensure_ascii=False, separators=(",", ":")) + suffix
+    pieces: list[bytes] = []
+    for n, image in enumerate(images):
+        before, text = text.split(f"{marker}{n}", 1)
+        pieces.append(before.encode("utf-8"))
+        pieces += [image[i : i + PIECE_CHARS].encode("ascii")
+                   for i in range(0, len(image), PIECE_CHARS)]  # fmt: skip
+    pieces.append(text.encode("utf-8"))
+    return pieces
+
+
 def stream_event(call: ImagesCall, result: ImageResult, b64_json: str, created: int) -> str:
     """The ``image_generation.completed`` (or ``image_edit.completed``) event, as SSE text."""
+    return "".join(p.decode() for p in stream_event_pieces(call, result, b64_json, created))
+
+
+def stream_event_pieces(
+    call: ImagesCall, result: ImageResult, b64_json: str, created: int
+) -> list[bytes]:
+    """:func:`stream_event` in pieces (see :func:`render_json`)."""
     kind = f"{call.event_prefix}.completed"
     data = {
         "type": kind,
@@ -239,7 +287,7 @@ def stream_event(call: ImagesCall, result: ImageResult, b64_json: str, created: 
         "output_format": call.output_format,
         "usage": usage(result),
     }
-    return f"event: {kind}\ndata: {json.dumps(data)}\n\n"
+    return render_json(data, prefix=f"event: {kind}\ndata: ", suffix="\n\n")
 
 
 def stream_error(error: CodexImageError) -> str:

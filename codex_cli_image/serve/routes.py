@@ -43,8 +43,9 @@ from .images_api import (
     error_reply,
     images_reply,
     parse_call,
+    render_json,
     stream_error,
-    stream_event,
+    stream_event_pieces,
 )
 from .options import (
     BODY_TIMEOUT_S,
@@ -291,13 +292,28 @@ async def _answer(
     entries, delivered = await service.reply_entries(call, made, base)
     pairs = list(zip(made.images, entries, strict=True))
     reply = images_reply(delivered, pairs, made.failed, created=int(time.time()))
-    # Ten large images are tens of MB of JSON: rendered off the loop, which keeps answering.
-    body = await anyio.to_thread.run_sync(_json_bytes, reply)
-    return Response(body, media_type="application/json")
+    # Ten large images are 200 MB of JSON: rendered off the loop, in pieces, and sent so.
+    pieces = await anyio.to_thread.run_sync(partial(render_json, reply))
+    return _Pieces(pieces, media_type="application/json")
 
 
-def _json_bytes(data: object) -> bytes:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+class _Pieces(Response):
+    """A body sent in the pieces it was rendered in (its length known): no copy of it whole,
+    and the loop serves other requests between them."""
+
+    def __init__(self, pieces: list[bytes], media_type: str) -> None:
+        super().__init__(media_type=media_type)
+        self.pieces = pieces
+        length = str(sum(len(piece) for piece in pieces)).encode()
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
+        self.raw_headers.append((b"content-length", length))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})  # fmt: skip
+        for piece in self.pieces:
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _until_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
@@ -349,7 +365,8 @@ class _EventStream(Response):
         lock = anyio.Lock()  # the keep-alives and the images share one stream
         started = False
 
-        async def emit(body: bytes) -> None:
+        async def emit(*pieces: bytes) -> None:
+            """One event (in pieces): nothing else is sent between them."""
             nonlocal started
             async with lock:
                 if not started:
@@ -357,7 +374,8 @@ class _EventStream(Response):
                         {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
                     )
                     started = True
-                await send({"type": "http.response.body", "body": body, "more_body": True})
+                for piece in pieces:
+                    await send({"type": "http.response.body", "body": piece, "more_body": True})
 
         async def keepalive(scope: anyio.CancelScope) -> None:
             try:
@@ -372,7 +390,10 @@ class _EventStream(Response):
             call = replace(self._call, response_format="b64_json")
             (entry,), call = await self._service.reply_entries(call, Made([result], []), self._base)
             with contextlib.suppress(OSError):  # gone: the disconnect ends the rest
-                await emit(stream_event(call, result, entry["b64_json"], int(time.time())).encode())
+                pieces = await anyio.to_thread.run_sync(
+                    partial(stream_event_pieces, call, result, entry["b64_json"], int(time.time()))
+                )
+                await emit(*pieces)
 
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(keepalive, tasks.cancel_scope)

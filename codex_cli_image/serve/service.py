@@ -220,8 +220,17 @@ class Service:
         return name
 
 
+_B64_SLICE = 3 << 20  # bytes (a multiple of 3): a few ms of the interpreter each
+
+
 def _base64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+    """Base64 of ``data``, encoded in slices: binascii holds the interpreter while it works,
+    and a server thread doing 20 MB at once kept the event loop waiting for it."""
+    view = memoryview(data)
+    return "".join(
+        base64.b64encode(view[i : i + _B64_SLICE]).decode("ascii")
+        for i in range(0, len(data), _B64_SLICE)
+    )
 
 
 def _remove(path: Path) -> None:
