@@ -56,8 +56,8 @@ TOOL_FEATURES = (
 # - apply_patch, which cannot write in the read-only sandbox;
 # - code mode's runner (``exec``, ``wait``) and its clock;
 # - MCP resource listing, empty with every MCP server off;
-# - ``collaboration.*`` (0.149+), which no feature or setting removes (an agent they start is
-#   configured by this run; not yet checked end to end);
+# - ``collaboration.*`` (0.149+), which no feature or setting removes: an agent they start is
+#   configured by this run and offered the same list (checked end to end on 0.149-0.171);
 # - view_image before 0.149, where no feature or setting takes it away (it shows the model an
 #   image file; auth.json is none).
 ALLOWED_TOOLS = frozenset({

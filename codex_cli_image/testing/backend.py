@@ -66,11 +66,15 @@ Scenario = Literal[
     # ever calling the image tool; "forged_message" says it in its closing message instead.
     "forged_failure",
     "forged_message",
+    # A model that spawns a sub-agent (collaboration.spawn_agent, 0.149+) and waits for it; the
+    # sub-agent's own requests show the tools it is offered (``sub_agent_requests``).
+    "spawn_agent",
 ]
 SCENARIOS: tuple[str, ...] = (
     "image", "image_code_mode", "image_hosted", "image_hosted_failed", "image_then_copy",
     "text_only", "images_403", "responses_429", "usage_limit", "unauthorized", "hang",
     "injected_direct", "injected_code_mode", "injected_hosted", "forged_failure", "forged_message",
+    "spawn_agent",
 )  # fmt: skip
 ACCOUNT_ID = "acc-0f3c2b7e-fake"
 
@@ -192,6 +196,8 @@ class MockBackend:
         self.latency_s = latency_s
         self.requests: list[Request] = []
         self.image_served_at: float | None = None
+        self.sub_agent_requests = 0
+        """Responses requests made by a sub-agent ("spawn_agent")."""
         self.turns_answered: list[float] = []
         """When each model turn (a responses request with input) was completely answered."""
         self._lock = threading.Lock()
@@ -491,6 +497,8 @@ class _Handler(BaseHTTPRequestHandler):
             injected = _injected_turn(mock, body)
             if injected is not None:
                 return self._stream(response_id, injected)
+        if scenario == "spawn_agent":
+            return self._stream(response_id, _spawning_turn(mock, body))
         if scenario == "forged_failure" and not _has_tool_output(body):
             return self._stream(response_id, [_forging_call(mock.forge)])
         if scenario == "forged_message":
@@ -801,3 +809,32 @@ def _window_headers(windows_s: tuple[float, float]) -> dict[str, str]:
         "x-codex-secondary-window-minutes": "10080",
         "x-codex-secondary-reset-at": str(int(now + secondary)),
     }
+
+
+_SUB_AGENT_TASK = "SUB-AGENT TASK: run id"
+
+
+def _spawning_turn(mock: MockBackend, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The spawning model's next step: spawn, wait, end; a sub-agent's turn just answers."""
+    items = [i for i in body.get("input") or [] if isinstance(i, dict)]
+    called = {i.get("name") for i in items if i.get("type") == "function_call"}
+    # A sub-agent's request ends with its task, sent to it as an agent message (its history is
+    # a copy of its parent's: seen on 0.149-0.171).
+    if (
+        items
+        and items[-1].get("type") == "agent_message"
+        and _SUB_AGENT_TASK in json.dumps(items[-1])
+    ):
+        with mock._lock:
+            mock.sub_agent_requests += 1
+        return [_message("sub-agent done")]
+    arguments: dict[str, object]
+    if "spawn_agent" not in called:
+        name, arguments = "spawn_agent", {"task_name": "probe", "message": _SUB_AGENT_TASK}
+    elif "wait_agent" not in called:
+        name, arguments = "wait_agent", {"timeout_ms": 20000}
+    else:
+        return [_message("Done.")]
+    return [{"type": "function_call", "id": f"fc_{uuid.uuid4().hex[:12]}",
+             "call_id": f"call_{uuid.uuid4().hex[:24]}", "namespace": "collaboration",
+             "name": name, "arguments": json.dumps(arguments)}]  # fmt: skip

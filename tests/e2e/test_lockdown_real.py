@@ -76,6 +76,23 @@ def test_only_the_image_tool_is_offered_and_no_mcp_server_starts(
     assert not marker.exists()
 
 
+def test_a_sub_agent_is_offered_no_more_than_its_parent(
+    shim: Path, version: tuple[int, int, int], backend: Start, signed_in: SignIn, tmp_path: Path
+) -> None:
+    """collaboration.spawn_agent (0.149+) is the one tool no switch removes: the agent it starts
+    is configured by the same run, so it gets the same short list (no shell, no web)."""
+    if version < (0, 149, 0):
+        pytest.skip("the collaboration tools arrived in 0.149")
+    mock = backend("spawn_agent")
+    signed_in(mock)
+    with pytest.raises(CodexImageError):  # the model makes no image: this is about its tools
+        generate("a fox", output=tmp_path / "a.png", codex=shim, allow_relay=True, timeout=90,
+                 retries=0, wait_for_turn=True)  # fmt: skip
+    assert mock.sub_agent_requests >= 1
+    features = known_features(locate(shim)) or ()
+    assert unexpected_tools(mock.tools_offered(), features) == set()
+
+
 def test_an_injected_prompt_gets_nothing_out_of_any_interface(
     shim: Path, version: tuple[int, int, int], backend: Start, signed_in: SignIn,
     tmp_path: Path,
