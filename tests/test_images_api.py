@@ -28,7 +28,7 @@ def test_defaults_and_lenient_fields() -> None:
             "style": "vivid",
         }
     )
-    assert call == ImagesCall("a fox")
+    assert call == ImagesCall("a fox", response_format="url")  # dall-e-3's default, as OpenAI
 
 
 def test_form_fields_arrive_as_text() -> None:
@@ -175,3 +175,14 @@ def test_render_json_passes_long_base64_in_pieces() -> None:
     joined = b"".join(pieces).decode()
     assert joined.startswith("data: ") and json.loads(joined[6:-2]) == document
     assert max(len(piece) for piece in pieces) <= PIECE_CHARS + 200
+
+
+def test_the_dall_e_models_default_to_url_as_at_openai() -> None:
+    """#31: LangChain's DallEAPIWrapper reads `url`; OpenAI answers a URL by default for the
+    DALL-E models, base64 for the GPT image models."""
+    assert parse_call({"prompt": "x", "model": "dall-e-3"}).response_format == "url"
+    assert parse_call({"prompt": "x", "model": "dall-e-2"}).response_format == "url"
+    assert parse_call({"prompt": "x", "model": "gpt-image-1"}).response_format == "b64_json"
+    assert parse_call({"prompt": "x"}).response_format == "b64_json"
+    asked = {"prompt": "x", "model": "dall-e-3", "response_format": "b64_json"}
+    assert parse_call(asked).response_format == "b64_json"

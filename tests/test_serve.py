@@ -291,6 +291,7 @@ def test_lenient_fields_are_accepted_and_the_delivered_size_reported(
     server = serve()
     reply = server.sdk().images.generate(
         model="dall-e-3",
+        response_format="b64_json",  # dall-e-3's default is url, as at OpenAI
         prompt=PROMPT,
         size="1536x1024",
         quality="high",
@@ -397,6 +398,16 @@ def test_url_replies_are_signed_expiring_and_need_no_token(serve: Any, private_t
     assert anonymous.get(f"{path}?{query}").status_code == 403  # expired
     server.sdk().images.generate(prompt=PROMPT)  # a base64 reply: it also reaps
     assert _private_images(private_tmp) == []  # expired, and base64 replies keep nothing
+
+
+def test_dall_e_gets_a_url_it_can_fetch_as_langchain_does(serve: Any) -> None:
+    """#31: LangChain's DallEAPIWrapper asks dall-e-3 with no response_format and reads `url`
+    (OpenAI's default for the DALL-E models), then fetches it with a plain GET."""
+    server = serve()
+    reply = server.sdk().images.generate(model="dall-e-3", prompt=PROMPT)
+    assert reply.data[0].b64_json is None and reply.data[0].url
+    with urllib.request.urlopen(reply.data[0].url, timeout=30) as got:
+        assert png_ok(got.read())
 
 
 def test_out_dir_keeps_every_image_and_b64_replies_keep_none_without_it(
@@ -536,6 +547,9 @@ def test_usage_limit_is_a_rate_limit_error_answered_once(serve: Any, fake_codex:
     with pytest.raises(openai.RateLimitError):  # answered at once, without codex
         client.images.generate(prompt=PROMPT)
     assert len(fake_codex.exec_calls) == 1
+    # #31: the access log says why, not only 429.
+    lines = [line for line in server.text().splitlines() if "POST /v1/images/generations" in line]
+    assert len(lines) == 2 and all(line.endswith("B usage_limit") for line in lines), lines
 
 
 @pytest.mark.parametrize(("scenario", "runs"), [("invalid_png", 1), ("stream_disconnected", 2)])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import json
 import logging
 import os
 import re
@@ -220,7 +221,8 @@ def token_ok(options: ServeOptions, header: str | None) -> bool:
 
 class Gate:
     """In front of every route: refuses what must not reach it, and logs a line per request
-    (method, path, status, seconds, bytes; never the prompt or the token)."""
+    (method, path, status, seconds, bytes, and an error's code: never the prompt or the
+    token)."""
 
     def __init__(self, app: ASGIApp, service: Service) -> None:
         self.app, self.service = app, service
@@ -230,24 +232,29 @@ class Gate:
             await self.app(scope, receive, send)
             return
         started, seen = time.monotonic(), {"status": 0, "bytes": 0}
+        error = bytearray()  # an error answer's body (small JSON), for its code in the log
 
         async def counted(message: Message) -> None:
             if message["type"] == "http.response.start":
                 seen["status"] = message["status"]
             elif message["type"] == "http.response.body":
-                seen["bytes"] += len(message.get("body", b""))
+                body = message.get("body", b"")
+                seen["bytes"] += len(body)
+                if seen["status"] >= 400 and len(error) + len(body) <= _ERROR_BODY_LIMIT:
+                    error.extend(body)
             await send(message)
 
         try:
             await self._gate(scope, receive, counted)
         finally:
             access_log.info(
-                "%s %s %d %.3fs %dB",
+                "%s %s %d %.3fs %dB%s",
                 _printable(scope["method"]),
                 _printable(scope["path"]),
                 seen["status"] or 499,
                 time.monotonic() - started,
                 seen["bytes"],
+                _error_code(bytes(error)),
             )
 
     async def _gate(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -304,6 +311,19 @@ class Gate:
             await too_large(scope["path"], cors)(scope, receive, send)
             return
         await self.app(scope, _capped(receive, limit), _with_headers(send, cors))
+
+
+_ERROR_BODY_LIMIT = 64 * 1024
+
+
+def _error_code(body: bytes) -> str:
+    """`` usage_limit`` (the code of an error answer in OpenAI's shape), for the log line: a
+    bare 429 says nothing of why."""
+    try:
+        code = json.loads(body)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return ""
+    return f" {_printable(code)}" if isinstance(code, str) else ""
 
 
 def _origin(origin: str) -> str:

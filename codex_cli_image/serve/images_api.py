@@ -104,7 +104,11 @@ def parse_call(fields: Mapping[str, Any], *, edit: bool = False) -> ImagesCall:
             "background transparent cannot be sent as jpeg: jpeg has no alpha channel.",
             "Ask for output_format png or webp, or leave background out.",
         )
-    response_format = _choice(fields, "response_format", ("b64_json", "url"), "b64_json")
+    # OpenAI's default: a URL for the DALL-E models (LangChain's wrapper reads only `url`),
+    # base64 for the GPT image models.
+    model = fields.get("model")
+    default_format = "url" if model in ("dall-e-2", "dall-e-3") else "b64_json"
+    response_format = _choice(fields, "response_format", ("b64_json", "url"), default_format)
     if fields.get("mask") is not None:
         raise ParamError(
             "mask",
