@@ -1042,6 +1042,19 @@ def test_a_gone_image_folder_is_a_server_error_without_its_path(
     assert fake_codex.exec_calls == []
 
 
+def test_a_login_that_cannot_make_images_is_told_at_start(
+    serve: Any, fake_codex: FakeCodex
+) -> None:
+    """#31: serve started silently with a login that cannot make images; the first sign was a
+    403 in the application. It says why on stderr before its URL, and still starts."""
+    (fake_codex.codex_home / "auth.json").unlink()
+    server = serve()
+    assert server.base_url.startswith("http://")
+    assert "images cannot be made yet" in server.text() and "codex login" in server.text()
+    with server.http() as http:
+        assert http.get("/healthz").status_code == 503
+
+
 def test_the_misdirected_hint_names_the_real_address(serve: Any) -> None:
     server = serve()
     with server.http(headers={"host": "evil.example"}) as http:

@@ -126,10 +126,11 @@ def raise_fd_limit() -> None:
 
 
 class RateLimitedLog(logging.Filter):
-    """At most ``per_minute`` records a minute from a logger, then one line saying how many were
-    dropped: a flood of refused connections must not fill the disk with log lines."""
+    """At most ``per_minute`` records a minute from a logger, each one line (asyncio adds the
+    socket and a traceback to every refused accept), then one line saying how many were
+    dropped: a flood of connections must not fill the disk with log lines."""
 
-    def __init__(self, per_minute: int = 60) -> None:
+    def __init__(self, per_minute: int = 20) -> None:
         super().__init__()
         self.per_minute = per_minute
         self._window = 0.0
@@ -138,14 +139,19 @@ class RateLimitedLog(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         now = time.monotonic()
+        dropped = 0
         if now - self._window >= 60:
-            if self._dropped:
-                record.msg = f"({self._dropped} similar lines dropped) {record.msg}"
+            dropped = self._dropped
             self._window, self._count, self._dropped = now, 0, 0
         self._count += 1
         if self._count > self.per_minute:
             self._dropped += 1
             return False
+        line = record.getMessage().splitlines()[0] if record.getMessage() else ""
+        if record.exc_info and record.exc_info[1] is not None:
+            line += f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
+        record.msg = f"({dropped} similar lines dropped) {line}" if dropped else line
+        record.args, record.exc_info, record.exc_text, record.stack_info = (), None, None, None
         return True
 
 

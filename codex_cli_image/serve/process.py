@@ -21,9 +21,7 @@ import uvicorn
 
 from .._watchdog import WATCHDOG
 from ..client import Client
-from ..errors import (
-    InputError,
-)
+from ..errors import CodexImageError, InputError
 from ..limits import UsageLimitMemory, account_of
 from .gate import (
     GatedH11Protocol,
@@ -39,6 +37,8 @@ from .service import (
 )
 
 # --- the process -----------------------------------------------------------------------------
+
+log = logging.getLogger(__name__)
 
 
 class _Uvicorn(uvicorn.Server):
@@ -141,6 +141,7 @@ def serve(options: ServeOptions, *, on_ready: Callable[[str], None] = lambda _: 
         async def announce() -> None:
             while not server.started:  # noqa: ASYNC110 (uvicorn offers no event)
                 await anyio.sleep(0.02)
+            await anyio.to_thread.run_sync(_say_if_not_ready, client)  # before the URL
             on_ready(base_url)
 
         async def stop_images() -> None:
@@ -164,3 +165,13 @@ def serve(options: ServeOptions, *, on_ready: Callable[[str], None] = lambda _: 
         shutil.rmtree(state, ignore_errors=True)
         WATCHDOG.drop(kept)
     return 130 if signal.SIGINT in signals else 0
+
+
+def _say_if_not_ready(client: Client) -> None:
+    """Check codex and the login as ``doctor`` does (nothing spent): when images cannot be made,
+    the log says why at start (the server still starts; ``/healthz`` says the same), not a 403
+    in an application later."""
+    try:
+        client.check()
+    except CodexImageError as error:
+        log.warning("images cannot be made yet: %s %s", error.message, error.hint)
