@@ -10,7 +10,6 @@ said it, and it is forgotten when the login changes (another account has limits 
 from __future__ import annotations
 
 import copy
-import json
 import re
 import threading
 import time
@@ -19,12 +18,12 @@ from pathlib import Path
 
 from .errors import CodexImageError, QuotaError
 from .failures import wait_text
+from .preflight import read_auth_file
 
 __all__ = ["UNKNOWN_RESET_S", "UsageLimitMemory", "account_of", "block_s"]
 
 UNKNOWN_RESET_S = 60.0
 """How long a usage limit with no reset time is answered without codex: a guess kept short."""
-_AUTH_BYTES = 1 << 20
 
 
 def block_s(error: CodexImageError) -> float | None:
@@ -40,13 +39,8 @@ def block_s(error: CodexImageError) -> float | None:
 
 def account_of(codex_home: Path) -> str | None:
     """Which login the codex home holds (its account id), read afresh; None when unknown."""
-    try:
-        with (codex_home / "auth.json").open("rb") as handle:
-            data = json.loads(handle.read(_AUTH_BYTES))
-        tokens = data.get("tokens") if isinstance(data, dict) else None
-        account = tokens.get("account_id") if isinstance(tokens, dict) else None
-    except (OSError, ValueError):
-        return None
+    tokens = (read_auth_file(codex_home) or {}).get("tokens")
+    account = tokens.get("account_id") if isinstance(tokens, dict) else None
     return account if isinstance(account, str) else None
 
 

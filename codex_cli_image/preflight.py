@@ -841,6 +841,12 @@ def read_toml(path: Path) -> tuple[dict[str, Any], str | None]:
         )
 
 
+def read_auth_file(codex_home: Path) -> dict[str, Any] | None:
+    """The parsed ``auth.json`` of ``codex_home``, read as the preflight reads it (a regular
+    file only: a FIFO in its place would block forever); None when missing or unreadable."""
+    return _read_auth(codex_home / "auth.json")[0]
+
+
 def _read_auth(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     text, problem = _read_text(path)
     if text is None:

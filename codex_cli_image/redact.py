@@ -9,18 +9,17 @@ id, key), and anything shaped like a JWT or an API key (a cut or older token too
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from .errors import redact as redact_shapes
+from .preflight import read_auth_file
 
 __all__ = ["REDACTED", "login_secrets", "read_login_secrets", "redact"]
 
 REDACTED = "[redacted]"
 _MIN_SECRET = 8  # shorter values (a plan name, "chatgpt") are no secrets and would match anywhere
-_AUTH_BYTES = 1 << 20
 
 
 def login_secrets(auth: Mapping[str, Any]) -> tuple[str, ...]:
@@ -43,12 +42,7 @@ def login_secrets(auth: Mapping[str, Any]) -> tuple[str, ...]:
 def read_login_secrets(codex_home: Path) -> tuple[str, ...]:
     """:func:`login_secrets` of ``codex_home/auth.json``; nothing when it cannot be read (the
     shapes are still redacted)."""
-    try:
-        with (codex_home / "auth.json").open("rb") as handle:
-            data = json.loads(handle.read(_AUTH_BYTES))
-    except (OSError, ValueError):
-        return ()
-    return login_secrets(data) if isinstance(data, dict) else ()
+    return login_secrets(read_auth_file(codex_home) or {})
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:

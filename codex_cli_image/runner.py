@@ -250,7 +250,7 @@ async def _collect(
     texts in either are redacted (tokens it refreshed meanwhile too)."""
     fresh = await anyio.to_thread.run_sync(read_login_secrets, attempt.codex_home)
     state.secrets = tuple(dict.fromkeys((*fresh, *state.secrets)))
-    clean = partial(_redacted, state.secrets)
+    clean = partial(_redacted, state.secrets)  # for texts that may be missing
     # The file may have landed between the last look and the exit.
     if state.image is None and state.thread_id is not None:
         await anyio.to_thread.run_sync(_look_for_image, state, attempt.codex_home, True)
@@ -275,8 +275,8 @@ async def _collect(
             exit_code=None if timed_out else returncode,
             timed_out=timed_out,
             turn_failed=clean(state.turn_failed),
-            errors=tuple(redact(e, state.secrets) for e in state.errors),
-            agent_messages=tuple(redact(m, state.secrets) for m in state.agent_messages),
+            errors=tuple(redact(error, state.secrets) for error in state.errors),
+            agent_messages=tuple(redact(text, state.secrets) for text in state.agent_messages),
             stderr_tail=redact(_tail_text(state.stderr), state.secrets),
             image_status=failed.status if failed else None,
             image_failure=clean(failed.failure if failed else None),
