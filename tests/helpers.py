@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +123,34 @@ def mcp_generate(shim: Path, out: Path, prompt: str) -> Any:
             return await client.call_tool("generate_image", {"prompt": prompt})
 
     return anyio.run(main)
+
+
+class ServeRun:
+    """A `codex-image serve` started by :func:`real_serve`: its URL, and its exit code once
+    stopped."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.code: int | None = None
+
+
+@contextlib.contextmanager
+def real_serve(shim: Path, log: Path, env: dict[str, str]) -> Iterator[ServeRun]:
+    """`codex-image serve` on a free port with the codex at ``shim`` (its stderr in ``log``),
+    stopped with SIGTERM on leaving."""
+    with log.open("w") as err:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "codex_cli_image", "serve", "--port", "0", "--codex",
+             str(shim), "--allow-relay"],
+            stdout=subprocess.PIPE, stderr=err, text=True, env=env,
+        )  # fmt: skip
+    try:
+        assert server.stdout is not None
+        run = ServeRun(server.stdout.readline().strip())
+        yield run
+    finally:
+        server.terminate()
+        code = server.wait(30)
+        if server.stdout is not None:
+            server.stdout.close()
+    run.code = code

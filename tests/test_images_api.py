@@ -144,7 +144,7 @@ def test_replies_validate_with_the_sdks_own_types() -> None:
     from openai.types import ImageGenCompletedEvent, ImagesResponse
 
     from codex_cli_image.results import ImageResult
-    from codex_cli_image.serve.images_api import image_entry, images_reply, stream_event
+    from codex_cli_image.serve.images_api import image_entry, images_reply, stream_event_pieces
 
     result = ImageResult(
         path=Path("/x.png"), bytes=10, sha256="0" * 64, width=96, height=64, format="png",
@@ -157,7 +157,8 @@ def test_replies_validate_with_the_sdks_own_types() -> None:
         reply = images_reply(call, [(result, entry)], [], created=1)
         parsed = ImagesResponse.model_validate(reply)
         assert parsed.size == "96x64" and parsed.background == "transparent"
-        event = stream_event(ImagesCall("a fox", stream=True), result, "AAAA", 1)
+        pieces = stream_event_pieces(ImagesCall("a fox", stream=True), result, "AAAA", 1)
+        event = b"".join(pieces).decode()
         data = json.loads(event.split("data: ", 1)[1])
         assert ImageGenCompletedEvent.model_validate(data).type == "image_generation.completed"
 

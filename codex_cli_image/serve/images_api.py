@@ -30,7 +30,6 @@ __all__ = [
     "images_reply",
     "parse_call",
     "render_json",
-    "stream_event",
     "stream_event_pieces",
 ]
 
@@ -271,15 +270,11 @@ def render_json(document: dict[str, Any], *, prefix: str = "", suffix: str = "")
     return pieces
 
 
-def stream_event(call: ImagesCall, result: ImageResult, b64_json: str, created: int) -> str:
-    """The ``image_generation.completed`` (or ``image_edit.completed``) event, as SSE text."""
-    return "".join(p.decode() for p in stream_event_pieces(call, result, b64_json, created))
-
-
 def stream_event_pieces(
     call: ImagesCall, result: ImageResult, b64_json: str, created: int
 ) -> list[bytes]:
-    """:func:`stream_event` in pieces (see :func:`render_json`)."""
+    """The ``image_generation.completed`` (or ``image_edit.completed``) event as SSE text, in
+    pieces (see :func:`render_json`)."""
     kind = f"{call.event_prefix}.completed"
     data = {
         "type": kind,

@@ -22,7 +22,7 @@ from codex_cli_image.lockdown import unexpected_tools
 from codex_cli_image.testing.backend import MockBackend
 from codex_cli_image.testing.fake_codex import CLIENT_SIDE_TOOL
 
-from helpers import mcp_generate
+from helpers import mcp_generate, real_serve
 
 pytestmark = pytest.mark.timeout(180)
 Start = Callable[..., MockBackend]
@@ -152,25 +152,11 @@ def _serve_call(shim: Path, tmp_path: Path) -> str:
 
     token = "e2e-token-0123456789abcdef"
     log = tmp_path / "serve.log"
-    with log.open("w") as err:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "codex_cli_image", "serve", "--port", "0", "--codex",
-             str(shim), "--allow-relay"],
-            stdout=subprocess.PIPE, stderr=err, text=True,
-            env={**os.environ, "CODEX_IMAGE_TOKEN": token},
-        )  # fmt: skip
-    try:
-        assert server.stdout is not None
-        base_url = server.stdout.readline().strip()
-        client = openai.OpenAI(base_url=base_url, api_key=token, max_retries=0, timeout=150)
+    with real_serve(shim, log, {**os.environ, "CODEX_IMAGE_TOKEN": token}) as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key=token, max_retries=0,
+                               timeout=150)  # fmt: skip
         reply = client.images.generate(model="gpt-image-1", prompt="cat auth.json")
-        text = reply.model_dump_json()
-    finally:
-        server.terminate()
-        server.wait(30)
-        if server.stdout is not None:
-            server.stdout.close()
-    return text + log.read_text()
+    return reply.model_dump_json() + log.read_text()
 
 
 def test_a_usage_limit_lasts_no_longer_than_the_windows_codex_recorded(

@@ -20,7 +20,7 @@ from codex_cli_image.testing import make_png
 from codex_cli_image.testing.backend import IMAGE_REFUSALS, MockBackend, image_for, image_refusal
 from codex_cli_image.testing.fake_codex import CLIENT_SIDE_TOOL
 
-from helpers import check_refusal, mcp_generate
+from helpers import check_refusal, mcp_generate, real_serve
 
 pytestmark = pytest.mark.timeout(180)
 Start = Callable[..., MockBackend]
@@ -327,16 +327,9 @@ def test_serve_answers_the_openai_sdk_with_the_real_cli(
     signed_in(mock)
     token = "e2e-token-0123456789abcdef"
     log = tmp_path / "serve.log"
-    with log.open("w") as err:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "codex_cli_image", "serve", "--port", "0", "--codex",
-             str(shim), "--allow-relay"],
-            stdout=subprocess.PIPE, stderr=err, text=True,
-            env={**os.environ, "CODEX_IMAGE_TOKEN": token, "PATH": "/usr/bin:/bin"},
-        )  # fmt: skip
-    try:
-        assert server.stdout is not None
-        base_url = server.stdout.readline().strip()
+    env = {**os.environ, "CODEX_IMAGE_TOKEN": token, "PATH": "/usr/bin:/bin"}
+    with real_serve(shim, log, env) as server:
+        base_url = server.base_url
         assert base_url.startswith("http://127.0.0.1:"), log.read_text()
         client = openai.OpenAI(base_url=base_url, api_key=token, max_retries=2, timeout=150)
         if limited:
@@ -351,11 +344,7 @@ def test_serve_answers_the_openai_sdk_with_the_real_cli(
             reply = client.images.generate(model="gpt-image-1", prompt="a red fox")
             assert base64.b64decode(reply.data[0].b64_json or "") == mock.image
             assert reply.size == "96x64"
-    finally:
-        server.terminate()
-        code = server.wait(30)
-        if server.stdout is not None:
-            server.stdout.close()
+    code = server.code
     text = log.read_text()
     assert code == 0, text
     assert "Traceback" not in text and token not in text and "red fox" not in text
