@@ -833,17 +833,124 @@ def test_a_full_queue_is_a_429_at_once(serve: Any, fake_codex: FakeCodex) -> Non
 # --- lifetime ---------------------------------------------------------------------------------
 
 
-def test_a_disconnect_ends_codex(serve: Any, fake_codex: FakeCodex) -> None:
-    fake_codex.configure("success", delay=60)
+def test_a_client_that_gives_up_gets_its_image_on_retry_with_one_codex_run(
+    serve: Any, fake_codex: FakeCodex
+) -> None:
+    """Haystack's way (a 30 s timeout, then the same request again): the first image runs on
+    after its client left, and the retry joins it: one codex run, one image, delivered."""
+    fake_codex.configure("success", delay=4)
     server = serve()
-    with server.http(timeout=3) as http, pytest.raises(TimeoutError):
+    with server.http(timeout=1) as http, pytest.raises(TimeoutError):
         http.post("/images/generations", json={"prompt": PROMPT})
-    assert fake_codex.exec_calls
-    deadline = time.monotonic() + 10
-    while survivors(fake_codex) and time.monotonic() < deadline:
+    with server.http(timeout=1) as http, pytest.raises(TimeoutError):
+        http.post("/images/generations", json={"prompt": PROMPT})  # gives up again
+    with server.http(timeout=30) as http:
+        reply = http.post("/images/generations", json={"prompt": PROMPT})
+    assert reply.status_code == 200, reply.text
+    assert png_ok(base64.b64decode(reply.json()["data"][0]["b64_json"]))
+    assert len(fake_codex.exec_calls) == 1
+    assert server.text().count("POST /v1/images/generations 499") == 2
+    with server.http(timeout=30) as http:  # delivered: the same request again is a new image
+        again = http.post("/images/generations", json={"prompt": PROMPT})
+    assert again.status_code == 200 and len(fake_codex.exec_calls) == 2
+
+
+def test_a_retry_joins_an_image_already_made_for_a_client_that_left(
+    serve: Any, fake_codex: FakeCodex, tmp_path: Path
+) -> None:
+    fake_codex.configure("success", delay=2)
+    server = serve()
+    with server.sdk(timeout=0.5) as sdk, pytest.raises(openai.APITimeoutError):
+        sdk.images.generate(prompt=PROMPT, n=2, size="1024x1024")
+    deadline = time.monotonic() + 30  # both images made while nobody waits for them
+    while len(fake_codex.exec_calls) < 2 or survivors(fake_codex):
+        assert time.monotonic() < deadline
         time.sleep(0.1)
-    assert not survivors(fake_codex)
-    assert "POST /v1/images/generations 499" in server.text()
+    time.sleep(0.5)
+    started = time.monotonic()
+    reply = server.sdk().images.generate(prompt=PROMPT, n=2, size="1024x1024")
+    assert time.monotonic() - started < 2  # made already: handed over at once
+    assert len(reply.data or []) == 2 and len(fake_codex.exec_calls) == 2
+    other = server.sdk().images.generate(prompt=PROMPT, n=1, size="1024x1024")  # not the same
+    assert other.data and len(fake_codex.exec_calls) == 3
+
+
+def test_the_same_request_from_two_clients_at_once_is_two_images(
+    serve: Any, fake_codex: FakeCodex
+) -> None:
+    """Without an Idempotency-Key, only a request whose client left is joined: two people who
+    ask for the same prompt at the same time each get an image of their own."""
+    fake_codex.configure("success", delay=1)
+    server = serve()
+    replies: list[Any] = []
+
+    def ask() -> None:
+        replies.append(server.sdk().images.generate(prompt=PROMPT))
+
+    asking = [threading.Thread(target=ask) for _ in range(2)]
+    for thread in asking:
+        thread.start()
+    for thread in asking:
+        thread.join(30)
+    assert len(replies) == 2 and len(fake_codex.exec_calls) == 2
+    first, second = (r.data[0].b64_json for r in replies)
+    assert first and second
+
+
+def test_an_idempotency_key_joins_its_request_and_replays_it(
+    serve: Any, fake_codex: FakeCodex
+) -> None:
+    fake_codex.configure("success", delay=1)
+    server = serve()
+    key = {"Idempotency-Key": "order-7f3a"}
+    replies: list[Any] = []
+
+    def ask() -> None:
+        replies.append(server.sdk().images.generate(prompt=PROMPT, extra_headers=key))
+
+    asking = [threading.Thread(target=ask) for _ in range(2)]
+    for thread in asking:
+        thread.start()
+    for thread in asking:
+        thread.join(30)
+    assert len(replies) == 2 and len(fake_codex.exec_calls) == 1
+    assert replies[0].data[0].b64_json == replies[1].data[0].b64_json  # type: ignore[index]
+    replay = server.sdk().images.generate(prompt=PROMPT, extra_headers=key)  # after delivery
+    assert replay.data[0].b64_json == replies[0].data[0].b64_json  # type: ignore[index]
+    assert len(fake_codex.exec_calls) == 1
+    with pytest.raises(openai.BadRequestError) as raised:  # the key of another request
+        server.sdk().images.generate(prompt=PROMPT + " at night", extra_headers=key)
+    assert raised.value.body["param"] == "Idempotency-Key"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError):
+        server.sdk().images.generate(prompt=PROMPT, extra_headers={"Idempotency-Key": "k" * 300})
+    assert len(fake_codex.exec_calls) == 1
+
+
+def test_a_stream_that_gives_up_is_joined_by_its_retry(serve: Any, fake_codex: FakeCodex) -> None:
+    fake_codex.configure("success", delay=3)
+    server = serve()
+    body = {"prompt": PROMPT, "stream": True}
+    with server.http(timeout=1) as http, pytest.raises(TimeoutError):
+        http.post("/images/generations", json=body)
+    with server.sdk() as sdk:
+        events = list(sdk.images.generate(prompt=PROMPT, stream=True))
+    assert [e.type for e in events] == ["image_generation.completed"]
+    assert png_ok(base64.b64decode(events[0].b64_json))
+    assert len(fake_codex.exec_calls) == 1
+
+
+def test_an_edit_retry_with_another_boundary_joins_the_first(
+    serve: Any, fake_codex: FakeCodex
+) -> None:
+    """A multipart body's boundary changes with each send: the request is the fields and the
+    images' bytes, not the body's bytes."""
+    fake_codex.configure("success", delay=3)
+    server = serve()
+    image = make_png(16, 16, "reference")
+    with server.sdk(timeout=1) as sdk, pytest.raises(openai.APITimeoutError):
+        sdk.images.edit(image=("a.png", image, "image/png"), prompt=PROMPT)
+    reply = server.sdk().images.edit(image=("a.png", image, "image/png"), prompt=PROMPT)
+    assert reply.data and len(fake_codex.exec_calls) == 1
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 0), (signal.SIGINT, 130)])
@@ -1144,3 +1251,40 @@ def test_a_conversion_pillow_refuses_sends_the_png(
     assert delivered.output_format == "png" and _png(entries[0]["b64_json"])
     reply = images_reply(delivered, [(made, entries[0])], [], created=1)
     assert reply["output_format"] == "png"
+
+
+def test_an_image_nobody_comes_back_for_is_kept_a_few_minutes_then_removed(
+    tmp_path: Path,
+) -> None:
+    """#31: what a client that left paid for waits JOB_KEEP_S for its retry, then goes (its
+    file too); a job that made nothing is not kept at all."""
+    import anyio
+
+    from codex_cli_image.serve import ServeOptions, Service
+    from codex_cli_image.serve.options import JOB_KEEP_S
+
+    class Idle:
+        concurrency, closed = 2, False
+
+    service = Service(Idle(), ServeOptions(TOKEN), tmp_path, tmp_path)  # type: ignore[arg-type]
+    image = tmp_path / "img-20261207-120000-0123456789ab.png"
+    image.write_bytes(make_png(8, 8, "kept"))
+
+    class Result:
+        path = image
+
+    async def left_behind() -> None:
+        with service.joined("request", None, 1) as watch:
+            await watch.job.add(Result())  # type: ignore[arg-type]
+            watch.job.finish(100.0)
+        with service.joined("failed", None, 1) as watch:
+            watch.job.finish(100.0)
+        with service.joined("request", None, 1) as retry:  # the same request joins
+            assert not retry.runs and retry.job.images
+
+    anyio.run(left_behind)
+    assert [job.fingerprint for job in service.jobs] == ["request"] and service.pending == 0
+    service.reap(clock=100.0 + JOB_KEEP_S - 1)
+    assert image.exists() and len(service.jobs) == 1
+    service.reap(clock=100.0 + JOB_KEEP_S)
+    assert not image.exists() and service.jobs == []

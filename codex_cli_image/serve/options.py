@@ -25,6 +25,9 @@ URL_TTL_S = 3600.0
 MAX_KEPT_BYTES = 1 << 30
 """Images kept for their URLs in the private folder; beyond it the oldest go first."""
 REAP_EVERY_S = 30.0
+JOB_KEEP_S = 300.0
+"""An image made for a client that left is kept this long for a retry of the same request."""
+MAX_IDEMPOTENCY_KEY = 255
 
 
 @dataclass(frozen=True, slots=True)

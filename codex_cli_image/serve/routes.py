@@ -4,6 +4,7 @@ event stream of ``stream: true``."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -61,6 +62,9 @@ from .responses import (
 from .service import (
     Made,
     Service,
+    Watch,
+    fingerprint,
+    idempotency_key,
     signed_url_ok,
     stopping_error,
 )
@@ -275,26 +279,49 @@ async def _answer(
                 f"Install it: {sys.executable} -m pip install '.[serve,fit]' in your "
                 "clone of codex-cli-image, or ask for png.",
             ) from None
+    token = request.headers.get("authorization", "")
+    key = idempotency_key(token, request.headers.get("idempotency-key"))
+    digests = await anyio.to_thread.run_sync(_digests, references)
+    same = fingerprint(token, request.url.path, call, digests)
     if call.stream:  # admitted when the stream starts, before it says anything
-        return _EventStream(service, call, references, base, cleanup)
+        return _EventStream(service, call, references, base, cleanup, (same, key))
 
-    async def work() -> Made:
-        return await service.make(call, references)
-
-    # A usage limit, a full queue or a stop is answered before any work.
-    with service.admitted(call.n):
-        done = await beside(work, partial(_until_disconnect, request.receive))
-    if done is None:  # the caller went away: its images were cancelled, codex ended
+    # A usage limit, a full queue or a stop is answered before any work; a retry of a request
+    # whose client left joins its job instead (no second image).
+    with service.joined(same, key, call.n) as watch:
+        async with anyio.create_task_group() as tasks:
+            if watch.runs:  # runs on if the client leaves: a retry may come for the image
+                tasks.start_soon(service.run, watch.job, call, references)
+            done = await beside(watch.job.wait, partial(_until_disconnect, request.receive))
+            if done is None:
+                watch.leave()
+    if done is None:  # the caller went away: its image is kept a while for its retry
         return Response(status_code=499)
     made = done[0]
     if not made.images:
         return error_response(made.failed[0])
+    if not service.claim(watch.job):
+        return _delivered_already()
     entries, delivered = await service.reply_entries(call, made, base)
     pairs = list(zip(made.images, entries, strict=True))
     reply = images_reply(delivered, pairs, made.failed, created=int(time.time()))
     # Ten large images are 200 MB of JSON: rendered off the loop, in pieces, and sent so.
     pieces = await anyio.to_thread.run_sync(partial(render_json, reply))
+    await anyio.to_thread.run_sync(service.forget_files, watch.job)  # sent: no copy stays here
     return _Pieces(pieces, media_type="application/json")
+
+
+def _delivered_already() -> Response:
+    return refused_response(
+        409,
+        "This request's images were just sent to another connection making the same request.",
+        "request_delivered",
+        "Send an Idempotency-Key header to have a retry answered with the same images.",
+    )
+
+
+def _digests(references: tuple[Path, ...]) -> list[str]:
+    return [hashlib.sha256(path.read_bytes()).hexdigest() for path in references]
 
 
 class _Pieces(Response):
@@ -339,17 +366,18 @@ class _EventStream(Response):
         references: tuple[Path, ...],
         base: str,
         cleanup: Callable[[], None],
+        keys: tuple[str, str | None],
     ) -> None:
         super().__init__(headers={"cache-control": "no-store", "x-accel-buffering": "no"})
         # A body of unknown length: no content-length (Response set one for its empty body).
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         self._service, self._call, self._references, self._base = service, call, references, base
-        self._cleanup = cleanup
+        self._cleanup, self._keys = cleanup, keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            with self._service.admitted(self._call.n):
-                await self._stream(scope, receive, send)
+            with self._service.joined(*self._keys, self._call.n) as watch:
+                await self._stream(watch, scope, receive, send)
         except QueueFull as full:  # refused before anything was sent: a status of its own
             await queue_full_response(full)(scope, receive, send)
         except CodexImageError as error:
@@ -357,13 +385,14 @@ class _EventStream(Response):
         finally:
             await anyio.to_thread.run_sync(self._cleanup)
 
-    async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _stream(self, watch: Watch, scope: Scope, receive: Receive, send: Send) -> None:
         """The status line waits for the first thing to say (an image, or the first
         keep-alive): a failure before it (a usage limit comes in seconds) is then answered
         with its own status, which the SDKs turn into the right exception class."""
-        made: list[Made] = []
         lock = anyio.Lock()  # the keep-alives and the images share one stream
         started = False
+        gone = False
+        job = watch.job
 
         async def emit(*pieces: bytes) -> None:
             """One event (in pieces): nothing else is sent between them."""
@@ -377,38 +406,61 @@ class _EventStream(Response):
                 for piece in pieces:
                     await send({"type": "http.response.body", "body": piece, "more_body": True})
 
+        def leave(scope: anyio.CancelScope) -> None:
+            nonlocal gone
+            gone = True
+            watch.leave()
+            scope.cancel()
+
         async def keepalive(scope: anyio.CancelScope) -> None:
             try:
                 while True:
                     await anyio.sleep(self._service.options.keepalive_s)
                     await emit(b": keep-alive\n\n")
             except OSError:  # the client is gone
-                scope.cancel()
+                leave(scope)
+
+        async def until_disconnect(scope: anyio.CancelScope) -> None:
+            await _until_disconnect(receive, anyio.CancelScope())
+            leave(scope)
 
         async def completed(result: ImageResult) -> None:
             """Each image as soon as it is made (of n, the first need not wait for the rest)."""
             call = replace(self._call, response_format="b64_json")
             (entry,), call = await self._service.reply_entries(call, Made([result], []), self._base)
-            with contextlib.suppress(OSError):  # gone: the disconnect ends the rest
+            try:
                 pieces = await anyio.to_thread.run_sync(
                     partial(stream_event_pieces, call, result, entry["b64_json"], int(time.time()))
                 )
                 await emit(*pieces)
+            except OSError:  # gone: the disconnect ends the watch, not the images
+                leave(tasks.cancel_scope)
 
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(keepalive, tasks.cancel_scope)
-            tasks.start_soon(_until_disconnect, receive, tasks.cancel_scope)
-            made.append(await self._service.make(self._call, self._references, completed))
-            tasks.cancel_scope.cancel()
-        if not made:
+        async with anyio.create_task_group() as running:
+            if watch.runs:  # runs on if the client leaves: a retry may come for the images
+                running.start_soon(self._service.run, job, self._call, self._references)
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(keepalive, tasks.cancel_scope)
+                tasks.start_soon(until_disconnect, tasks.cancel_scope)
+                async for result in job.updates():
+                    await completed(result)
+                tasks.cancel_scope.cancel()
+        if gone:
             return
+        made = job.made
         with contextlib.suppress(OSError):
-            if not started and made[0].failed:  # nothing said yet: a status of its own
-                await error_response(made[0].failed[0])(scope, receive, send)
+            if not made.images:  # nothing said yet: a status of its own
+                if not started:
+                    await error_response(made.failed[0])(scope, receive, send)
+                else:
+                    await emit(stream_error(made.failed[0]).encode())
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
-            if made[0].failed:  # after the images that were made: the SDKs raise it
-                await emit(stream_error(made[0].failed[0]).encode())
+            if made.failed:  # after the images that were made: the SDKs raise it
+                await emit(stream_error(made.failed[0]).encode())
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if self._service.claim(job):  # sent: no copy stays here
+            await anyio.to_thread.run_sync(self._service.forget_files, job)
 
 
 def _upload_name(upload: UploadFile) -> str:

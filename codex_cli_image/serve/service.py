@@ -1,6 +1,7 @@
 """What every request shares, testable without HTTP: admission to the queue and its release,
-the usage-limit memory, making the images through the client, and the reply's entries (base64,
-or signed URLs whose files are kept until they expire)."""
+the usage-limit memory, the jobs (a request's images, made once, which a retry of it joins),
+making the images through the client, and the reply's entries (base64, or signed URLs whose
+files are kept until they expire)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import json
 import logging
 import os
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,8 @@ from .images_api import (
 )
 from .options import (
     EXTENSIONS,
+    JOB_KEEP_S,
+    MAX_IDEMPOTENCY_KEY,
     MAX_KEPT_BYTES,
     REAP_EVERY_S,
     ServeOptions,
@@ -67,6 +71,8 @@ class Service:
     """Signs image URLs; made anew at each start (the private folder is new too)."""
     kept: dict[str, tuple[float, int]] = field(default_factory=dict)
     """Files of the private folder kept for their URLs: name -> (expiry, bytes), oldest first."""
+    jobs: list[Job] = field(default_factory=list)
+    """Requests being made, and those made for a client that left (kept for its retry)."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def admit(self, n: int) -> None:
@@ -107,6 +113,89 @@ class Service:
         finally:
             with self._lock:
                 self.pending -= n
+
+    @contextlib.contextmanager
+    def joined(self, fingerprint: str, idempotency: str | None, n: int) -> Iterator[Watch]:
+        """This request's watch, for the block, of the job it retries (the same
+        ``Idempotency-Key``; or the same request, token and references, made or being made
+        for a client that left and not yet delivered), else of a new job, admitted (see
+        :meth:`admit`) and run by this request (``watch.runs``)."""
+        with self._lock:
+            job = self._attachable(fingerprint, idempotency)
+            if job is not None:
+                job.watchers += 1
+        runs = job is None
+        if job is None:
+            self.admit(n)
+            job = Job(fingerprint, idempotency, n, watchers=1)
+            with self._lock:
+                self.jobs.append(job)
+        else:
+            log.info("a retry joined an image %s", "made already" if job.ended else "on its way")
+        watch = Watch(job, runs, self._lock)
+        try:
+            yield watch
+        finally:
+            watch.leave()
+            if runs:
+                with self._lock:
+                    self.pending -= n
+                    if not job.images and job in self.jobs:  # nothing paid to keep
+                        self.jobs.remove(job)
+
+    def _attachable(self, fingerprint: str, idempotency: str | None) -> Job | None:
+        for job in self.jobs:
+            if idempotency is not None and job.idempotency == idempotency:
+                if job.fingerprint != fingerprint:
+                    raise ParamError(
+                        "Idempotency-Key",
+                        "This Idempotency-Key was used a moment ago for another request.",
+                        "Send a new key with each new request, and the same key only with "
+                        "its exact retry.",
+                    )
+                return job
+        for job in self.jobs:
+            if (
+                idempotency is None
+                and job.idempotency is None
+                and job.fingerprint == fingerprint
+                and job.watchers == 0
+                and not job.delivered
+            ):
+                return job
+        return None
+
+    async def run(self, job: Job, call: ImagesCall, references: tuple[Path, ...]) -> None:
+        """Make ``job``'s images (by the request that runs it), whoever still watches: a
+        client that leaves does not end an image it asked for."""
+        try:
+            made = await self.make(call, references, job.add)
+            job.failed.extend(made.failed)
+        finally:
+            job.finish(time.monotonic())
+
+    def claim(self, job: Job) -> bool:
+        """Whether ``job``'s images are this watcher's to send (the first that asks, or any
+        with its Idempotency-Key). A job without a key is delivered once, then forgotten."""
+        with self._lock:
+            if job.idempotency is not None:
+                return True
+            if job.delivered:
+                return False
+            job.delivered = True
+            if job in self.jobs:
+                self.jobs.remove(job)
+            return True
+
+    def forget_files(self, job: Job) -> None:
+        """Remove ``job``'s images from the private folder once sent, but those still kept for
+        a URL (blocking: file removals). With ``--out-dir`` every image stays."""
+        if self.options.out_dir is not None or job.idempotency is not None:
+            return  # a keyed job's images stay for its replays, until it is reaped
+        with self._lock:
+            gone = [r.path for r in job.images if r.path.name not in self.kept]
+        for path in gone:
+            _remove(path)
 
     async def make(
         self,
@@ -153,8 +242,8 @@ class Service:
         """The ``data`` entries: each image as base64 or as a signed URL on this server,
         converted to the asked format; and the call as delivered: a paid image is never lost
         to a conversion Pillow refuses (a WebP over 16383 px): then all go as PNG, and the
-        reply says so. Encoding runs off the event loop. Without ``--out-dir``, only what a URL
-        points to stays, until the URL expires."""
+        reply says so. Encoding runs off the event loop. The made PNGs stay (their job removes
+        them); a converted copy stays only for its URL."""
         files = []
         for result in made.images:
             files.append((result, await anyio.to_thread.run_sync(result.path.read_bytes)))
@@ -170,15 +259,11 @@ class Service:
                 name = result.path.name
                 if call.output_format != "png":
                     name = await anyio.to_thread.run_sync(self._write, data, call.output_format)
-                    if self.options.out_dir is None:
-                        await anyio.to_thread.run_sync(_remove, result.path)
             if call.response_format == "url":
                 entries.append(image_entry(result, b64_json=None, url=self._url(base, name)))
             else:
                 encoded = await anyio.to_thread.run_sync(_base64, data)
                 entries.append(image_entry(result, b64_json=encoded, url=None))
-                if self.options.out_dir is None:  # sent: nothing of it stays here
-                    await anyio.to_thread.run_sync(_remove, result.path)
         await anyio.to_thread.run_sync(self.reap)
         return entries, call
 
@@ -192,20 +277,28 @@ class Service:
         signature = sign_url(self.url_key, name, expires)
         return f"{base}/images/files/{name}?expires={expires}&sig={signature}"
 
-    def reap(self, now: float | None = None) -> None:
+    def reap(self, now: float | None = None, clock: float | None = None) -> None:
         """Remove the private folder's images whose URLs expired, and the oldest beyond
-        :data:`MAX_KEPT_BYTES` (blocking: file removals)."""
+        :data:`MAX_KEPT_BYTES`; forget the jobs nobody came back for in :data:`JOB_KEEP_S`
+        (``clock``: monotonic), and their images (blocking: file removals)."""
         now = time.time() if now is None else now
+        clock = time.monotonic() if clock is None else clock
         with self._lock:
             total = sum(size for _, size in self.kept.values())
             gone = []
             for name, (expires, size) in list(self.kept.items()):
                 if expires <= now or total > MAX_KEPT_BYTES:
-                    gone.append(name)
+                    gone.append(self.images / name)
                     total -= size
                     del self.kept[name]
-        for name in gone:
-            _remove(self.images / name)
+            for job in list(self.jobs):
+                if job.ended_at is not None and job.watchers == 0:
+                    if clock - job.ended_at >= JOB_KEEP_S:
+                        self.jobs.remove(job)
+                        if self.options.out_dir is None:
+                            gone += [r.path for r in job.images if r.path.name not in self.kept]
+        for path in gone:
+            _remove(path)
 
     async def reap_forever(self) -> None:
         while True:
@@ -242,6 +335,100 @@ def _remove(path: Path) -> None:
 class Made:
     images: list[ImageResult]
     failed: list[CodexImageError]
+
+
+@dataclass(eq=False)
+class Watch:
+    """One request's view of a job: whether it runs it, and whether its client is still
+    there (a job that nobody watches can be joined by a retry)."""
+
+    job: Job
+    runs: bool
+    _lock: threading.Lock
+    _gone: bool = False
+
+    def leave(self) -> None:
+        """The client left (or was answered): once only."""
+        with self._lock:
+            if not self._gone:
+                self._gone = True
+                self.job.watchers -= 1
+
+
+@dataclass(eq=False)
+class Job:
+    """One request's images, made once by the request that asked first, and watched by it and
+    by every retry that joins it (:meth:`Service.joined`)."""
+
+    fingerprint: str
+    idempotency: str | None
+    n: int
+    watchers: int = 0
+    delivered: bool = False
+    ended_at: float | None = None
+    images: list[ImageResult] = field(default_factory=list)
+    failed: list[CodexImageError] = field(default_factory=list)
+    _signals: list[anyio.Event] = field(default_factory=lambda: [anyio.Event()])
+
+    @property
+    def ended(self) -> bool:
+        return self.ended_at is not None
+
+    @property
+    def made(self) -> Made:
+        return Made(list(self.images), list(self.failed))
+
+    async def add(self, result: ImageResult) -> None:
+        self.images.append(result)
+        self._signal()
+
+    def finish(self, clock: float) -> None:
+        self.ended_at = clock
+        self._signal()
+
+    def _signal(self) -> None:
+        self._signals.append(anyio.Event())
+        self._signals[-2].set()
+
+    async def wait(self) -> Made:
+        """What the job made, once it has ended."""
+        async for _ in self.updates():
+            pass
+        return self.made
+
+    async def updates(self) -> AsyncIterator[ImageResult]:
+        """Each image as it is made (those made already first), until the job ends."""
+        seen = 0
+        while True:
+            signal = self._signals[-1]
+            while seen < len(self.images):
+                seen += 1
+                yield self.images[seen - 1]
+            if self.ended:
+                return
+            await signal.wait()
+
+
+def fingerprint(token: str, path: str, call: ImagesCall, references: Sequence[str]) -> str:
+    """What makes two requests the same one: the token, the route, the checked call (a
+    multipart body's boundary or a JSON body's spacing do not count) and the references'
+    digests."""
+    text = json.dumps([token, path, asdict(call), list(references)], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def idempotency_key(token: str, header: str | None) -> str | None:
+    """The request's ``Idempotency-Key`` (as the openai SDKs' ``idempotency_key`` or Stripe's
+    clients send it), under its token; None without one."""
+    if header is None:
+        return None
+    if not header or len(header) > MAX_IDEMPOTENCY_KEY:
+        raise ParamError(
+            "Idempotency-Key",
+            f"The Idempotency-Key header is empty or over {MAX_IDEMPOTENCY_KEY} characters.",
+            "Send a unique key of at most 255 characters (a UUID) or none.",
+        )
+    return hashlib.sha256(f"{token}\n{header}".encode()).hexdigest()
 
 
 def server_side(error: CodexImageError) -> CodexImageError:
