@@ -358,6 +358,8 @@ def _generate(args: argparse.Namespace) -> int:
             if not (args.quiet or args.events):
                 for warning in result.warnings:
                     print(f"warning: {warning}", file=sys.stderr)
+                if result.usage_limits is not None:
+                    print(f"usage: {result.usage_limits.describe(time.time())}", file=sys.stderr)
             print(result.path, flush=True)
             if result.fitted is not None:
                 print(result.fitted.path, flush=True)
@@ -466,6 +468,9 @@ def _batch(args: argparse.Namespace) -> int:
         if summary["retry_at"]:
             line += f"; the limit resets at {summary['retry_at']}"
         print(line, file=sys.stderr)
+        known = [o.result.usage_limits for o in outcomes if o.result and o.result.usage_limits]
+        if known:  # as the last image left them
+            print(f"usage: {known[-1].describe(time.time())}", file=sys.stderr)
     if any(outcome.status == "not_started" for outcome in outcomes):
         return EXIT_CODES["quota"]  # cut short by a limit, whatever else failed first
     failed = [outcome.error for outcome in outcomes if outcome.error is not None]

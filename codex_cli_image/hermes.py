@@ -154,6 +154,7 @@ class CodexCliProvider(ImageGenProvider):  # type: ignore[misc]  # Hermes ships 
                 "codex_version": result.codex_version,
                 "geometry_mismatch": result.geometry_mismatch,
                 "warnings": list(result.warnings),
+                "usage_limits": result.usage_limits.to_dict() if result.usage_limits else None,
             },
         )
         return response

@@ -230,6 +230,7 @@ async def _finish(
         requested=plan.geometry,
         geometry_mismatch=mismatch,
         fitted=fitted,
+        usage_limits=produced.usage_limits,
     )
     report("finished", str(path), produced.thread_id, attempts)
     return result

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from .request import Geometry
+from .usage import UsageLimits
 
 __all__ = ["FittedImage", "ImageResult", "Phase", "Progress", "ProgressCallback"]
 
@@ -83,6 +84,9 @@ class ImageResult:
     """The delivered aspect is off the requested one (backends may ignore sizes)."""
     fitted: FittedImage | None = None
     """The exact-size copy asked for with ``fit`` (beside the original)."""
+    usage_limits: UsageLimits | None = None
+    """The subscription's usage windows as codex recorded them in this run (None when it
+    recorded none)."""
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -105,4 +109,5 @@ class ImageResult:
             "requested": self.requested.to_dict(),
             "geometry_mismatch": self.geometry_mismatch,
             "fitted": self.fitted.to_dict() if self.fitted else None,
+            "usage_limits": self.usage_limits.to_dict() if self.usage_limits else None,
         }

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from .endpoint import find_endpoint_failure
+from .usage import UsageLimits, from_rollout
 
 __all__ = [
     "STRING_LIMIT",
@@ -107,14 +108,16 @@ def read_image_records(path: Path, *, keep_image: bool = True) -> list[ImageReco
     return read_rollout(path, keep_image=keep_image)[0]
 
 
-def read_rollout(path: Path, *, keep_image: bool = True) -> tuple[list[ImageRecord], float | None]:
-    """:func:`read_image_records`, and when the last of the usage windows codex recorded
-    resets (:attr:`RecordReader.limits_reset_at`), in one read."""
+def read_rollout(
+    path: Path, *, keep_image: bool = True
+) -> tuple[list[ImageRecord], UsageLimits | None]:
+    """:func:`read_image_records`, and the usage windows codex recorded last
+    (:attr:`RecordReader.usage_limits`), in one read."""
     reader = RecordReader(keep_image=keep_image)
     with path.open("rb") as handle:
         while chunk := handle.read(_READ_BYTES):
             reader.feed(chunk)
-    return reader.close(), reader.limits_reset_at
+    return reader.close(), reader.usage_limits
 
 
 def parse_image_records(lines: Iterable[bytes], *, keep_image: bool = True) -> list[ImageRecord]:
@@ -151,9 +154,15 @@ class RecordReader:
         self._line_image: _Base64Sink | None = None
         self._too_long = False
         self._host_crashed = False
-        self.limits_reset_at: float | None = None
-        """When the latest of the usage windows in codex's last ``token_count`` record resets
-        (Unix time; codex-facts section 11): no usage limit codex reported lasts longer."""
+        self.usage_limits: UsageLimits | None = None
+        """The usage windows of codex's last ``token_count`` record that had any (codex-facts
+        section 11)."""
+
+    @property
+    def limits_reset_at(self) -> float | None:
+        """When the latest of the usage windows codex recorded resets (Unix time): no usage
+        limit codex reported lasts longer."""
+        return None if self.usage_limits is None else self.usage_limits.last_reset
 
     def feed(self, chunk: bytes) -> None:
         start = 0
@@ -294,17 +303,8 @@ class RecordReader:
         if entry.get("type") != "event_msg" or not isinstance(payload, dict):
             return
         limits = payload.get("rate_limits") if payload.get("type") == "token_count" else None
-        if not isinstance(limits, dict):
-            return
-        resets = [
-            float(window["resets_at"])
-            for window in (limits.get("primary"), limits.get("secondary"))
-            if isinstance(window, dict)
-            and isinstance(window.get("resets_at"), (int, float))
-            and not isinstance(window.get("resets_at"), bool)
-        ]
-        if resets:
-            self.limits_reset_at = max(resets)
+        if isinstance(limits, dict):
+            self.usage_limits = from_rollout(limits) or self.usage_limits
 
     def _explain(self, failure: str) -> None:
         """The output of a code-mode ``exec`` call whose script failed on the image tool.

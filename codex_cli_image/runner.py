@@ -52,6 +52,7 @@ from .redact import read_login_secrets, redact
 from .request import Reference, reference_names, stage_reference
 from .results import Phase
 from .rollout import ImageRecord, find_rollout, read_rollout
+from .usage import UsageLimits
 
 __all__ = ["Attempt", "Produced", "run_attempt"]
 
@@ -73,6 +74,8 @@ class Produced:
     thread_id: str
     usage: dict[str, int] | None
     revised_prompt: str | None
+    usage_limits: UsageLimits | None = None
+    """The usage windows codex recorded in this run's session log."""
 
 
 @dataclass(slots=True)
@@ -119,8 +122,8 @@ class _State:
     stderr_done: anyio.Event = field(default_factory=anyio.Event)
     secrets: tuple[str, ...] = ()
     """The login's secrets, kept out of every text passed on (:mod:`.redact`)."""
-    limits_reset_at: float | None = None
-    """When the last usage window codex recorded in the session log resets."""
+    usage_limits: UsageLimits | None = None
+    """The usage windows codex recorded last in the session log."""
 
 
 async def run_attempt(attempt: Attempt) -> Produced:
@@ -260,7 +263,7 @@ async def _collect(
         path, data, info = state.image
         revised = await anyio.to_thread.run_sync(_revised_prompt, attempt, state, path)
         return Produced(data, info, "file", path, state.thread_id or "", state.usage,
-                        clean(revised))  # fmt: skip
+                        clean(revised), state.usage_limits)  # fmt: skip
     # The log's copy of a file too large to read is as large: not decoded either.
     record = (
         None if state.too_large else await anyio.to_thread.run_sync(_rollout_image, attempt, state)
@@ -268,7 +271,7 @@ async def _collect(
     if record is not None and record[0] is not None:
         data, info = record[0]
         return Produced(data, info, "rollout", None, state.thread_id or "", state.usage,
-                        clean(record[1].revised_prompt))  # fmt: skip
+                        clean(record[1].revised_prompt), state.usage_limits)  # fmt: skip
     failed = record[1] if record is not None else None
     raise classify(
         RunOutcome(
@@ -287,7 +290,7 @@ async def _collect(
             timeout_s=attempt.timeout_s,
             codex_version=attempt.codex_version,
             thread_id=state.thread_id,
-            limits_reset_at=state.limits_reset_at,
+            limits_reset_at=state.usage_limits.last_reset if state.usage_limits else None,
         ),
         now=dt.datetime.now().astimezone(),
     )
@@ -428,7 +431,7 @@ def _rollout_records(attempt: Attempt, state: _State, *, keep_image: bool) -> li
         path = find_rollout(attempt.codex_home, state.thread_id) if state.thread_id else None
         if path is None:
             return []
-        records, state.limits_reset_at = read_rollout(path, keep_image=keep_image)
+        records, state.usage_limits = read_rollout(path, keep_image=keep_image)
         return records
     except OSError:
         return []

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -653,6 +655,32 @@ def test_cli_success_human_and_json(fake_codex: FakeCodex, out: Path) -> None:
         "path", "bytes", "sha256", "width", "height", "format", "thread_id", "codex_version",
         "elapsed_s", "usage", "revised_prompt", "attempts", "warnings",
     }  # fmt: skip
+
+
+def test_every_image_reports_the_usage_windows_codex_recorded(
+    fake_codex: FakeCodex, out: Path
+) -> None:
+    """#32: the windows of the run's session log, in the JSON and as one line for people."""
+    fake_codex.configure("success")
+    human = cli("generate", "a fox", "-o", str(out / "a.png"))
+    assert human.returncode == 0 and human.stdout == f"{out / 'a.png'}\n"
+    (line,) = [line for line in human.stderr.splitlines() if line.startswith("usage: ")]
+    assert re.fullmatch(
+        r"usage: 5 h window 34\.5 % used \(resets \d\d:\d\d\) · "
+        r"weekly 12 % used \(resets \w{3} \d\d:\d\d\)",
+        line,
+    ), line
+    document = json.loads(cli("generate", "a fox", "-o", str(out), "--json").stdout)
+    limits = document["usage_limits"]
+    assert limits["plan"] == "plus" and limits["secondary"]["window_minutes"] == 10080
+    assert limits["primary"]["used_percent"] == 34.5 and limits["primary"]["window_minutes"] == 300
+    resets = dt.datetime.fromisoformat(limits["primary"]["resets_at"].replace("Z", "+00:00"))
+    assert 3600 < resets.timestamp() - time.time() < 3 * 3600
+    fake_codex.configure("success", usage_windows=None)  # the backend sent no headers
+    document = json.loads(cli("generate", "a fox", "-o", str(out), "--json").stdout)
+    assert document["usage_limits"] is None
+    human = cli("generate", "a fox", "-o", str(out / "b.png"))
+    assert human.returncode == 0 and "usage:" not in human.stderr
 
 
 def test_cli_events_stream(fake_codex: FakeCodex, out: Path) -> None:

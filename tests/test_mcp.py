@@ -103,6 +103,7 @@ def test_generate_image_round_trip(fake_codex: FakeCodex, out: Path, private_tmp
     assert data is not None and data["ok"] is True
     path = Path(data["path"])
     assert path.parent == out / "foxes" and (data["width"], data["height"]) == (48, 32)
+    assert data["usage_limits"]["primary"]["used_percent"] == 34.5  # #32
     text, image = result.content
     assert isinstance(text, TextContent) and str(path) in text.text
     assert isinstance(image, ImageContent) and image.mime_type == "image/png"

@@ -368,7 +368,9 @@ def test_the_usage_windows_codex_recorded_are_read_with_the_records(tmp_path: Pa
     path.write_bytes(
         b"\n".join([counted(100, 900), _failed_extension("exec-a"), counted(200, None)])
     )
-    records, reset = read_rollout(path)
-    assert [r.id for r in records] == ["exec-a"] and reset == 200.0
+    records, usage = read_rollout(path)
+    assert [r.id for r in records] == ["exec-a"] and usage is not None
+    assert usage.last_reset == 200.0 and usage.secondary is None  # the latest record
+    assert usage.primary is not None and usage.primary.used_percent == 100.0
     path.write_bytes(_failed_extension("exec-a"))
     assert read_rollout(path)[1] is None

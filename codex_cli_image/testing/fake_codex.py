@@ -115,6 +115,10 @@ DEFAULTS: dict[str, Any] = {
     "sigkill_at": None,
     "stderr_bytes": 4 * 1024 * 1024,
     "huge_bytes": 8 * 1024 * 1024,
+    # The subscription's usage windows the backend reports (codex-facts section 11): percent
+    # used of the 5-hour and the weekly window (a usage limit's scenarios: the 5-hour one at
+    # 100), written to the session log as codex does; None: the backend sent none.
+    "usage_windows": {"primary": 34.5, "secondary": 12.0, "plan": "plus"},
 }
 
 # Closing texts codex prints for failed turns (codex-facts section 7), keyed by scenario. A usage
@@ -864,6 +868,7 @@ class Turn:
             return self._hang()
         if float(self.opts["delay"]) > 0:
             time.sleep(float(self.opts["delay"]))
+        self._token_count()
         if scenario in FAILURES or scenario == "turn_failed":
             return self._fail()
         if scenario == "injected":
@@ -880,6 +885,34 @@ class Turn:
         self._agent_message(self.opts["message"] or closing)
         self._turn_completed()
         return 0
+
+    def _token_count(self) -> None:
+        """The model response's token count with the usage windows, as every release records
+        it (the windows null when the backend sent no headers)."""
+        windows = self.opts["usage_windows"] or {}
+        now = self.now.timestamp()
+
+        def window(used: float | None, minutes: int, resets_in: float) -> dict[str, Any] | None:
+            if used is None:
+                return None
+            return {"used_percent": float(used), "window_minutes": minutes,
+                    "resets_at": int(now + resets_in)}  # fmt: skip
+
+        primary = windows.get("primary")
+        reset = 2 * 3600.0
+        if self.scenario in _RESETS:
+            primary, reset = 100.0, _RESETS[self.scenario].total_seconds()
+        limits = {
+            "limit_id": "codex",
+            "limit_name": None,
+            "primary": window(primary, 300, reset),
+            "secondary": window(windows.get("secondary"), 10080, 3 * 86400.0),
+            "credits": {"has_credits": False, "unlimited": False, "balance": None},
+            "plan_type": windows.get("plan"),
+        }
+        info = {"total_token_usage": {"input_tokens": 24763, "output_tokens": 122}}
+        self._rollout_line("event_msg", {"type": "token_count", "info": info,
+                                         "rate_limits": limits})  # fmt: skip
 
     def _turn_completed(self) -> None:
         usage = {

@@ -89,6 +89,7 @@ def test_the_tool_makes_an_image_in_hermes_cache(hermes: Path, fake_codex: FakeC
     for key in ("width", "height", "sha256", "revised_prompt", "codex_version",
                 "geometry_mismatch"):  # fmt: skip
         assert key in result
+    assert result["usage_limits"]["secondary"]["used_percent"] == 12.0  # #32
     (call,) = fake_codex.exec_calls
     assert "1:1" in (call.stdin or "")  # the aspect reached the instruction
 
