@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .preflight import Notice, Verdict, check_login
     from .request import ImageRequest
     from .results import ImageResult, Progress
+    from .usage import UsageLimits, UsageWindow
 
 __version__ = "0.1.0"
 
@@ -66,6 +67,10 @@ _LAZY = {
     "check_login": "preflight",
     "ImageRequest": "request",
     "Progress": "results",
+    "UsageLimits": "usage",
+    "UsageWindow": "usage",
+    "ausage_limits": "api",
+    "usage_limits": "api",
 }
 
 __all__ = [
@@ -88,16 +93,20 @@ __all__ = [
     "Progress",
     "QuotaError",
     "TransientError",
+    "UsageLimits",
+    "UsageWindow",
     "Verdict",
     "__version__",
     "agenerate",
     "agenerate_many",
+    "ausage_limits",
     "check_login",
     "doctor",
     "generate",
     "generate_many",
     "locate",
     "probe_version",
+    "usage_limits",
 ]
 
 

@@ -1,6 +1,7 @@
 """The module functions: :func:`generate`, :func:`agenerate`, :func:`generate_many`,
-:func:`agenerate_many`. Each is a throwaway :class:`~codex_cli_image.Client` (as ``httpx.get`` is
-a throwaway ``httpx.Client``): for many images, keep one client.
+:func:`agenerate_many`, :func:`usage_limits`, :func:`ausage_limits`. Each is a throwaway
+:class:`~codex_cli_image.Client` (as ``httpx.get`` is a throwaway ``httpx.Client``): for many
+images, keep one client.
 
 They take what a client takes (the keywords of :class:`~codex_cli_image.settings.Settings`)
 beside what they make: the per-image keywords of :class:`~codex_cli_image.ImageRequest` for one
@@ -25,13 +26,40 @@ from .client import Client
 from .request import IMAGE_FIELDS, ImageRequest
 from .results import ImageResult, ProgressCallback
 from .settings import SETTING_NAMES, Settings
+from .usage import UsageLimits
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from .settings import ClientOptions, GenerateOptions
 
-__all__ = ["ImageResult", "agenerate", "agenerate_many", "generate", "generate_many"]
+__all__ = [
+    "ImageResult",
+    "agenerate",
+    "agenerate_many",
+    "ausage_limits",
+    "generate",
+    "generate_many",
+    "usage_limits",
+]
+
+
+async def ausage_limits(**options: Unpack[ClientOptions]) -> UsageLimits:
+    """The subscription's usage windows now, without spending an image: see
+    :meth:`Client.ausage_limits <codex_cli_image.Client.ausage_limits>`. Takes the client's
+    settings (codex, codex_home, profile, allow_relay, env, timeout)."""
+    settings = Settings.from_options(options, "ausage_limits")
+    async with Client(settings) as client:
+        return await client.ausage_limits(
+            timeout=settings.timeout if "timeout" in options else None
+        )
+
+
+def usage_limits(**options: Unpack[ClientOptions]) -> UsageLimits:
+    """The blocking twin of :func:`ausage_limits`."""
+    settings = Settings.from_options(options, "usage_limits")
+    with Client(settings) as client:
+        return client.usage_limits(timeout=settings.timeout if "timeout" in options else None)
 
 
 async def agenerate(

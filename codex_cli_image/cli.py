@@ -182,6 +182,19 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="print one JSON object")
     _add_codex_options(doctor)
     doctor.set_defaults(run=_doctor)
+
+    limits = commands.add_parser(
+        "limits",
+        help="show how much of the subscription's usage windows is used, spending nothing",
+        description="Ask codex (app-server: no model request, no image) how much of the "
+        "5-hour and the weekly usage window is used, when each resets, and the plan.",
+    )
+    limits.add_argument("--json", action="store_true", help="print one JSON object")
+    limits.add_argument(
+        "--timeout", type=float, default=30.0, metavar="S", help="seconds to wait (default 30)"
+    )
+    _add_codex_options(limits)
+    limits.set_defaults(run=_limits)
     return parser
 
 
@@ -714,6 +727,22 @@ def _hermes_setup(args: argparse.Namespace) -> int:
     return 1 if args.check and report.missing else EXIT_OK
 
 
+def _limits(args: argparse.Namespace) -> int:
+    from .errors import CodexImageError
+
+    try:
+        with _client(args) as client:
+            limits = client.usage_limits(timeout=args.timeout)
+    except CodexImageError as error:
+        return _fail(error, as_json=args.json)
+    if args.json:
+        print(json.dumps({"ok": True, **limits.to_dict()}))
+    else:
+        line = limits.describe(time.time())
+        print(line + (f" · plan {limits.plan}" if limits.plan else ""))
+    return EXIT_OK
+
+
 def _doctor(args: argparse.Namespace) -> int:
     from .diagnosis import doctor
 
@@ -760,6 +789,8 @@ def _print_report(report: DoctorReport) -> None:
     tool = {True: "on", False: "off", None: "unknown"}[report.image_generation]
     rows.append(("image tool", tool))
     rows.append(("status", "ready" if report.ok else "not ready"))
+    if report.usage_limits is not None:
+        rows.append(("usage", report.usage_limits.describe(time.time())))
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         print(f"{label:<{width}}  {value}")

@@ -33,6 +33,7 @@ from ._facts import Stamp, stamp
 from ._limit import POLL_S, Limit, Runs
 from ._sync import run_blocking, stoppable
 from ._tasks import beside
+from .app_server import READ_TIMEOUT_S, read_usage_limits
 from .batch import (
     BatchOutcome,
     BatchProgressCallback,
@@ -58,6 +59,7 @@ from .preflight import Verdict, check_login, codex_home_path, profile_problem
 from .request import ImageRequest
 from .results import ImageResult, ProgressCallback
 from .settings import Settings
+from .usage import UsageLimits
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -265,6 +267,35 @@ class Client:
 
         return run_blocking(collect)
 
+    # --- the usage windows -----------------------------------------------------------------
+
+    async def ausage_limits(self, *, timeout: float | None = None) -> UsageLimits:  # noqa: ASYNC109
+        """How much of the subscription's usage windows (5 hours, a week) is used, when each
+        resets, and the plan, as the backend reports them now: read through ``codex
+        app-server``, with no model request and no image spent. codex and the login are
+        checked first, as for an image (the same errors). timeout: seconds (default 30)."""
+        limit = READ_TIMEOUT_S if timeout is None else timeout
+
+        async def work() -> UsageLimits:
+            deadline = time.monotonic() + limit
+            ready = await self._preflight(deadline)
+            ready.verdict.raise_for_problem()
+            try:
+                return await read_usage_limits(
+                    ready.codex, ready.home, disable=ready.disable,
+                    timeout_s=max(0.1, deadline - time.monotonic()),
+                )  # fmt: skip
+            except AuthError:
+                self._forget_login()
+                raise
+
+        return await self._guarded(work)
+
+    def usage_limits(self, *, timeout: float | None = None) -> UsageLimits:
+        """The blocking twin of :meth:`ausage_limits`, safe from any thread."""
+        self._refuse_if_closed()
+        return run_blocking(partial(self.ausage_limits, timeout=timeout))
+
     def check(self) -> None:
         """Raise what a call would raise before codex runs (launch, login, profile), spending
         no quota; from warm state when nothing changed, so a repeated check spawns nothing and
@@ -272,13 +303,13 @@ class Client:
         ready = self._prepare(time.monotonic() + _STEP_LIMIT_S, stop=threading.Event())
         ready.verdict.raise_for_problem()
 
-    def doctor(self) -> DoctorReport:
+    def doctor(self, *, usage: bool = True) -> DoctorReport:
         """:func:`~codex_cli_image.doctor` with this client's settings: checked afresh."""
         from .diagnosis import doctor
 
         return doctor(codex=self.settings.codex, codex_home=self._codex_home,
                       profile=self.settings.profile, allow_relay=self.settings.allow_relay,
-                      env=self._env)  # fmt: skip
+                      env=self._env, usage=usage)  # fmt: skip
 
     # --- closing ---------------------------------------------------------------------------
 

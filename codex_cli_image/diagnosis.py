@@ -6,9 +6,12 @@ import os
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
+from ._sync import run_blocking
+from .app_server import read_usage_limits
 from .errors import CodexImageError, InputError, Kind
 from .launcher import (
     TESTED_VERSIONS,
@@ -19,6 +22,7 @@ from .launcher import (
     probe_version,
     run_features_list,
 )
+from .lockdown import features_to_disable
 from .preflight import (
     PROFILE_FILES_SINCE,
     Notice,
@@ -29,10 +33,12 @@ from .preflight import (
     read_toml,
 )
 from .settings import check_profile_name
+from .usage import UsageLimits
 
 __all__ = ["CodexInfo", "DoctorReport", "Problem", "doctor", "parse_features"]
 
 FEATURES_TIMEOUT_S = 10.0
+USAGE_TIMEOUT_S = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +73,8 @@ class DoctorReport:
     problems: tuple[Problem, ...]
     warnings: tuple[Notice, ...] = ()
     """Worth knowing, not a reason to refuse (a codex newer than any tested)."""
+    usage_limits: UsageLimits | None = None
+    """The subscription's usage windows, read when everything else is ready."""
 
     @property
     def ok(self) -> bool:
@@ -94,6 +102,7 @@ class DoctorReport:
                 for p in self.problems
             ],
             "warnings": [{"code": w.code, "message": w.message} for w in self.warnings],
+            "usage_limits": self.usage_limits.to_dict() if self.usage_limits else None,
         }
 
 
@@ -104,11 +113,15 @@ def doctor(
     allow_relay: bool = False,
     env: Mapping[str, str] | None = None,
     profile: str | None = None,
+    usage: bool = True,
 ) -> DoctorReport:
     """Check the executable, the login and the image feature; report problems instead of raising.
 
     Spends no quota: it runs ``codex --version``, ``codex features list`` and (only for
-    credentials in the OS keyring) ``codex login status``, all of which stay on this machine.
+    credentials in the OS keyring) ``codex login status``, all of which stay on this machine;
+    when all is ready and ``usage`` is set, ``codex app-server`` reads the usage windows (a
+    request to the backend that makes no image; codex runs in the codex home then, as for an
+    image, and keeps its own ``tmp/arg0`` folder there).
     ``profile``: check as codex runs with ``--profile`` (its file layered, its features).
     """
     env = dict(os.environ if env is None else env)
@@ -186,7 +199,18 @@ def doctor(
             )
         )
     warnings = () if release is None else version_warnings(release)
-    return DoctorReport(info, str(home), verdict, image_generation, tuple(problems), warnings)
+    limits = None
+    if usage and not problems and runnable is not None and isinstance(features, dict):
+        try:  # ready: how much of the subscription is left (nothing spent)
+            limits = run_blocking(partial(read_usage_limits, runnable, home,
+                                         disable=features_to_disable(features),
+                                         timeout_s=USAGE_TIMEOUT_S))  # fmt: skip
+        except CodexImageError as exc:
+            notice = Notice("usage_unavailable", f"{exc.message} ({exc.hint})")
+            warnings = (*warnings, notice)
+    return DoctorReport(
+        info, str(home), verdict, image_generation, tuple(problems), warnings, limits
+    )
 
 
 def version_warnings(release: tuple[int, int, int]) -> tuple[Notice, ...]:

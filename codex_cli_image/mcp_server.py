@@ -1,4 +1,5 @@
-"""``codex-image mcp``: a stdio MCP server with ``generate_image`` and ``doctor`` tools.
+"""``codex-image mcp``: a stdio MCP server with ``generate_image``, ``doctor`` and
+``usage_limits`` tools.
 
 Built on the official ``mcp`` SDK (the ``mcp`` extra). Any chat agent that speaks MCP can then make
 images with the user's signed-in Codex CLI. Every failure comes back as a tool error carrying the
@@ -14,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from functools import partial
@@ -66,7 +68,13 @@ _GENERATE_DESCRIPTION = (
 )
 _DOCTOR_DESCRIPTION = (
     "Check, without spending quota, whether images can be made: the codex executable and "
-    "version, the login (ChatGPT plan; API-key logins cannot be used), the image tool."
+    "version, the login (ChatGPT plan; API-key logins cannot be used), the image tool, and how "
+    "much of the subscription's usage windows is used."
+)
+_USAGE_DESCRIPTION = (
+    "How much of the ChatGPT subscription's usage windows is used (primary: 5 hours, secondary: "
+    "a week; used_percent and resets_at each) and the plan, read without making an image. Check "
+    "it before a large batch: a window at 100 % refuses images until it resets."
 )
 
 
@@ -168,6 +176,25 @@ def build_server(options: ServerOptions, client: Client | None = None) -> MCPSer
             text = "Ready: images can be made."
         else:
             text = "Not ready: " + " ".join(f"{p.message} {p.hint}" for p in report.problems)
+        return CallToolResult(
+            content=[TextContent(type="text", text=f"{text}\n{json.dumps(data)}")],
+            structured_content=data,
+        )
+
+    @server.tool(
+        name="usage_limits",
+        description=_USAGE_DESCRIPTION,
+        annotations=ToolAnnotations(title="Subscription usage", read_only_hint=True),
+    )
+    async def usage_limits_tool() -> CallToolResult:
+        try:
+            limits = await client.ausage_limits()
+        except CodexImageError as error:
+            return _tool_error(_stopping(error) if client.closed else error)
+        except Exception as exc:  # a bug of ours must not cost the agent its whole server
+            return _tool_error(_unexpected(exc))
+        data = {"ok": True, **limits.to_dict()}
+        text = limits.describe(time.time())
         return CallToolResult(
             content=[TextContent(type="text", text=f"{text}\n{json.dumps(data)}")],
             structured_content=data,

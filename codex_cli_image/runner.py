@@ -169,7 +169,7 @@ async def _run(attempt: Attempt, workspace: Path) -> Produced:
         timed_out = deadline.cancelled_caught and state.image is None
     finally:
         with anyio.CancelScope(shield=True):
-            await _stop(process, job)
+            await stop_codex(process, job)
     return await _collect(attempt, state, process.returncode, timed_out)
 
 
@@ -478,7 +478,7 @@ def _revised_prompt(attempt: Attempt, state: _State, image: Path) -> str | None:
     return None
 
 
-async def _stop(process: anyio.abc.Process, job: _proc.ProcessJob | None) -> None:
+async def stop_codex(process: anyio.abc.Process, job: _proc.ProcessJob | None) -> None:
     """End codex and everything it started, then reap it and close its pipes."""
     try:
         if process.returncode is None:

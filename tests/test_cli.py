@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -101,9 +102,64 @@ def test_doctor_human_table(fake_codex: FakeCodex, capsys: pytest.CaptureFixture
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["codex", str(fake_codex.path)]
     assert out[1].split()[:3] == ["found", "via", "CODEX_BIN"]
-    assert out[-1].split() == ["status", "ready"]
+    assert out[-2].split() == ["status", "ready"]
     assert "login       ChatGPT (plus), user@example.com" in out
     assert "image tool  on" in out
+    # #32: how much of the subscription is used, read without an image (codex app-server)
+    assert re.fullmatch(r"usage +5 h window 34 % used \(resets \d\d:\d\d\) · weekly 12 % "
+                        r"used \(resets \w{3} \d\d:\d\d\)", out[-1]), out[-1]  # fmt: skip
+    assert len(fake_codex.app_server_calls) == 1 and fake_codex.exec_calls == []
+
+
+def test_doctor_says_when_the_usage_windows_cannot_be_read(
+    fake_codex: FakeCodex, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_codex.configure("success", usage_read="unavailable")
+    assert main(["doctor", "--json"]) == 0  # ready all the same: images may well work
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is True and report["usage_limits"] is None
+    (warning,) = [w for w in report["warnings"] if w["code"] == "usage_unavailable"]
+    assert "could not read the usage windows" in warning["message"]
+
+
+def test_limits_reads_the_windows_without_an_image(
+    fake_codex: FakeCodex, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["limits"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith("5 h window 34 % used (resets ") and line.endswith(" · plan plus")
+    assert main(["limits", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["ok"] is True and document["plan"] == "plus"
+    assert document["primary"]["used_percent"] == 34.0
+    assert document["secondary"]["window_minutes"] == 10080
+    assert fake_codex.exec_calls == [] and len(fake_codex.app_server_calls) == 2
+
+
+@pytest.mark.parametrize(
+    ("how", "code", "reason"),
+    [("refused", 3, "login_refused"), ("unavailable", 5, "usage_unavailable"),
+     ("hang", 5, "timeout")],
+)  # fmt: skip
+def test_limits_errors_exit_as_doctor_does(
+    fake_codex: FakeCodex, capsys: pytest.CaptureFixture[str], how: str, code: int, reason: str
+) -> None:
+    fake_codex.configure("success", usage_read=how, hang_max=20)
+    assert main(["limits", "--json", "--timeout", "2"]) == code
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert error["reason"] == reason and error["hint"]
+
+
+@pytest.mark.parametrize(("login", "code"), [("apikey", 3), ("none", 3)])
+def test_limits_refuses_logins_that_cannot_make_images(
+    fake_codex: FakeCodex, capsys: pytest.CaptureFixture[str], login: str, code: int
+) -> None:
+    if login == "apikey":
+        shutil.copy(FIXTURES / "auth" / "apikey.json", fake_codex.codex_home / "auth.json")
+    else:
+        (fake_codex.codex_home / "auth.json").unlink()
+    assert main(["limits"]) == code
+    assert "hint:" in capsys.readouterr().err and fake_codex.app_server_calls == []
 
 
 def test_doctor_not_found_exits_6(capsys: pytest.CaptureFixture[str]) -> None:

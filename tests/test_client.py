@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -454,13 +455,21 @@ def test_nothing_before_the_turn_writes_into_the_codex_home(
     home = fake_codex.codex_home
     before = _tree(home)
     with Client() as client:
-        report = client.doctor()
+        report = client.doctor(usage=False)
         assert report.ok and report.image_generation is True  # features read through the mirror
+        assert _tree(home) == before
+        # Reading the usage windows runs codex app-server in the home, as an image does (a
+        # mirror would lose a token codex refreshes): its own tmp/arg0 folder is all it adds.
+        assert client.doctor().usage_limits is not None
+        assert _tree(home) == sorted([*before, "tmp", "tmp/arg0-linux"])
         (home / "auth.json").unlink()
         with pytest.raises(AuthError):
             client.generate(ImageRequest("a fox", output=out))
-    assert _tree(home) == [p for p in before if p != "auth.json"]
+    assert _tree(home) == sorted(
+        [*(p for p in before if p != "auth.json"), "tmp", "tmp/arg0-linux"]
+    )
     assert fake_codex.exec_calls == [] and list(private_tmp.iterdir()) == []
+    shutil.rmtree(home / "tmp")
     subprocess.run([fake_codex.path, "--version"], check=True, capture_output=True)
     assert (home / "tmp" / "arg0-linux").is_dir()  # what a probe in the user's home would do
 
@@ -627,3 +636,31 @@ def test_a_close_while_the_image_is_delivered_reports_the_saved_image(
     finally:
         closer.join(30)
     assert result.path.exists() and result.fitted is not None and result.fitted.path.exists()
+
+
+def test_the_usage_windows_are_read_without_an_image(fake_codex: FakeCodex) -> None:
+    """#32: a module function and a Client method (sync and async), through codex app-server:
+    no exec, nothing left running; a hang is a timeout, ended."""
+    import codex_cli_image
+
+    limits = codex_cli_image.usage_limits()
+    assert limits.plan == "plus" and limits.primary is not None
+    assert (limits.primary.used_percent, limits.primary.window_minutes) == (34.0, 300)
+    assert limits.secondary is not None and limits.secondary.window_minutes == 10080
+    read = anyio.run(codex_cli_image.ausage_limits)
+    assert read.plan == "plus" and read.primary is not None and read.primary.used_percent == 34.0
+    with Client() as client:
+        again = client.usage_limits()
+        assert again.primary is not None and again.primary.used_percent == 34.0
+        fake_codex.configure("success", usage_read="hang", hang_max=30)
+        started = time.monotonic()
+        with pytest.raises(TransientError) as caught:
+            client.usage_limits(timeout=1)
+        assert caught.value.reason == "timeout" and time.monotonic() - started < 10
+    assert fake_codex.exec_calls == [] and len(fake_codex.app_server_calls) == 4
+    deadline = time.monotonic() + 10
+    while survivors(fake_codex) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not survivors(fake_codex)
+    with pytest.raises(InputError):
+        client.usage_limits()  # closed

@@ -52,7 +52,7 @@ def test_tools_are_listed_with_their_parameters(fake_codex: FakeCodex, out: Path
             return {tool.name: tool for tool in (await client.list_tools()).tools}
 
     tools = anyio.run(main)
-    assert set(tools) == {"generate_image", "doctor"}
+    assert set(tools) == {"generate_image", "doctor", "usage_limits"}
     schema = tools["generate_image"].input_schema
     assert schema["required"] == ["prompt"]
     assert set(schema["properties"]) == {
@@ -206,6 +206,22 @@ def test_doctor_tool(fake_codex: FakeCodex, out: Path) -> None:
     assert result.structured_content["ok"] is True
     text = result.content[0]
     assert isinstance(text, TextContent) and text.text.startswith("Ready")
+    assert result.structured_content["usage_limits"]["plan"] == "plus"
+
+
+def test_usage_limits_tool(fake_codex: FakeCodex, out: Path) -> None:
+    """#32: the windows without an image; errors as the image tool's."""
+    result = call(out, "usage_limits", {})
+    assert not result.is_error and result.structured_content is not None
+    assert result.structured_content["ok"] is True
+    assert result.structured_content["primary"]["used_percent"] == 34.0
+    text = result.content[0]
+    assert isinstance(text, TextContent) and text.text.startswith("5 h window 34 % used")
+    fake_codex.configure("success", usage_read="refused")
+    refused = call(out, "usage_limits", {})
+    assert refused.is_error and refused.structured_content is not None
+    assert refused.structured_content["error"]["reason"] == "login_refused"
+    assert fake_codex.exec_calls == []
 
 
 def test_disconnecting_mid_call_ends_codex(

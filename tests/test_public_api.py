@@ -25,16 +25,20 @@ def test_public_surface_is_pinned() -> None:
         "Progress",
         "QuotaError",
         "TransientError",
+        "UsageLimits",
+        "UsageWindow",
         "Verdict",
         "__version__",
         "agenerate",
         "agenerate_many",
+        "ausage_limits",
         "check_login",
         "doctor",
         "generate",
         "generate_many",
         "locate",
         "probe_version",
+        "usage_limits",
     ]
     assert codex_cli_image.__all__ == sorted(codex_cli_image.__all__)
     for name in codex_cli_image.__all__:

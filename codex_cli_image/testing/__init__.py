@@ -173,6 +173,11 @@ class FakeCodex:
     def exec_calls(self) -> list[Invocation]:
         return [call for call in self.calls if call.argv[:1] in (["exec"], ["e"])]
 
+    @property
+    def app_server_calls(self) -> list[Invocation]:
+        """``codex app-server`` runs (the usage windows' reads)."""
+        return [call for call in self.calls if "app-server" in call.argv]
+
     def generated_images(self) -> list[Path]:
         return sorted((self.codex_home / "generated_images").glob("*/*.png"))
 

@@ -161,6 +161,7 @@ class MockBackend:
         forge: Literal["throw", "print"] = "throw",
         usage_limit_s: float = 3 * 3600,
         windows_s: tuple[float, float] = (3 * 3600, 5 * 86400),
+        usage_percent: tuple[float, float] | None = (34.5, 12.0),
         images_error: tuple[int, dict[str, Any] | str] | None = None,
         latency_s: float = 0.0,
     ) -> None:
@@ -191,6 +192,9 @@ class MockBackend:
         # backend reports in its x-codex-* headers reset (seconds from now), as the real one.
         self.usage_limit_s = usage_limit_s
         self.windows_s = windows_s
+        # How much of the 5-hour and the weekly window is used, reported on every model answer
+        # and by /wham/usage (a usage limit: the 5-hour one at 100); None: no headers at all.
+        self.usage_percent = (100.0, 41.0) if scenario == "usage_limit" else usage_percent
         # Every request is answered this much later: a real network's round trip, where each
         # request codex makes costs time (loopback makes them all free).
         self.latency_s = latency_s
@@ -430,6 +434,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(426, b"")  # no WebSocket: codex falls back to HTTPS at once
         if path.endswith("/wham/accounts/check"):
             return self._json(200, _accounts())
+        if path.endswith("/wham/usage") or path.endswith("/api/codex/usage"):
+            return self._json(200, _usage(mock.windows_s, mock.usage_percent))
         if path.endswith("/oauth/token"):
             return self._json(
                 401, {"error": "invalid_grant", "error_description": "refresh_token_reused"}
@@ -483,7 +489,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "resets_at": int(time.time() + wait),
                 "resets_in_seconds": int(wait),
             }
-            return self._json(429, {"error": limit}, _window_headers(mock.windows_s))
+            return self._json(429, {"error": limit}, self._windows())
         if scenario == "unauthorized":
             return self._json(401, {"detail": "Could not parse your authentication token."})
         response_id = f"resp_{uuid.uuid4().hex[:16]}"
@@ -561,6 +567,8 @@ class _Handler(BaseHTTPRequestHandler):
     ) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
+        for name, value in self._windows().items():
+            self.send_header(name, value)
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Connection", "close")
         self.end_headers()
@@ -593,6 +601,10 @@ class _Handler(BaseHTTPRequestHandler):
         payload = f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
         self.wfile.write(payload)  # an OSError (codex went away) ends the stream in _stream
         self.wfile.flush()
+
+    def _windows(self) -> dict[str, str]:
+        percent = self.mock.usage_percent
+        return {} if percent is None else _window_headers(self.mock.windows_s, percent)
 
     def _json(
         self, status: int, data: dict[str, Any], headers: dict[str, str] | None = None
@@ -796,18 +808,42 @@ def _forging_call(forge: str) -> dict[str, Any]:
             "call_id": f"call_{uuid.uuid4().hex[:24]}", "name": "exec", "input": code}  # fmt: skip
 
 
-def _window_headers(windows_s: tuple[float, float]) -> dict[str, str]:
-    """The usage windows as the backend reports them on every answer (codex-facts section 11):
-    the 5-hour one used up, the weekly one partly."""
+def _window_headers(windows_s: tuple[float, float], percent: tuple[float, float]) -> dict[str, str]:
+    """The usage windows as the backend reports them on every answer (codex-facts section 11)."""
     now = time.time()
     primary, secondary = windows_s
     return {
-        "x-codex-primary-used-percent": "100.0",
+        "x-codex-primary-used-percent": f"{percent[0]:.1f}",
         "x-codex-primary-window-minutes": "300",
         "x-codex-primary-reset-at": str(int(now + primary)),
-        "x-codex-secondary-used-percent": "41.0",
+        "x-codex-secondary-used-percent": f"{percent[1]:.1f}",
         "x-codex-secondary-window-minutes": "10080",
         "x-codex-secondary-reset-at": str(int(now + secondary)),
+    }
+
+
+def _usage(windows_s: tuple[float, float], percent: tuple[float, float] | None) -> dict[str, Any]:
+    """``GET /wham/usage``, which codex app-server's ``account/rateLimits/read`` asks
+    (codex-facts section 11): whole percents, windows in seconds."""
+    now = int(time.time())
+
+    def window(used: float, length_s: int, reset_s: float) -> dict[str, Any]:
+        return {"used_percent": int(used), "limit_window_seconds": length_s,
+                "reset_after_seconds": int(reset_s), "reset_at": now + int(reset_s)}  # fmt: skip
+
+    limit = None
+    if percent is not None:
+        limit = {
+            "allowed": percent[0] < 100 and percent[1] < 100,
+            "limit_reached": percent[0] >= 100 or percent[1] >= 100,
+            "primary_window": window(percent[0], 18000, windows_s[0]),
+            "secondary_window": window(percent[1], 604800, windows_s[1]),
+        }
+    return {
+        "plan_type": "plus",
+        "rate_limit": limit,
+        "credits": {"has_credits": False, "unlimited": False, "balance": "0"},
+        "additional_rate_limits": [],
     }
 
 

@@ -119,6 +119,10 @@ DEFAULTS: dict[str, Any] = {
     # used of the 5-hour and the weekly window (a usage limit's scenarios: the 5-hour one at
     # 100), written to the session log as codex does; None: the backend sent none.
     "usage_windows": {"primary": 34.5, "secondary": 12.0, "plan": "plus"},
+    # How `codex app-server` answers account/rateLimits/read: "ok" (the windows above, in
+    # whole percents), "refused" (the backend refused the login: 401), "unavailable" (it could
+    # not be reached) or "hang" (no answer).
+    "usage_read": "ok",
 }
 
 # Closing texts codex prints for failed turns (codex-facts section 7), keyed by scenario. A usage
@@ -344,8 +348,15 @@ class Fake:
         if not args:
             raise Usage("the interactive TUI is not simulated by the fake codex")
         profile = None
-        while len(args) > 2 and args[0] in ("-p", "--profile", "-c", "--config"):
-            # The global forms, before the command: -p NAME, -c key=value (as codex, any order).
+        while len(args) > 1 and (
+            args[0] in ("-p", "--profile", "-c", "--config")
+            or args[0].startswith(("--disable=", "--enable="))
+        ):
+            # The global forms, before the command: -p NAME, -c key=value, --disable=FEATURE
+            # (as codex, any order).
+            if args[0].startswith(("--disable=", "--enable=")):
+                args = args[1:]
+                continue
             if args[0] in ("-p", "--profile"):
                 profile = args[1]
             else:
@@ -365,12 +376,85 @@ class Fake:
                 )
                 return 1
             return self.config_error() or self.features_list(args[2:], profile)
+        if args[0] == "app-server":
+            return self.app_server()
         if args[0] in ("exec", "e"):
             ex = Exec(self, args[1:])
             if profile is not None:
                 ex.values.setdefault("profile", [profile])
             return ex.run()
         raise Usage(f"unrecognized subcommand '{args[0]}'")
+
+    def app_server(self) -> int:
+        """``codex app-server`` as 0.125-0.171 answer what we ask it (codex-facts section 11):
+        JSON-RPC, a JSON object a line; notifications come before answers."""
+        home = self.codex_home()
+        if home is None:
+            return 1
+        for line in sys.stdin:
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            method, ident = message.get("method"), message.get("id")
+            if method == "initialize":
+                emit(
+                    {
+                        "id": ident,
+                        "result": {
+                            "userAgent": f"{message['params']['clientInfo']['name']}/"
+                            f"{self.opts['version']}",
+                            "codexHome": str(home),
+                            "platformFamily": "unix",
+                            "platformOs": "linux",
+                        },
+                    }
+                )
+                emit({"method": "account/updated", "params": {"authMode": "chatgpt",
+                      "planType": (self.opts["usage_windows"] or {}).get("plan")}})  # fmt: skip
+            elif method == "account/rateLimits/read":
+                self.record["usage_read"] = True
+                self.save()
+                emit(self._rate_limits_answer(ident))
+            elif ident is not None:
+                unknown = {"code": -32601, "message": f"method not found: {method}"}
+                emit({"id": ident, "error": unknown})
+        return 0
+
+    def _rate_limits_answer(self, ident: object) -> dict[str, Any]:
+        how = self.opts["usage_read"]
+        url = "https://chatgpt.com/backend-api/wham/usage"
+        if how == "hang":
+            time.sleep(float(self.opts["hang_max"]))
+        if how in ("refused", "unavailable"):
+            reason = (
+                '401 Unauthorized; content-type=application/json; body={"detail":"Could not '
+                'parse your authentication token."}'
+                if how == "refused"
+                else "error sending request"
+            )
+            message = f"failed to fetch codex rate limits: GET {url} failed: {reason}"
+            return {"id": ident, "error": {"code": -32603, "message": message}}
+        windows = self.opts["usage_windows"] or {}
+        now = int(time.time())
+
+        def window(used: float | None, minutes: int, resets_in: int) -> dict[str, Any] | None:
+            if used is None:
+                return None
+            return {"usedPercent": int(used), "windowDurationMins": minutes,
+                    "resetsAt": now + resets_in}  # fmt: skip
+
+        limits = {
+            "limitId": "codex",
+            "limitName": None,
+            "primary": window(windows.get("primary"), 300, 2 * 3600),
+            "secondary": window(windows.get("secondary"), 10080, 3 * 86400),
+            "credits": {"hasCredits": False, "unlimited": False, "balance": "0"},
+            "planType": windows.get("plan"),
+            "rateLimitReachedType": None,
+        }
+        return {"id": ident, "result": {"rateLimits": limits,
+                                        "rateLimitsByLimitId": {"codex": limits}}}  # fmt: skip
 
     def codex_home(self) -> Path | None:
         value = os.environ.get("CODEX_HOME")
