@@ -170,16 +170,7 @@ def build_server(options: ServerOptions, client: Client | None = None) -> MCPSer
         annotations=ToolAnnotations(title="Check the Codex setup", read_only_hint=True),
     )
     async def doctor_tool() -> CallToolResult:
-        report = await anyio.to_thread.run_sync(client.doctor)
-        data = report.to_dict()
-        if report.ok:
-            text = "Ready: images can be made."
-        else:
-            text = "Not ready: " + " ".join(f"{p.message} {p.hint}" for p in report.problems)
-        return CallToolResult(
-            content=[TextContent(type="text", text=f"{text}\n{json.dumps(data)}")],
-            structured_content=data,
-        )
+        return await _doctor_result(client)
 
     @server.tool(
         name="usage_limits",
@@ -187,20 +178,37 @@ def build_server(options: ServerOptions, client: Client | None = None) -> MCPSer
         annotations=ToolAnnotations(title="Subscription usage", read_only_hint=True),
     )
     async def usage_limits_tool() -> CallToolResult:
-        try:
-            limits = await client.ausage_limits()
-        except CodexImageError as error:
-            return _tool_error(_stopping(error) if client.closed else error)
-        except Exception as exc:  # a bug of ours must not cost the agent its whole server
-            return _tool_error(_unexpected(exc))
-        data = {"ok": True, **limits.to_dict()}
-        text = limits.describe(time.time())
-        return CallToolResult(
-            content=[TextContent(type="text", text=f"{text}\n{json.dumps(data)}")],
-            structured_content=data,
-        )
+        return await _usage_limits_result(client)
 
     return server
+
+
+async def _doctor_result(client: Client) -> CallToolResult:
+    report = await anyio.to_thread.run_sync(client.doctor)
+    data = report.to_dict()
+    if report.ok:
+        text = "Ready: images can be made."
+    else:
+        text = "Not ready: " + " ".join(f"{p.message} {p.hint}" for p in report.problems)
+    return CallToolResult(
+        content=[TextContent(type="text", text=f"{text}\n{json.dumps(data)}")],
+        structured_content=data,
+    )
+
+
+async def _usage_limits_result(client: Client) -> CallToolResult:
+    try:
+        limits = await client.ausage_limits()
+    except CodexImageError as error:
+        return _tool_error(_stopping(error) if client.closed else error)
+    except Exception as exc:  # a bug of ours must not cost the agent its whole server
+        return _tool_error(_unexpected(exc))
+    data = {"ok": True, **limits.to_dict()}
+    text = limits.describe(time.time())
+    return CallToolResult(
+        content=[TextContent(type="text", text=f"{text}\n{json.dumps(data)}")],
+        structured_content=data,
+    )
 
 
 async def _image_result(result: ImageResult, inline_max_bytes: int) -> CallToolResult:

@@ -59,6 +59,8 @@ __all__ = ["Attempt", "Produced", "run_attempt"]
 log = logging.getLogger(__name__)
 
 POLL_S = 0.02
+_USAGE_GRACE_S = 1.0
+_TOKEN_COUNT = b"token_count"  # a prompt that says it only shortens the wait
 _EOF_WAIT_S = 2.0
 STDERR_TAIL_BYTES = 64 * 1024
 
@@ -359,7 +361,40 @@ async def _watch_images(state: _State, attempt: Attempt, scope: anyio.CancelScop
         await anyio.to_thread.run_sync(_look_for_image, state, attempt.codex_home)
     attempt.emit("image_saved", str(state.image[0]), state.thread_id)
     if not attempt.wait_for_turn:
-        scope.cancel()  # the image is safe: stop codex without waiting for its closing message
+        # The usage windows of the image's model answer may land in the log just after the
+        # tool's output (0.149): a moment for them, then stop codex without waiting for its
+        # closing message.
+        with anyio.move_on_after(_USAGE_GRACE_S):
+            await _usage_recorded(attempt, state)
+        scope.cancel()
+
+
+async def _usage_recorded(attempt: Attempt, state: _State) -> None:
+    """Return once the session log holds a ``token_count`` record (read from where the last
+    look stopped: the log can hold a large image)."""
+    offset, tail = 0, b""
+    while True:
+        path = await anyio.to_thread.run_sync(
+            partial(find_rollout, attempt.codex_home, state.thread_id or "")
+        )
+        if path is not None:
+            found, offset, tail = await anyio.to_thread.run_sync(
+                _token_count_since, path, offset, tail
+            )
+            if found:
+                return
+        await anyio.sleep(POLL_S)
+
+
+def _token_count_since(path: Path, offset: int, tail: bytes) -> tuple[bool, int, bytes]:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+    except OSError:
+        return False, offset, tail
+    seen = tail + data
+    return _TOKEN_COUNT in seen, offset + len(data), seen[-len(_TOKEN_COUNT) :]
 
 
 def _look_for_image(state: _State, codex_home: Path, final: bool = False) -> None:
