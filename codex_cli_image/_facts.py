@@ -23,7 +23,7 @@ from typing import Literal
 Stamp = tuple[str, int, int, int, int] | None
 
 CACHE_ENV = "CODEX_IMAGE_CACHE_DIR"
-_FORMAT = 1
+_FORMAT = 2
 
 
 def stamp(path: str | os.PathLike[str]) -> Stamp:
@@ -82,6 +82,8 @@ class Facts:
     """What ``codex --version`` printed (when it had to be asked)."""
     features: tuple[str, ...] | None = None
     """Every name ``codex features list`` printed."""
+    yield_setting: bool | None = None
+    """Whether it takes :data:`~codex_cli_image.launcher.YIELD_SETTING` (asked with the names)."""
 
 
 def _entry(directory: Path, stamps: Sequence[Stamp]) -> Path:
@@ -101,11 +103,13 @@ def load(directory: Path | None, stamps: Sequence[Stamp]) -> Facts:
         return Facts()
     version = data.get("version")
     features = data.get("features")
+    yield_setting = data.get("yield_setting")
     return Facts(
         version if isinstance(version, str) else None,
         tuple(features)
         if isinstance(features, list) and all(isinstance(f, str) for f in features)
         else None,
+        yield_setting if isinstance(yield_setting, bool) else None,
     )
 
 
@@ -114,7 +118,8 @@ def save(directory: Path | None, stamps: Sequence[Stamp], facts: Facts) -> None:
     if directory is None or None in stamps or facts == Facts():
         return
     target = _entry(directory, stamps)
-    data = {"stamps": list(stamps), "version": facts.version, "features": facts.features}
+    data = {"stamps": list(stamps), "version": facts.version, "features": facts.features,
+            "yield_setting": facts.yield_setting}  # fmt: skip
     with contextlib.suppress(OSError):
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".json")

@@ -46,10 +46,10 @@ from .errors import AuthError, InputError, LaunchError, TransientError
 from .launcher import (
     Codex,
     CodexVersion,
-    known_features,
     locate,
     manifest_version,
     parse_version,
+    probe_features,
     probe_version,
 )
 from .lockdown import features_to_disable
@@ -84,6 +84,7 @@ class _WarmCodex:
     disable: tuple[str, ...]
     files: tuple[str, ...]
     stamps: tuple[Stamp, ...]
+    yield_setting: bool = False
 
     def fresh(self) -> bool:
         return tuple(stamp(f) for f in self.files) == self.stamps
@@ -433,7 +434,8 @@ class Client:
                 raise _home_error(self._home, exc) from None
         finally:
             self._preflight_lock.release()
-        return Ready(warm.codex, warm.version, self._home, verdict, warm.disable)
+        return Ready(warm.codex, warm.version, self._home, verdict, warm.disable,
+                     warm.yield_setting)  # fmt: skip
 
     def _codex_for(self, deadline: float, stop: threading.Event) -> _WarmCodex:
         warm = self._warm_codex
@@ -453,14 +455,16 @@ class Client:
         if version is None:
             version = probe_version(found, timeout_s=_left(deadline), stop=stop)
             learned = replace(learned, version=str(version))
-        if kept.features is None:
-            features = known_features(found, timeout_s=_left(deadline), stop=stop)
-            learned = replace(learned, features=features)
+        if kept.features is None or kept.yield_setting is None:
+            probed = probe_features(found, timeout_s=_left(deadline), stop=stop)
+            if probed is not None:
+                learned = replace(learned, features=probed[0], yield_setting=probed[1])
         if learned != kept:
             _facts.save(self._cache, binary, learned)
         if learned.features is None:
             raise _features_unknown(found)
-        warm = _WarmCodex(found, version, features_to_disable(learned.features), files, stamps)
+        warm = _WarmCodex(found, version, features_to_disable(learned.features), files, stamps,
+                          bool(learned.yield_setting))  # fmt: skip
         if None not in stamps[:-1]:  # no manifest (stamp None) is a state too
             self._warm_codex = warm
         return warm

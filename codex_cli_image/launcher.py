@@ -680,18 +680,37 @@ def run_features_list(
         )
 
 
+YIELD_SETTING = "features.code_mode.default_exec_yield_time_ms"
+"""How long code mode's ``exec`` cell runs before it hands back to the model (30 s by default;
+codex-facts section 12): 0.149+ take it, 0.125 and 0.142 refuse to start with it."""
+
+
 def known_features(
     codex: Codex, *, timeout_s: float = VERSION_PROBE_TIMEOUT_S, stop: threading.Event | None = None
 ) -> tuple[str, ...] | None:
     """Every feature name this codex lists, asked in an empty throwaway home (the names do not
     depend on the configuration); None when it cannot be asked."""
-    try:
-        returncode, out, _ = run_features_list(codex, timeout_s=timeout_s, stop=stop)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if returncode != 0:
-        return None
-    return tuple(parse_features(out.decode("utf-8", "replace"))) or None
+    probed = probe_features(codex, timeout_s=timeout_s, stop=stop)
+    return None if probed is None else probed[0]
+
+
+def probe_features(
+    codex: Codex, *, timeout_s: float = VERSION_PROBE_TIMEOUT_S, stop: threading.Event | None = None
+) -> tuple[tuple[str, ...], bool] | None:
+    """The feature names (see :func:`known_features`), and whether this codex takes
+    :data:`YIELD_SETTING`: ``features list`` is asked with it first (one run where it is
+    taken), then, refused, without it. None when codex cannot be asked."""
+    for options in (("--config", f"{YIELD_SETTING}=1000"), ()):
+        try:
+            returncode, out, _ = run_features_list(
+                codex, options=options, timeout_s=timeout_s, stop=stop
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        names = tuple(parse_features(out.decode("utf-8", "replace")))
+        if returncode == 0 and names:
+            return names, bool(options)
+    return None
 
 
 def manifest_version(codex: Codex) -> CodexVersion | None:

@@ -63,6 +63,8 @@ class Ready:
     disable: tuple[str, ...] = ()
     """Features to ``--disable``: the model's other tools, and start-up work an image does not
     need (:func:`~codex_cli_image.lockdown.features_to_disable`)."""
+    yield_setting: bool = False
+    """Whether this codex takes :data:`~codex_cli_image.launcher.YIELD_SETTING`."""
 
 
 class Preflight(Protocol):
@@ -261,6 +263,7 @@ async def _attempts(
             model=settings.model,
             profile=settings.profile,
             disable=ready.disable,
+            yield_setting=ready.yield_setting,
             mcp_servers=ready.verdict.mcp_servers,
             wait_for_turn=settings.wait_for_turn,
             codex_version=version,

@@ -45,7 +45,7 @@ from .events import (
     TurnFailed,
 )
 from .failures import RunOutcome, classify
-from .launcher import Codex
+from .launcher import YIELD_SETTING, Codex
 from .lockdown import lockdown_options
 from .png import MAX_IMAGE_BYTES, PngError, PngInfo, inspect_png
 from .redact import read_login_secrets, redact
@@ -94,6 +94,8 @@ class Attempt:
     profile: str | None = None
     disable: tuple[str, ...] = ()
     """Features to turn off (codex refuses unknown names: ask it first)."""
+    yield_setting: bool = False
+    """Whether this codex takes :data:`~codex_cli_image.launcher.YIELD_SETTING`."""
     mcp_servers: tuple[str, ...] = ()
     """The user's MCP servers, each turned off by name."""
     wait_for_turn: bool = False
@@ -175,6 +177,16 @@ async def _run(attempt: Attempt, workspace: Path) -> Produced:
     return await _collect(attempt, state, process.returncode, timed_out)
 
 
+def _yield_options(attempt: Attempt) -> list[str]:
+    """Code mode's cell waits for the image as long as we do: after its default 30 s it hands
+    back to the model, which must ask again and again (a model request each time) or drop the
+    image (codex-facts section 12). On 0.149 the table this makes turns a user's
+    ``code_mode = true`` off: the image tool is then called directly, which waits anyway."""
+    if not attempt.yield_setting:
+        return []
+    return ["--config", f"{YIELD_SETTING}={max(1000, int(attempt.timeout_s * 1000))}"]
+
+
 def _stage_references(references: tuple[Reference, ...], workspace: Path) -> list[str]:
     """The checked references, copied under plain names (relative to the workspace, where
     codex runs: commas in a temp path cannot split the value) with the bytes that were
@@ -210,6 +222,7 @@ async def _start(attempt: Attempt, workspace: Path, images: list[str]) -> anyio.
         "analytics.enabled=false",
         # The model gets the image tool and nothing else: a prompt is untrusted input.
         *lockdown_options(attempt.disable, attempt.mcp_servers),
+        *_yield_options(attempt),
         # One argument, so a model name can never be read as an option.
         *([f"--model={attempt.model}"] if attempt.model else []),
         *([f"--profile={attempt.profile}"] if attempt.profile else []),

@@ -664,3 +664,21 @@ def test_the_usage_windows_are_read_without_an_image(fake_codex: FakeCodex) -> N
     assert not survivors(fake_codex)
     with pytest.raises(InputError):
         client.usage_limits()  # closed
+
+
+@pytest.mark.parametrize(("version", "taken"), [("0.142.0", False), ("0.149.0", True)])
+def test_code_mode_waits_for_the_image_where_codex_takes_the_setting(
+    fake_codex: FakeCodex, out: Path, version: str, taken: bool
+) -> None:
+    """#31: the exec cell's yield is our timeout (one cell waits for a slow image instead of a
+    model request every 10 s) where the release takes it; asked once per binary, then kept."""
+    fake_codex.configure("success", version=version)
+    with Client(timeout=200) as client:
+        client.generate("a fox", output=out / "a.png")
+    probes = [c for c in fake_codex.calls if c.argv[-2:] == ["features", "list"]]
+    assert len(probes) == (1 if taken else 2)  # with the setting, then (refused) without
+    assert fake_codex.exec_calls[0].raw["yield_ms"] == (200000 if taken else None)
+    with Client(timeout=200) as client:  # a new process would read the kept answer too
+        client.generate("a hen", output=out / "b.png")
+    assert len([c for c in fake_codex.calls if c.argv[-2:] == ["features", "list"]]) == len(probes)
+    assert fake_codex.exec_calls[1].raw["yield_ms"] == (200000 if taken else None)

@@ -550,7 +550,7 @@ def test_a_client_on_an_npm_install_spawns_no_version_probe(
         result = client.generate(ImageRequest("a fox", output=out))
     assert result.codex_version == "0.169.0"
     assert ["--version"] not in [call.argv for call in native.calls]
-    assert [call.argv for call in native.calls][0] == ["features", "list"]  # what to skip
+    assert [call.argv for call in native.calls][0][-2:] == ["features", "list"]  # what to skip
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from codex_cli_image import InputError, locate, probe_version
-from codex_cli_image.launcher import known_features, manifest_version, parse_features
+from codex_cli_image.launcher import (
+    YIELD_SETTING,
+    known_features,
+    manifest_version,
+    parse_features,
+    probe_features,
+)
 from codex_cli_image.lockdown import features_to_disable
 from codex_cli_image.preflight import check_login, profile_problem
 from codex_cli_image.settings import check_profile_name
@@ -353,3 +359,32 @@ def test_a_full_codex_home_is_named_with_codex_own_words(
     error = json.loads(result.stdout)["error"]
     assert error["reason"] == "disk_full" and "No space left on device" in error["message"]
     assert "<unknown>" not in error["message"] and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("version", realcodex.VERSIONS)
+def test_the_yield_setting_is_taken_where_the_fake_takes_it(version: str, tmp_path: Path) -> None:
+    """#31: code mode's cell yield time (-c features.code_mode.default_exec_yield_time_ms) is
+    taken from 0.149 on; before, codex refuses to start with it. The probe tells them apart
+    from features list, and the fake refuses it as each release does, in its words."""
+    try:
+        shim = realcodex.install(version, root=realcodex.cache_root())
+    except (realcodex.NpmUnavailable, subprocess.CalledProcessError, OSError) as exc:
+        pytest.skip(f"real codex {version} is not installable here: {exc}")
+    codex = locate(shim)
+    probed = probe_features(codex)
+    assert probed is not None and probed[1] == (version not in ("0.125.0", "0.142.0"))
+    fake = FakeCodex(tmp_path / "fake", codex_home=tmp_path / "home")
+    fake.configure("success", version=version)
+    argv = ["--config", f"{YIELD_SETTING}=1000", "features", "list"]
+    runs = [
+        subprocess.run(offline([*prefix, *argv]), capture_output=True, timeout=60,
+                       env={**codex.env, "CODEX_HOME": str(fake.codex_home)})
+        for prefix in (codex.command(), [str(fake.path)])
+    ]  # fmt: skip
+    real, ours = runs
+    assert real.returncode == ours.returncode
+    if real.returncode:
+        error = [
+            line for line in real.stderr.decode().splitlines() if line.startswith(("Error", "in "))
+        ]
+        assert "\n".join(error) in ours.stderr.decode()

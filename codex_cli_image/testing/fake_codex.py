@@ -36,6 +36,9 @@ from typing import Any
 
 CONTROL_FILE = "fake-codex.json"
 PROFILE_FILES_SINCE = (0, 142, 0)
+CODE_MODE_TABLE = (0, 149, 0)
+"""The first release whose ``features.code_mode`` takes a table (its exec cell's yield time)."""
+CODE_MODE_YIELD = "features.code_mode.default_exec_yield_time_ms"
 # Some of the rows `codex features list` prints, as 0.169 prints them: those we disable, and a
 # few others.
 _FEATURES = (
@@ -575,7 +578,25 @@ class Fake:
                 layer = tomllib.loads((home / f"{profile}.config.toml").read_text("utf-8"))
         return _merged(config, layer)
 
+    def code_mode_refused(self, overrides: list[str]) -> str | None:
+        """Before 0.149 ``features.code_mode`` is a boolean: a key below it stops codex at
+        start, with these texts (0.125, 0.142; codex-facts section 12)."""
+        if self.version >= CODE_MODE_TABLE or not any(
+            o.startswith("features.code_mode.") for o in overrides
+        ):
+            return None
+        if self.version < PROFILE_FILES_SINCE:
+            return "Error: invalid type: map, expected a boolean\nin `features`"
+        return (
+            "Error: data did not match any variant of untagged enum FeatureToml\n"
+            "in `features.code_mode`"
+        )
+
     def features_list(self, args: list[str], profile: str | None = None) -> int:
+        refused = self.code_mode_refused(self.overrides)
+        if refused:
+            err(refused)
+            return 1
         home = Path(os.environ.get("CODEX_HOME") or Path.home() / ".codex")
         config = self.layered(profile, home)
         if isinstance(config, str):
@@ -765,6 +786,12 @@ class Exec:
             if not (isinstance(server, dict) and server.get("enabled") is False)
         )
         self.fake.record["web_search"] = 'web_search="disabled"' not in overrides
+        refused = self.fake.code_mode_refused(overrides)
+        if refused:
+            err(refused)
+            return 1
+        yields = [o.partition("=")[2] for o in overrides if o.startswith(CODE_MODE_YIELD + "=")]
+        self.fake.record["yield_ms"] = int(yields[-1]) if yields else None
         self.fake.record["profile"] = profile
         self.fake.record["model"] = self.values.get("model", [None])[-1] or config.get("model")
         cwd = Path(self.values.get("cd", [os.getcwd()])[-1]).absolute()
