@@ -180,6 +180,13 @@ def _parser() -> argparse.ArgumentParser:
         description="Find codex and report what stands in the way of making images.",
     )
     doctor.add_argument("--json", action="store_true", help="print one JSON object")
+    doctor.add_argument(
+        "--no-usage",
+        dest="usage",
+        action="store_false",
+        help="do not read the usage windows (no request to the backend, and codex is not run "
+        "in the codex home)",
+    )
     _add_codex_options(doctor)
     doctor.set_defaults(run=_doctor)
 
@@ -747,7 +754,7 @@ def _doctor(args: argparse.Namespace) -> int:
     from .diagnosis import doctor
 
     report = doctor(codex=args.codex, codex_home=args.codex_home, profile=args.profile,
-                    allow_relay=args.allow_relay)  # fmt: skip
+                    allow_relay=args.allow_relay, usage=args.usage)  # fmt: skip
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

@@ -19,11 +19,20 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "HTTP_LOG",
     "EndpointFailure",
     "find_endpoint_failure",
+    "http_log_line",
     "parse_endpoint_failure",
+    "resend_warnings",
     "router_failure",
+    "rust_log",
 ]
+
+HTTP_LOG = "codex_http_client::client=debug"
+"""The log directive that makes codex write a line per HTTP request it makes (0.149+), so that
+its resends of the images request can be counted (codex-facts section 12): nothing else says
+them."""
 
 _PREFIX = "image generation failed:"
 _LINE = re.compile(
@@ -66,6 +75,42 @@ def find_endpoint_failure(text: str) -> str | None:
         return None
     end = text.find("\n", start)
     return text[start : end if end >= 0 else len(text)].strip()[:2000]
+
+
+# One line per request with HTTP_LOG (0.149-0.171): the outcome, the method, the URL, then the
+# response's headers (kept out of everything we pass on).
+_HTTP_LINE = re.compile(
+    rb"^\S*\s*DEBUG codex_http_client::client: Request (?:completed|failed) method=(\S+) url=(\S+)"
+)
+_IMAGES_URL = re.compile(rb"/images/(?:generations|edits)(?:\?|$)")
+
+
+def rust_log(user: str | None) -> str:
+    """``RUST_LOG`` for codex: the user's directives (codex's default, errors, without them) and
+    :data:`HTTP_LOG`."""
+    return (
+        f"{user.strip().rstrip(',')},{HTTP_LOG}" if user and user.strip() else f"error,{HTTP_LOG}"
+    )
+
+
+def http_log_line(line: bytes) -> bool | None:
+    """None when ``line`` is not codex's HTTP request line; else whether it is a POST to the
+    images endpoint (an image paid for, or tried)."""
+    found = _HTTP_LINE.match(line)
+    if found is None:
+        return None
+    return found.group(1) == b"POST" and _IMAGES_URL.search(found.group(2)) is not None
+
+
+def resend_warnings(image_requests: int) -> tuple[str, ...]:
+    """What to tell when codex sent the images request more than once (it resends on a server
+    error, a timeout or a dropped connection): the backend may have counted each."""
+    if image_requests <= 1:
+        return ()
+    return (
+        f"codex sent the image request {image_requests} times (it resends after a server error "
+        "or a dropped connection); the subscription may have counted more than one image.",
+    )
 
 
 def router_failure(stderr: str) -> str | None:

@@ -22,6 +22,7 @@ from typing import Protocol
 import anyio
 
 from ._tasks import beside
+from .endpoint import resend_warnings
 from .errors import InputError, TransientError, retry_rule
 from .fit import fit_png, require_pillow
 from .launcher import Codex, CodexVersion
@@ -226,7 +227,12 @@ async def _finish(
         usage=produced.usage,
         revised_prompt=produced.revised_prompt,
         attempts=attempts,
-        warnings=(*(n.message for n in ready.verdict.warnings), *geometry_warnings, *warnings),
+        warnings=(
+            *(n.message for n in ready.verdict.warnings),
+            *geometry_warnings,
+            *warnings,
+            *resend_warnings(produced.image_requests),
+        ),  # fmt: skip
         image_source=produced.source,
         has_alpha=produced.info.has_alpha,
         requested=plan.geometry,

@@ -29,6 +29,7 @@ import anyio.abc
 
 from . import _proc
 from ._watchdog import WATCHDOG
+from .endpoint import http_log_line, rust_log
 from .errors import (
     CodexImageError,
     LaunchError,
@@ -78,6 +79,8 @@ class Produced:
     revised_prompt: str | None
     usage_limits: UsageLimits | None = None
     """The usage windows codex recorded in this run's session log."""
+    image_requests: int = 0
+    """How many images requests codex sent (0 where it does not say)."""
 
 
 @dataclass(slots=True)
@@ -128,6 +131,8 @@ class _State:
     """The login's secrets, kept out of every text passed on (:mod:`.redact`)."""
     usage_limits: UsageLimits | None = None
     """The usage windows codex recorded last in the session log."""
+    image_requests: int = 0
+    """The images requests codex sent (its HTTP log; 0.149+): more than one is a resend."""
 
 
 async def run_attempt(attempt: Attempt) -> Produced:
@@ -238,7 +243,12 @@ async def _start(attempt: Attempt, workspace: Path, images: list[str]) -> anyio.
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=workspace,
-        env={**attempt.codex.env, "CODEX_HOME": str(attempt.codex_home)},
+        # A line per HTTP request on stderr: codex's resends of the images request counted.
+        env={
+            **attempt.codex.env,
+            "CODEX_HOME": str(attempt.codex_home),
+            "RUST_LOG": rust_log(attempt.codex.env.get("RUST_LOG")),
+        },  # fmt: skip
         start_new_session=bool(group.get("start_new_session")),
         creationflags=int(group.get("creationflags", 0)),
     )
@@ -278,7 +288,7 @@ async def _collect(
         path, data, info = state.image
         revised = await anyio.to_thread.run_sync(_revised_prompt, attempt, state, path)
         return Produced(data, info, "file", path, state.thread_id or "", state.usage,
-                        clean(revised), state.usage_limits)  # fmt: skip
+                        clean(revised), state.usage_limits, state.image_requests)  # fmt: skip
     # The log's copy of a file too large to read is as large: not decoded either.
     record = (
         None if state.too_large else await anyio.to_thread.run_sync(_rollout_image, attempt, state)
@@ -286,7 +296,8 @@ async def _collect(
     if record is not None and record[0] is not None:
         data, info = record[0]
         return Produced(data, info, "rollout", None, state.thread_id or "", state.usage,
-                        clean(record[1].revised_prompt), state.usage_limits)  # fmt: skip
+                        clean(record[1].revised_prompt), state.usage_limits,
+                        state.image_requests)  # fmt: skip
     failed = record[1] if record is not None else None
     raise classify(
         RunOutcome(
@@ -359,12 +370,35 @@ def _apply(event: object, state: _State, attempt: Attempt) -> None:
 
 
 async def _drain_stderr(process: anyio.abc.Process, state: _State) -> None:
+    """Keep stderr's tail; codex's HTTP request lines are counted (its image requests), not
+    kept (they carry the backend's response headers)."""
     assert process.stderr is not None
+    partial_line = bytearray()
     async for chunk in process.stderr:
-        state.stderr += chunk
-        if len(state.stderr) > 2 * STDERR_TAIL_BYTES:
-            del state.stderr[:-STDERR_TAIL_BYTES]
+        partial_line += chunk
+        end = partial_line.rfind(b"\n") + 1
+        if end == 0 and len(partial_line) <= STDERR_TAIL_BYTES:
+            continue
+        end = end or len(partial_line)  # a line that long is kept as it is
+        _take_stderr(state, bytes(partial_line[:end]))
+        del partial_line[:end]
+    _take_stderr(state, bytes(partial_line))
     state.stderr_done.set()
+
+
+def _take_stderr(state: _State, lines: bytes) -> None:
+    if b"codex_http_client::client" in lines:
+        kept = []
+        for line in lines.splitlines(keepends=True):
+            images = http_log_line(line)
+            if images is None:
+                kept.append(line)
+            elif images:
+                state.image_requests += 1
+        lines = b"".join(kept)
+    state.stderr += lines
+    if len(state.stderr) > 2 * STDERR_TAIL_BYTES:
+        del state.stderr[:-STDERR_TAIL_BYTES]
 
 
 async def _watch_images(state: _State, attempt: Attempt, scope: anyio.CancelScope) -> None:

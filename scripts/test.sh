@@ -41,6 +41,27 @@ else
   say "note: Python < 3.11: the Hermes Agent tests will be skipped (Hermes needs 3.11+)"
 fi
 
+# Applications that speak the OpenAI Images API, each in an environment of its own (as a user
+# has it), pointed at `codex-image serve`: tests/test_applications.py runs tests/apps with each.
+apps=(
+  "litellm litellm==1.110.2"
+  "langchain langchain-community==0.4.2 openai==3.63.0"
+  "haystack haystack-ai==3.4.1"
+)
+for app in "${apps[@]}"; do
+  read -r name specs <<<"$app"
+  env=".venv-apps/$name"
+  if [ "$(cat "$env/.installed" 2>/dev/null)" != "$specs" ]; then
+    say "installing $specs into $env (pip, for the application tests)"
+    rm -rf "$env"
+    .venv/bin/python -m venv "$env"
+    # shellcheck disable=SC2086  # the specs are words
+    "$env/bin/python" -m pip install --quiet --disable-pip-version-check $specs \
+      pytest pytest-timeout -e .
+    printf '%s' "$specs" > "$env/.installed"
+  fi
+done
+
 say "ruff, ruff format --check, mypy"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

@@ -17,8 +17,11 @@ from codex_cli_image.testing import realcodex
 
 from helpers import E2E_SUMMARY, IN_CI, NPM_CACHE
 
-# tests/hermes runs inside hermes-agent's own environment (tests/test_hermes_agent.py starts it).
+# tests/hermes runs inside hermes-agent's own environment (tests/test_hermes_agent.py starts it),
+# tests/apps inside each application's (tests/test_applications.py).
 collect_ignore = [] if os.environ.get("CODEX_IMAGE_HERMES_INNER") else ["hermes"]
+if not os.environ.get("CODEX_IMAGE_APPS_INNER"):
+    collect_ignore.append("apps")
 
 _CALLER_ENV = (
     "CODEX_BIN",

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from codex_cli_image.endpoint import find_endpoint_failure, parse_endpoint_failure, router_failure
+from codex_cli_image.endpoint import (
+    find_endpoint_failure,
+    http_log_line,
+    parse_endpoint_failure,
+    resend_warnings,
+    router_failure,
+    rust_log,
+)
 from codex_cli_image.failures import RunOutcome, classify
 from codex_cli_image.testing.backend import IMAGE_REFUSALS, image_refusal
 from codex_cli_image.testing.fake_codex import _rust_debug
@@ -199,3 +206,33 @@ def test_no_wait_outlasts_the_usage_windows_codex_recorded() -> None:
     turn = classify(RunOutcome(exit_code=1, turn_failed=text,
                                limits_reset_at=NOW.timestamp() + 600), now=NOW)  # fmt: skip
     assert turn.retry_after_s == 600.0
+
+
+# --- #31: codex's resends of the images request, counted from its HTTP log -------------------
+
+_HTTP = (
+    b"2026-12-07T12:09:53.631520Z DEBUG codex_http_client::client: Request completed method=POST "
+    b"url=https://127.0.0.1:35111/backend-api/codex/images/generations status=500 Internal "
+    b'Server Error headers={"server": "BaseHTTP/0.6 Python/3.11.7", "content-length": "133"} '
+    b"version=HTTP/1.1"
+)  # as 0.171 writes it (0.149 and 0.169 alike)
+
+
+def test_codex_http_log_lines_are_told_apart() -> None:
+    assert http_log_line(_HTTP) is True
+    assert http_log_line(_HTTP.replace(b"images/generations", b"images/edits")) is True
+    assert http_log_line(_HTTP.replace(b"method=POST", b"method=GET")) is False
+    assert http_log_line(_HTTP.replace(b"images/generations", b"codex/responses")) is False
+    assert http_log_line(_HTTP.replace(b"completed", b"failed")) is True
+    # A model's text quoting the line is not codex's line.
+    assert http_log_line(b"ERROR codex_core: said " + _HTTP) is None
+    assert http_log_line(b"plain text") is None
+
+
+def test_rust_log_keeps_the_users_directives() -> None:
+    assert rust_log(None) == "error,codex_http_client::client=debug"
+    assert rust_log("  ") == "error,codex_http_client::client=debug"
+    assert rust_log("info,") == "info,codex_http_client::client=debug"
+    assert resend_warnings(0) == resend_warnings(1) == ()
+    (warning,) = resend_warnings(3)
+    assert "3 times" in warning and "more than one image" in warning

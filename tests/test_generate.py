@@ -827,3 +827,41 @@ def test_cloudflare_block_is_not_retried(fake_codex: FakeCodex, out: Path) -> No
     blocked = {"error_message": "unexpected status 403: Access blocked by Cloudflare"}
     error = fails(fake_codex, out, "turn_failed", retries=3, options=blocked)
     assert error.reason == "network_blocked" and len(fake_codex.exec_calls) == 1
+
+
+def test_codex_resending_the_image_request_is_reported(
+    fake_codex: FakeCodex, out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """#31: codex resends the images request after a 5xx or a dropped connection, and nothing
+    but its HTTP log says so: counted there (the user's RUST_LOG kept), reported in
+    `warnings`, and the log's lines (the backend's headers) kept out of everything else."""
+    fake_codex.configure("success", version="0.171.0", image_requests=3)
+    monkeypatch.setenv("RUST_LOG", "warn")
+    result = generate("a fox", output=out / "a.png")
+    assert any("codex sent the image request 3 times" in w for w in result.warnings)
+    assert fake_codex.exec_calls[0].env["RUST_LOG"] == "warn,codex_http_client::client=debug"
+    fake_codex.configure("success", version="0.171.0")
+    again = generate("a hen", output=out / "b.png")
+    assert not any("image request" in w for w in again.warnings)
+    state = runner._State()
+    line = (b'2026-12-07T12:09:53Z DEBUG codex_http_client::client: Request completed method=POST '
+            b'url=https://x/backend-api/codex/images/edits status=200 OK headers={"set-cookie": '
+            b'"__cf_bm=c"} version=HTTP/2.0\n')  # fmt: skip
+    # Fed as codex writes it: lines split anywhere between reads.
+    stream = b"ERROR codex_core: one\n" + line + line + b"last words"
+    chunks = [stream[i : i + 37] for i in range(0, len(stream), 37)]
+
+    class Stderr:
+        def __aiter__(self) -> Any:
+            async def gen() -> Any:
+                for chunk in chunks:
+                    yield chunk
+
+            return gen()
+
+    class Process:
+        stderr = Stderr()
+
+    anyio.run(runner._drain_stderr, Process(), state)
+    assert state.image_requests == 2
+    assert bytes(state.stderr) == b"ERROR codex_core: one\nlast words"

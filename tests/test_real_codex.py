@@ -51,7 +51,7 @@ def test_doctor_cli_with_the_npm_shim_and_a_gui_path(real_codex_shim: Path, tmp_
     scratch = tmp_path / "elsewhere-tmp"
     scratch.mkdir()
     env = {**os.environ, "PATH": "/usr/bin:/bin", "TMPDIR": str(scratch)}
-    argv = [sys.executable, "-m", "codex_cli_image", "doctor", "--json", "--codex"]
+    argv = [sys.executable, "-m", "codex_cli_image", "doctor", "--json", "--no-usage", "--codex"]
     result = subprocess.run(
         offline([*argv, str(real_codex_shim)]), capture_output=True, text=True, env=env, timeout=60
     )
@@ -62,6 +62,17 @@ def test_doctor_cli_with_the_npm_shim_and_a_gui_path(real_codex_shim: Path, tmp_
     assert report["login"]["plan"] == "plus"
     assert report["image_generation"] is True  # as the real `codex features list` reports it
     assert sorted(p.name for p in home.rglob("*")) == before
+    assert list(scratch.iterdir()) == []
+    # #32: without --no-usage it asks codex app-server for the usage windows; offline here, so
+    # that is a warning, not a failure (and its workspace is gone).
+    argv.remove("--no-usage")
+    result = subprocess.run(
+        offline([*argv, str(real_codex_shim)]), capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["usage_limits"] is None
+    assert [w["code"] for w in report["warnings"]] == ["usage_unavailable"]
     assert list(scratch.iterdir()) == []
 
 

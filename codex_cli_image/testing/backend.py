@@ -163,7 +163,9 @@ class MockBackend:
         windows_s: tuple[float, float] = (3 * 3600, 5 * 86400),
         usage_percent: tuple[float, float] | None = (34.5, 12.0),
         images_error: tuple[int, dict[str, Any] | str] | None = None,
+        images_fail_first: int = 0,
         latency_s: float = 0.0,
+        cell_yield_ms: int | None = 120000,
     ) -> None:
         if scenario not in SCENARIOS:
             raise ValueError(f"unknown backend scenario {scenario!r}; one of {SCENARIOS}")
@@ -188,6 +190,15 @@ class MockBackend:
                        "message": "Image generation is not supported."}  # fmt: skip
             images_error = (403, {"error": refusal})
         self.images_error = images_error
+        # The images endpoint fails its first requests this way (a 500 each), then serves: what
+        # codex does then (it resends) is what a test of it looks at.
+        self.images_fail_first = images_fail_first
+        self.images_requests = 0
+        # "image_code_mode": the yield time the script's first line asks for (None: no such
+        # line, codex's default applies). When the cell hands back before the image came
+        # ("Script running with cell ID ..."), the scripted model calls `wait` for it, as a
+        # model does (a model request each time).
+        self.cell_yield_ms = cell_yield_ms
         # The usage limit's reset ("usage_limit"), and when the 5-hour and weekly windows the
         # backend reports in its x-codex-* headers reset (seconds from now), as the real one.
         self.usage_limit_s = usage_limit_s
@@ -450,6 +461,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _images(self, body: dict[str, Any]) -> None:
         mock = self.mock
+        with mock._lock:
+            mock.images_requests += 1
+            failing = mock.images_requests <= mock.images_fail_first
+        if failing:
+            return self._json(*image_refusal("server_error"))
         if mock.images_error is not None:
             status, refusal = mock.images_error
             if isinstance(refusal, str):
@@ -509,6 +525,12 @@ class _Handler(BaseHTTPRequestHandler):
             return self._stream(response_id, [_forging_call(mock.forge)])
         if scenario == "forged_message":
             return self._stream(response_id, [_message(FORGED_FAILURE)])
+        running = _running_cell(body)
+        if running is not None:  # the cell handed back before the image: wait for it
+            call = {"type": "function_call", "id": f"fc_{uuid.uuid4().hex[:12]}",
+                    "call_id": f"call_{uuid.uuid4().hex[:24]}", "name": "wait",
+                    "arguments": json.dumps({"cell_id": running})}  # fmt: skip
+            return self._stream(response_id, [call])
         if _has_tool_output(body):
             mock.sleep(mock.final_delay_s)
             return self._stream(response_id, [_message("Here is the image.")])
@@ -519,8 +541,11 @@ class _Handler(BaseHTTPRequestHandler):
                     "name": "imagegen", "arguments": arguments}  # fmt: skip
             return self._stream(response_id, [call])
         if scenario == "image_code_mode":
+            pragma = ""
+            if mock.cell_yield_ms is not None:
+                pragma = f'// @exec: {{"yield_time_ms": {mock.cell_yield_ms}}}\n'
             code = (
-                '// @exec: {"yield_time_ms": 120000}\n'
+                f"{pragma}"
                 'const result = await tools.image_gen__imagegen({prompt: "a fox"});\n'
                 "generatedImage(result);\n"
             )
@@ -677,6 +702,19 @@ def _message(text: str) -> dict[str, Any]:
         "status": "completed",
         "content": content,
     }
+
+
+_RUNNING = re.compile(r"Script running with cell ID ([A-Za-z0-9_-]+)")
+
+
+def _running_cell(body: dict[str, Any]) -> str | None:
+    """The cell id when the last tool output says the exec cell is still running."""
+    kinds = ("function_call_output", "custom_tool_call_output")
+    outputs = [i for i in body.get("input") or [] if isinstance(i, dict) and i.get("type") in kinds]
+    if not outputs:
+        return None
+    found = _RUNNING.search(json.dumps(outputs[-1].get("output")))
+    return found.group(1) if found else None
 
 
 def _has_tool_output(body: dict[str, Any], call_prefix: str = "") -> bool:

@@ -126,6 +126,10 @@ DEFAULTS: dict[str, Any] = {
     # whole percents), "refused" (the backend refused the login: 401), "unavailable" (it could
     # not be reached) or "hang" (no answer).
     "usage_read": "ok",
+    # How many times codex sends the images request for the image (the first ones answered
+    # 500, as codex resends them); each is a stderr line when RUST_LOG asks for
+    # codex_http_client::client=debug (0.149+, codex-facts section 12).
+    "image_requests": 1,
 }
 
 # Closing texts codex prints for failed turns (codex-facts section 7), keyed by scenario. A usage
@@ -1095,6 +1099,7 @@ class Turn:
             data = png[: len(png) // 2]
         elif scenario == "jpeg":
             data = _JPEG
+        self._http_log(int(self.opts["image_requests"]))
         folder = self.ex.home / "generated_images" / self.thread_id
         folder.mkdir(parents=True, exist_ok=True)
         saved = folder / f"{call_id}.png"
@@ -1173,6 +1178,22 @@ class Turn:
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         err(f"{stamp} ERROR codex_core::tools::router: error={failure}")
         return "The image tool failed, so no image was generated."
+
+    def _http_log(self, requests: int) -> None:
+        """codex_http_client's line per images request, as 0.149-0.171 write it with
+        RUST_LOG=...,codex_http_client::client=debug: the resends first (500), then the one
+        that served the image."""
+        if self.version < (0, 149, 0) or "codex_http_client::client=debug" not in os.environ.get(
+            "RUST_LOG", ""
+        ):
+            return
+        url = "https://chatgpt.com/backend-api/codex/images/generations"
+        for n in range(requests):
+            stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            status = "200 OK" if n == requests - 1 else "500 Internal Server Error"
+            err(f"{stamp} DEBUG codex_http_client::client: Request completed method=POST "
+                f'url={url} status={status} headers={{"content-type": "application/json", '
+                '"set-cookie": "__cf_bm=fake-cookie; path=/"} version=HTTP/2.0')  # fmt: skip
 
     def _write_image(self, path: Path, data: bytes) -> None:
         """Write the file as the options say: at once, slowly in pieces (each flushed, so a reader
