@@ -850,6 +850,7 @@ def test_a_client_that_gives_up_gets_its_image_on_retry_with_one_codex_run(
     assert png_ok(base64.b64decode(reply.json()["data"][0]["b64_json"]))
     assert len(fake_codex.exec_calls) == 1
     assert server.text().count("POST /v1/images/generations 499") == 2
+    assert server.text().count(" client_closed") == 2  # the access log says why
     with server.http(timeout=30) as http:  # delivered: the same request again is a new image
         again = http.post("/images/generations", json={"prompt": PROMPT})
     assert again.status_code == 200 and len(fake_codex.exec_calls) == 2

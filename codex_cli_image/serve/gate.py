@@ -253,14 +253,15 @@ class Gate:
         try:
             await self._gate(scope, receive, counted)
         finally:
+            status = seen["status"] or 499
             access_log.info(
                 "%s %s %d %.3fs %dB%s",
                 _printable(scope["method"]),
                 _printable(scope["path"]),
-                seen["status"] or 499,
+                status,
                 time.monotonic() - started,
                 seen["bytes"],
-                _error_code(bytes(error)),
+                _error_code(bytes(error)) or (" client_closed" if status == 499 else ""),
             )
 
     async def _gate(self, scope: Scope, receive: Receive, send: Send) -> None:
