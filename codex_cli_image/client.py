@@ -14,6 +14,7 @@ thread locks, and what waits across loops (the limit, :meth:`Client.close`) poll
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import threading
@@ -42,7 +43,8 @@ from .batch import (
     coerce_requests,
     run_batch,
 )
-from .errors import AuthError, InputError, LaunchError, TransientError
+from .errors import AuthError, InputError, LaunchError, QuotaError, TransientError
+from .failures import recorded_limit
 from .launcher import (
     Codex,
     CodexVersion,
@@ -52,6 +54,7 @@ from .launcher import (
     probe_features,
     probe_version,
 )
+from .limits import UsageLimitMemory, account_of
 from .lockdown import features_to_disable
 from .output import CLAIMS
 from .pipeline import Plan, Ready, Reporter, make_image, plan_image
@@ -141,11 +144,20 @@ class Client:
         self._warm_codex: _WarmCodex | None = None
         self._warm_login: _WarmLogin | None = None
         self._login_epoch = 0  # bumped when a run fails for auth: an older verdict is void
+        # A usage limit codex recorded (a refusal, or a window used up by the last image): later
+        # calls get it at once, without running codex, until it resets.
+        self._usage_memory = UsageLimitMemory(partial(account_of, self._home))
 
     @property
     def codex_home(self) -> Path:
         """The codex home this client checks and runs codex with."""
         return self._home
+
+    @property
+    def usage_limit_memory(self) -> UsageLimitMemory:
+        """The usage limit this client answers calls with until it resets (hosts that refuse
+        work before it reaches the client, as serve's queue does, ask it too)."""
+        return self._usage_memory
 
     @property
     def concurrency(self) -> int:
@@ -282,13 +294,15 @@ class Client:
             ready = await self._preflight(deadline)
             ready.verdict.raise_for_problem()
             try:
-                return await read_usage_limits(
+                usage = await read_usage_limits(
                     ready.codex, ready.home, disable=ready.disable,
                     timeout_s=max(0.1, deadline - time.monotonic()),
                 )  # fmt: skip
             except AuthError:
                 self._forget_login()
                 raise
+            self._note_usage(usage)
+            return usage
 
         return await self._guarded(work)
 
@@ -382,6 +396,9 @@ class Client:
         """One image once a slot is free. The timeout is the whole call's: time in the queue
         counts (a host such as Hermes gives up after its own deadline, and an image made after
         it is paid for nothing)."""
+        held = self._usage_memory.in_force()
+        if held is not None:  # the image would be refused: no codex run, no slot
+            raise held
         waiting_message = f"waiting for a free slot ({self._limit.total} images at once)"
         left = settings.timeout - (time.monotonic() - report.started)
         with anyio.move_on_after(left) as waiting:
@@ -403,13 +420,27 @@ class Client:
         auth or launch failure voids the warm state."""
         try:
             with CLAIMS.hold(plan.writes):
-                return await make_image(plan, self._preflight, settings, report)
+                result = await make_image(plan, self._preflight, settings, report)
         except AuthError:
             self._forget_login()
             raise
         except LaunchError:
             self._warm_codex = None
             raise
+        except QuotaError as error:
+            self._usage_memory.note(error)
+            raise
+        self._note_usage(result.usage_limits)
+        return result
+
+    def _note_usage(self, usage: UsageLimits | None) -> None:
+        """Remember a window codex recorded as used up; a fresh read with none used up clears
+        what was remembered (the limit was lifted, or credits were bought)."""
+        limit = recorded_limit(usage, dt.datetime.now().astimezone())
+        if limit is not None:
+            self._usage_memory.note(limit)
+        elif usage is not None and usage.reached is None:
+            self._usage_memory.forget()
 
     async def _preflight(self, deadline: float) -> Ready:
         return await stoppable(partial(self._prepare, deadline))

@@ -28,8 +28,9 @@ from .errors import (
     TransientError,
 )
 from .prompt import SENTINEL
+from .usage import UsageLimits
 
-__all__ = ["SENTINEL", "RunOutcome", "classify", "error_lines", "parse_retry"]
+__all__ = ["SENTINEL", "RunOutcome", "classify", "error_lines", "parse_retry", "recorded_limit"]
 
 
 _MONTHS = {m: i for i, m in enumerate(
@@ -361,6 +362,27 @@ def _timed(
     clock = f"{local:%H:%M}" if local.date() == now.date() else f"{local:%a %d %b %H:%M}"
     error.hint = error.hint.replace(_WHEN_AT, f"at {clock} (in {wait_text(seconds)})")
     error.hint = error.hint.replace(_WHEN_IN, wait_text(seconds))
+    return error
+
+
+def recorded_limit(usage: UsageLimits | None, now: dt.datetime) -> QuotaError | None:
+    """A usage window codex recorded as used up (100 %) that resets later than ``now``: the
+    next image would be refused until then, so it is answered as that usage limit. None when
+    no window is full, or a full one names no reset still ahead (pure)."""
+    window = None if usage is None else usage.reached
+    if window is None or window.resets_at is None or window.resets_at <= now.timestamp():
+        return None
+    if window.resets_at - now.timestamp() > MAX_WAIT_S:
+        return None
+    at = dt.datetime.fromtimestamp(window.resets_at, tz=now.tzinfo).replace(microsecond=0)
+    said = window.describe(now.timestamp(), now.tzinfo)
+    error = QuotaError(
+        f"The ChatGPT usage limit for images is reached (codex recorded: {said}).",
+        reason="usage_limit",
+        hint=f"Wait until the limit resets {_WHEN_AT}, or check "
+        "https://chatgpt.com/codex/settings/usage.",
+    )
+    _timed(error, (at, max(0.0, (at - now).total_seconds())), now)
     return error
 
 

@@ -65,6 +65,11 @@ class UsageLimitMemory:
         with self._lock:
             self._held = (self._clock() + seconds, error, login)
 
+    def forget(self) -> None:
+        """Drop the limit held (codex reported the windows free again)."""
+        with self._lock:
+            self._held = None
+
     def in_force(self) -> QuotaError | None:
         """The limit still in force, its wait and hint told from now; None once it reset or
         the login changed."""

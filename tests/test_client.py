@@ -682,3 +682,37 @@ def test_code_mode_waits_for_the_image_where_codex_takes_the_setting(
         client.generate("a hen", output=out / "b.png")
     assert len([c for c in fake_codex.calls if c.argv[-2:] == ["features", "list"]]) == len(probes)
     assert fake_codex.exec_calls[1].raw["yield_ms"] == (200000 if taken else None)
+
+
+def test_a_usage_limit_codex_recorded_is_answered_without_codex_until_it_resets(
+    fake_codex: FakeCodex, out: Path
+) -> None:
+    """#32: a long-lived client (so MCP, Hermes and serve) remembers a usage limit codex
+    recorded, from a refusal or from a window the last image used up, and answers with it
+    without running codex; a fresh read of free windows lifts it."""
+    from codex_cli_image import QuotaError
+
+    with Client() as client:
+        fake_codex.configure("usage_limit")
+        with pytest.raises(QuotaError):
+            client.generate("a fox", output=out / "a.png")
+        fake_codex.configure("success")
+        with pytest.raises(QuotaError) as held:
+            client.generate("a fox", output=out / "a.png")
+        assert held.value.reason == "usage_limit" and held.value.retry_after_s
+        assert len(fake_codex.exec_calls) == 1
+        client.usage_limits()  # 34 % and 12 % used: the limit was lifted
+        assert client.generate("a fox", output=out / "b.png").path.exists()
+        # The image that used the window up: the next call is refused at once, with its reset.
+        fake_codex.configure("success", usage_windows={"primary": 100.0, "secondary": 40.0})
+        made = client.generate("a hen", output=out / "c.png")
+        assert made.usage_limits is not None and made.usage_limits.reached is not None
+        with pytest.raises(QuotaError) as full:
+            client.generate("a cat", output=out / "d.png")
+        assert "5 h window 100 % used" in full.value.message and full.value.retry_at
+        assert 3600 < (full.value.retry_after_s or 0) <= 2 * 3600
+        assert len(fake_codex.exec_calls) == 3
+    with Client() as fresh:  # the memory is the client's: another one asks codex
+        fake_codex.configure("success")
+        fresh.generate("a cat", output=out / "e.png")
+    assert len(fake_codex.exec_calls) == 4

@@ -124,15 +124,17 @@ def test_large_images_are_returned_by_path_only(fake_codex: FakeCodex, out: Path
 def test_failures_are_tool_errors_and_the_server_lives_on(fake_codex: FakeCodex, out: Path) -> None:
     fake_codex.configure("usage_limit")
 
-    async def main() -> tuple[CallToolResult, CallToolResult, CallToolResult]:
+    async def main() -> tuple[CallToolResult, CallToolResult, CallToolResult, CallToolResult]:
         async with Client(server(out)) as client:
             quota = await client.call_tool("generate_image", {"prompt": "a fox"})
             bad = await client.call_tool("generate_image", {"prompt": "a", "aspect": "round"})
             fake_codex.configure("success")
-            good = await client.call_tool("generate_image", {"prompt": "a fox"})
-            return quota, bad, good
+            # #32: the limit codex recorded holds until its reset: answered without codex.
+            again = await client.call_tool("generate_image", {"prompt": "a fox"})
+            good = await client.call_tool("doctor", {})
+            return quota, bad, again, good
 
-    quota, bad, good = anyio.run(main)
+    quota, bad, again, good = anyio.run(main)
     assert quota.is_error and quota.structured_content is not None
     error = quota.structured_content["error"]
     assert (error["kind"], error["reason"]) == ("quota", "usage_limit") and error["retry_at"]
@@ -141,7 +143,10 @@ def test_failures_are_tool_errors_and_the_server_lives_on(fake_codex: FakeCodex,
     assert text.text.startswith("quota error (usage_limit): ") and "What to do: " in text.text
     assert bad.is_error and bad.structured_content is not None
     assert bad.structured_content["error"]["reason"] == "invalid_aspect"
-    assert not good.is_error
+    assert again.is_error and again.structured_content is not None
+    assert again.structured_content["error"]["reason"] == "usage_limit"
+    assert len(fake_codex.exec_calls) == 1
+    assert not good.is_error  # the server lives on
 
 
 def test_output_dir_stays_inside_the_servers_folder(

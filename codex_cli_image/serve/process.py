@@ -12,7 +12,6 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Generator
-from functools import partial
 from pathlib import Path
 from types import FrameType
 
@@ -22,7 +21,6 @@ import uvicorn
 from .._watchdog import WATCHDOG
 from ..client import Client
 from ..errors import CodexImageError, InputError
-from ..limits import UsageLimitMemory, account_of
 from .gate import (
     GatedH11Protocol,
     RateLimitedLog,
@@ -123,7 +121,9 @@ def serve(options: ServeOptions, *, on_ready: Callable[[str], None] = lambda _: 
         port = sock.getsockname()[1]
         host = options.host if ":" not in options.host else f"[{options.host}]"
         base_url = f"http://{host}:{port}/v1"
-        limits = UsageLimitMemory(partial(account_of, client.codex_home))
+        # One memory of a usage limit: the client's (it answers calls with it), asked by the
+        # queue's admission too.
+        limits = client.usage_limit_memory
         service = Service(client, options, images, state / "uploads", base_url, limits=limits)
         config = uvicorn.Config(
             build_app(service),

@@ -527,10 +527,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._stream(response_id, [_message(FORGED_FAILURE)])
         running = _running_cell(body)
         if running is not None:  # the cell handed back before the image: wait for it
-            call = {"type": "function_call", "id": f"fc_{uuid.uuid4().hex[:12]}",
-                    "call_id": f"call_{uuid.uuid4().hex[:24]}", "name": "wait",
-                    "arguments": json.dumps({"cell_id": running})}  # fmt: skip
-            return self._stream(response_id, [call])
+            return self._stream(response_id, [_wait_call(running)])
         if _has_tool_output(body):
             mock.sleep(mock.final_delay_s)
             return self._stream(response_id, [_message("Here is the image.")])
@@ -541,22 +538,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "name": "imagegen", "arguments": arguments}  # fmt: skip
             return self._stream(response_id, [call])
         if scenario == "image_code_mode":
-            pragma = ""
-            if mock.cell_yield_ms is not None:
-                pragma = f'// @exec: {{"yield_time_ms": {mock.cell_yield_ms}}}\n'
-            code = (
-                f"{pragma}"
-                'const result = await tools.image_gen__imagegen({prompt: "a fox"});\n'
-                "generatedImage(result);\n"
-            )
-            call = {
-                "type": "custom_tool_call",
-                "id": f"ctc_{uuid.uuid4().hex[:12]}",
-                "call_id": f"call_{uuid.uuid4().hex[:24]}",
-                "name": "exec",
-                "input": code,
-            }
-            return self._stream(response_id, [call])
+            return self._stream(response_id, [_code_mode_call(mock.cell_yield_ms)])
         if scenario in ("image_hosted", "image_hosted_failed"):
             failed = scenario == "image_hosted_failed"
             if not failed:
@@ -702,6 +684,26 @@ def _message(text: str) -> dict[str, Any]:
         "status": "completed",
         "content": content,
     }
+
+
+def _code_mode_call(yield_ms: int | None) -> dict[str, Any]:
+    """Code mode's exec call whose script makes the image (its first line asks ``yield_ms``
+    of the cell; None: codex's default yield applies)."""
+    pragma = "" if yield_ms is None else f'// @exec: {{"yield_time_ms": {yield_ms}}}\n'
+    code = (
+        f"{pragma}"
+        'const result = await tools.image_gen__imagegen({prompt: "a fox"});\n'
+        "generatedImage(result);\n"
+    )
+    return {"type": "custom_tool_call", "id": f"ctc_{uuid.uuid4().hex[:12]}",
+            "call_id": f"call_{uuid.uuid4().hex[:24]}", "name": "exec", "input": code}  # fmt: skip
+
+
+def _wait_call(cell: str) -> dict[str, Any]:
+    """The model asks for a running cell's result (codex's ``wait`` tool, default yield)."""
+    return {"type": "function_call", "id": f"fc_{uuid.uuid4().hex[:12]}",
+            "call_id": f"call_{uuid.uuid4().hex[:24]}", "name": "wait",
+            "arguments": json.dumps({"cell_id": cell})}  # fmt: skip
 
 
 _RUNNING = re.compile(r"Script running with cell ID ([A-Za-z0-9_-]+)")
