@@ -1289,3 +1289,32 @@ def test_an_image_nobody_comes_back_for_is_kept_a_few_minutes_then_removed(
     assert image.exists() and len(service.jobs) == 1
     service.reap(clock=100.0 + JOB_KEEP_S)
     assert not image.exists() and service.jobs == []
+
+
+def test_the_usage_windows_in_healthz_and_on_image_replies(
+    serve: Any, fake_codex: FakeCodex
+) -> None:
+    """#32: /healthz carries the last known windows (read through codex app-server when over a
+    minute old: no image), and each image reply carries them in headers of our own."""
+    server = serve()
+    with server.http() as http:
+        health = http.get("/healthz")
+        assert health.status_code == 200
+        limits = health.json()["usage_limits"]
+        assert limits["primary"]["used_percent"] == 34.0 and limits["plan"] == "plus"
+        assert http.get("/healthz").json()["usage_limits"] == limits  # within the minute
+        assert len(fake_codex.app_server_calls) == 1 and fake_codex.exec_calls == []
+        reply = http.post("/images/generations", json={"prompt": PROMPT})
+        assert reply.status_code == 200
+        assert reply.headers["x-codex-primary-used-percent"] == "34.5"  # the image's record
+        assert reply.headers["x-codex-primary-window-minutes"] == "300"
+        assert int(reply.headers["x-codex-primary-reset-at"]) > time.time()
+        assert reply.headers["x-codex-secondary-window-minutes"] == "10080"
+        assert reply.headers["x-codex-plan-type"] == "plus"
+        after = http.get("/healthz").json()["usage_limits"]
+        assert after["primary"]["used_percent"] == 34.5  # the image's, fresher than the read
+    assert len(fake_codex.app_server_calls) == 1
+    with server.sdk() as sdk:
+        raw = sdk.images.with_raw_response.generate(prompt=PROMPT, stream=True)
+        assert raw.headers["x-codex-primary-used-percent"] == "34.5"
+        assert [event.type for event in raw.parse()] == ["image_generation.completed"]

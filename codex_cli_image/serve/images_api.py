@@ -20,6 +20,7 @@ from ..errors import CodexImageError, InputError, retry_rule
 from ..limits import UNKNOWN_RESET_S
 from ..request import parse_size
 from ..results import ImageResult
+from ..usage import UsageLimits
 
 __all__ = [
     "MODEL_ID",
@@ -235,6 +236,27 @@ def usage(*results: ImageResult) -> dict[str, Any]:
 PIECE_CHARS = 1 << 20
 """Base64 is passed on in pieces of this many characters: no single step of rendering holds the
 interpreter (and so the event loop answering other requests) for long."""
+
+
+def usage_headers(limits: UsageLimits | None) -> dict[str, str]:
+    """The subscription's usage windows as headers of our own on an image reply, named as the
+    backend names its own (``x-codex-primary-used-percent``, ``-window-minutes``,
+    ``-reset-at`` in Unix seconds; ``secondary`` likewise) and ``x-codex-plan-type``; none
+    when codex recorded none."""
+    if limits is None:
+        return {}
+    headers = {}
+    for name, window in (("primary", limits.primary), ("secondary", limits.secondary)):
+        if window is None:
+            continue
+        headers[f"x-codex-{name}-used-percent"] = f"{window.used_percent:g}"
+        if window.window_minutes is not None:
+            headers[f"x-codex-{name}-window-minutes"] = str(window.window_minutes)
+        if window.resets_at is not None:
+            headers[f"x-codex-{name}-reset-at"] = str(int(window.resets_at))
+    if limits.plan is not None:
+        headers["x-codex-plan-type"] = limits.plan
+    return headers
 
 
 def render_json(document: dict[str, Any], *, prefix: str = "", suffix: str = "") -> list[bytes]:

@@ -28,6 +28,9 @@ REAP_EVERY_S = 30.0
 JOB_KEEP_S = 300.0
 """An image made for a client that left is kept this long for a retry of the same request."""
 MAX_IDEMPOTENCY_KEY = 255
+USAGE_REFRESH_S = 60.0
+"""/healthz reads the usage windows again when the last known are older than this."""
+USAGE_READ_S = 15.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ from .images_api import (
     render_json,
     stream_error,
     stream_event_pieces,
+    usage_headers,
 )
 from .options import (
     BODY_TIMEOUT_S,
@@ -179,8 +180,11 @@ async def _healthz(service: Service, request: Request) -> Response:
         await anyio.to_thread.run_sync(service.client.check)
     except CodexImageError as error:
         _, body, headers = error_reply(error)  # 503 whatever the kind: not ready
-        return JSONResponse({"ok": False, **body}, status_code=503, headers=headers)
-    return JSONResponse({"ok": True})
+        known = service.usage.to_dict() if service.usage else None
+        return JSONResponse({"ok": False, **body, "usage_limits": known}, status_code=503,
+                            headers=headers)  # fmt: skip
+    usage = await service.current_usage()
+    return JSONResponse({"ok": True, "usage_limits": usage.to_dict() if usage else None})
 
 
 async def _image_file(service: Service, request: Request) -> Response:
@@ -308,7 +312,9 @@ async def _answer(
     # Ten large images are 200 MB of JSON: rendered off the loop, in pieces, and sent so.
     pieces = await anyio.to_thread.run_sync(partial(render_json, reply))
     await anyio.to_thread.run_sync(service.forget_files, watch.job)  # sent: no copy stays here
-    return _Pieces(pieces, media_type="application/json")
+    latest = next((r.usage_limits for r in reversed(made.images) if r.usage_limits), None)
+    headers = usage_headers(latest or service.usage)
+    return _Pieces(pieces, media_type="application/json", headers=headers)
 
 
 def _delivered_already() -> Response:
@@ -328,8 +334,10 @@ class _Pieces(Response):
     """A body sent in the pieces it was rendered in (its length known): no copy of it whole,
     and the loop serves other requests between them."""
 
-    def __init__(self, pieces: list[bytes], media_type: str) -> None:
-        super().__init__(media_type=media_type)
+    def __init__(
+        self, pieces: list[bytes], media_type: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(media_type=media_type, headers=headers)
         self.pieces = pieces
         length = str(sum(len(piece) for piece in pieces)).encode()
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
@@ -399,9 +407,10 @@ class _EventStream(Response):
             nonlocal started
             async with lock:
                 if not started:
-                    await send(
-                        {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
-                    )
+                    known = usage_headers(self._service.usage)  # as known when the stream starts
+                    raw = [(k.encode(), v.encode()) for k, v in known.items()]
+                    await send({"type": "http.response.start", "status": 200,
+                                "headers": [*self.raw_headers, *raw]})  # fmt: skip
                     started = True
                 for piece in pieces:
                     await send({"type": "http.response.body", "body": piece, "more_body": True})

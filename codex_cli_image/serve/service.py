@@ -33,6 +33,7 @@ from ..errors import (
 from ..limits import UsageLimitMemory
 from ..request import ImageRequest
 from ..results import ImageResult
+from ..usage import UsageLimits
 from .images_api import (
     ImagesCall,
     ParamError,
@@ -44,6 +45,8 @@ from .options import (
     MAX_IDEMPOTENCY_KEY,
     MAX_KEPT_BYTES,
     REAP_EVERY_S,
+    USAGE_READ_S,
+    USAGE_REFRESH_S,
     ServeOptions,
 )
 from .responses import QueueFull
@@ -73,6 +76,11 @@ class Service:
     """Files of the private folder kept for their URLs: name -> (expiry, bytes), oldest first."""
     jobs: list[Job] = field(default_factory=list)
     """Requests being made, and those made for a client that left (kept for its retry)."""
+    usage: UsageLimits | None = None
+    """The subscription's usage windows as last known (an image's record, or a read)."""
+    usage_at: float = -USAGE_REFRESH_S
+    """When they were known (monotonic): older than :data:`USAGE_REFRESH_S`, /healthz reads."""
+    _reading: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def admit(self, n: int) -> None:
@@ -113,6 +121,25 @@ class Service:
         finally:
             with self._lock:
                 self.pending -= n
+
+    def note_usage(self, usage: UsageLimits | None) -> None:
+        if usage is not None:
+            self.usage, self.usage_at = usage, time.monotonic()
+
+    async def current_usage(self) -> UsageLimits | None:
+        """The usage windows, read again through codex when the last known are over a minute
+        old (one read at a time; a failed read keeps the last known, and waits its minute)."""
+        if time.monotonic() - self.usage_at < USAGE_REFRESH_S or self._reading:
+            return self.usage
+        self._reading = True
+        try:
+            self.note_usage(await self.client.ausage_limits(timeout=USAGE_READ_S))
+        except CodexImageError as error:
+            log.warning("the usage windows could not be read: %s", error.message)
+            self.usage_at = time.monotonic()
+        finally:
+            self._reading = False
+        return self.usage
 
     @contextlib.contextmanager
     def joined(self, fingerprint: str, idempotency: str | None, n: int) -> Iterator[Watch]:
@@ -220,6 +247,7 @@ class Service:
                 )
                 try:
                     made.append(await self.client.agenerate(request))
+                    self.note_usage(made[-1].usage_limits)
                     if completed is not None:
                         await completed(made[-1])
                 except CodexImageError as error:
