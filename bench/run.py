@@ -20,7 +20,19 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import cold, mcp, memory, naive, overhead, scaling, serve, slow, turns, watchdog
+from . import (
+    cold,
+    limits,
+    mcp,
+    memory,
+    naive,
+    overhead,
+    scaling,
+    serve,
+    slow,
+    turns,
+    watchdog,
+)
 from .common import BenchError, Lab, Section, fmt, log, machine
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,6 +49,7 @@ BENCHMARKS: dict[str, Callable[..., Section]] = {
     "serve": serve.run,
     "mcp": mcp.run,
     "slow": slow.run,
+    "limits": limits.run,
 }
 _OFFLINE_OK = {"cold", "watchdog"}  # run no codex: need no private network
 _NETNS_ENV = "CODEX_IMAGE_BENCH_NETNS"
