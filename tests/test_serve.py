@@ -1318,3 +1318,57 @@ def test_the_usage_windows_in_healthz_and_on_image_replies(
         raw = sdk.images.with_raw_response.generate(prompt=PROMPT, stream=True)
         assert raw.headers["x-codex-primary-used-percent"] == "34.5"
         assert [event.type for event in raw.parse()] == ["image_generation.completed"]
+
+
+_APP_GENERATIONS = {
+    # Read from each application's source (2026-12): what it sends, field for field.
+    "open-webui-default": {"model": "dall-e-2", "prompt": PROMPT, "n": 1, "size": "512x512",
+                           "response_format": "b64_json"},
+    "open-webui-gpt-image": {"model": "gpt-image-1", "prompt": PROMPT, "n": 1, "size": "auto"},
+    "n8n": {"prompt": PROMPT, "model": "gpt-image-1-mini"},
+    "n8n-dall-e-3": {"prompt": PROMPT, "model": "dall-e-3", "response_format": "b64_json",
+                     "quality": "hd", "style": "vivid", "size": "1024x1792"},
+    "n8n-legacy": {"prompt": PROMPT, "model": "dall-e-2", "response_format": "url", "n": 1},
+    "librechat": {"model": "gpt-image-1", "prompt": PROMPT, "n": 1, "background": "auto",
+                  "output_format": "png", "quality": "auto", "size": "auto"},
+    "haystack": {"model": "gpt-image-2", "prompt": PROMPT, "n": 1, "quality": "auto",
+                 "size": "1024x1024"},
+}  # fmt: skip
+
+_APP_EDITS = {
+    "open-webui-one": ({"model": "", "prompt": PROMPT, "response_format": "b64_json"}, "image", 1),
+    "open-webui-two": ({"model": "", "prompt": PROMPT}, "image[]", 2),
+    "librechat": ({"model": "gpt-image-1", "prompt": PROMPT, "quality": "auto", "size": "auto"},
+                  "image[]", 1),
+    "n8n": ({"prompt": PROMPT, "model": "gpt-image-1", "n": "1", "size": "1024x1024",
+             "quality": "auto"}, "image[]", 1),
+}  # fmt: skip
+
+
+def test_the_request_shapes_applications_send(serve: Any, fake_codex: FakeCodex) -> None:
+    """#31: Open WebUI (its full install is 7 GB), n8n, LibreChat and Haystack, held to the
+    requests they send (read from their source); each gets its image, in the form it reads."""
+    server = serve()
+    image = make_png(16, 16, "reference")
+    with server.http() as http:
+        for who, body in _APP_GENERATIONS.items():
+            reply = http.post("/images/generations", json=body)
+            assert reply.status_code == 200, (who, reply.text)
+            (entry,) = reply.json()["data"]
+            wants_url = body.get("response_format") == "url"
+            assert (entry.get("url") is not None) == wants_url, who
+            assert wants_url or png_ok(base64.b64decode(entry["b64_json"])), who
+        for who, (fields, name, count) in _APP_EDITS.items():
+            boundary = "appboundary42"
+            parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n'
+                     f"{value}\r\n".encode() for key, value in fields.items()]  # fmt: skip
+            for n in range(count):
+                head = (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+                        f'filename="{n}.png"\r\nContent-Type: image/png\r\n\r\n')  # fmt: skip
+                parts.append(head.encode() + image + b"\r\n")
+            content = b"".join(parts) + f"--{boundary}--\r\n".encode()
+            kind = {"content-type": f"multipart/form-data; boundary={boundary}"}
+            reply = http.post("/images/edits", content=content, headers=kind)
+            assert reply.status_code == 200, (who, reply.text)
+            assert png_ok(base64.b64decode(reply.json()["data"][0]["b64_json"])), who
+    assert len(fake_codex.exec_calls) == len(_APP_GENERATIONS) + len(_APP_EDITS)

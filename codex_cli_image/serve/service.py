@@ -199,6 +199,8 @@ class Service:
             made = await self.make(call, references, job.add)
             job.failed.extend(made.failed)
         finally:
+            if not job.images and not job.failed:  # ended from outside (the server stops)
+                job.failed.append(stopping_error())
             job.finish(time.monotonic())
 
     def claim(self, job: Job) -> bool:
