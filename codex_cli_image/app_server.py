@@ -7,6 +7,7 @@ is the process around it."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -28,6 +29,9 @@ __all__ = ["READ_TIMEOUT_S", "read_usage_limits"]
 READ_TIMEOUT_S = 30.0
 _LINE_LIMIT = 1 << 20  # the answers are small; a longer line is not one of them
 _READ_ID = 2
+# codex's words when the backend refused the login: "... failed: 401 Unauthorized; ..." (a 403
+# may be a proxy's challenge page: not a verdict on the login).
+_REFUSED = re.compile(r"failed: 401\b|\bnot logged in\b", re.IGNORECASE)
 
 
 async def read_usage_limits(
@@ -63,8 +67,11 @@ async def read_usage_limits(
             start_new_session=bool(group.get("start_new_session")),
             creationflags=int(group.get("creationflags", 0)),
         )
-    except OSError as exc:
-        await anyio.to_thread.run_sync(_remove, workspace)
+    except BaseException as exc:  # a cancel while it starts too: no folder left behind
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(_remove, workspace)
+        if not isinstance(exc, OSError):
+            raise
         raise LaunchError(
             f"Could not start `{codex.path} app-server`: {exc.strerror or exc}.",
             reason="codex_not_runnable",
@@ -147,7 +154,7 @@ def read_error(text: str, code: object) -> CodexImageError:
             reason="codex_too_old",
             hint="Update codex (`npm install -g @openai/codex@latest`).",
         )
-    if any(word in text for word in ("401", "403", "Unauthorized", "not logged in", "login")):
+    if _REFUSED.search(text):
         return AuthError(
             f"The backend refused the login when asked for the usage windows: {text}",
             reason="login_refused",

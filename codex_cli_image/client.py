@@ -301,7 +301,7 @@ class Client:
             except AuthError:
                 self._forget_login()
                 raise
-            self._note_usage(usage)
+            self._note_usage(usage, fresh=True)
             return usage
 
         return await self._guarded(work)
@@ -433,13 +433,14 @@ class Client:
         self._note_usage(result.usage_limits)
         return result
 
-    def _note_usage(self, usage: UsageLimits | None) -> None:
-        """Remember a window codex recorded as used up; a fresh read with none used up clears
-        what was remembered (the limit was lifted, or credits were bought)."""
+    def _note_usage(self, usage: UsageLimits | None, *, fresh: bool = False) -> None:
+        """Remember a window codex recorded as used up. A ``fresh`` read (made now) with none
+        used up clears what was remembered (the limit was lifted, or credits were bought); an
+        image's record does not: it may be older than a refusal another image met since."""
         limit = recorded_limit(usage, dt.datetime.now().astimezone())
         if limit is not None:
             self._usage_memory.note(limit)
-        elif usage is not None and usage.reached is None:
+        elif fresh and usage is not None and usage.reached is None:
             self._usage_memory.forget()
 
     async def _preflight(self, deadline: float) -> Ready:

@@ -20,6 +20,7 @@ from typing import Any
 
 __all__ = [
     "HTTP_LOG",
+    "HTTP_TARGET",
     "EndpointFailure",
     "find_endpoint_failure",
     "http_log_line",
@@ -79,9 +80,13 @@ def find_endpoint_failure(text: str) -> str | None:
 
 # One line per request with HTTP_LOG (0.149-0.171): the outcome, the method, the URL, then the
 # response's headers (kept out of everything we pass on).
+# A span may stand between the level and the target (a user's RUST_LOG=info enables codex's).
 _HTTP_LINE = re.compile(
-    rb"^\S*\s*DEBUG codex_http_client::client: Request (?:completed|failed) method=(\S+) url=(\S+)"
+    rb"^\S*\s*DEBUG\s(?:[^\n]*?\s)?codex_http_client::client: Request (?:completed|failed) "
+    rb"method=(\S+) url=(\S+)"
 )
+_ANSI = re.compile(rb"\x1b\[[0-9;]*[A-Za-z]")
+HTTP_TARGET = b"codex_http_client::client"
 _IMAGES_URL = re.compile(rb"/images/(?:generations|edits)(?:\?|$)")
 
 
@@ -96,7 +101,7 @@ def rust_log(user: str | None) -> str:
 def http_log_line(line: bytes) -> bool | None:
     """None when ``line`` is not codex's HTTP request line; else whether it is a POST to the
     images endpoint (an image paid for, or tried)."""
-    found = _HTTP_LINE.match(line)
+    found = _HTTP_LINE.match(_ANSI.sub(b"", line))
     if found is None:
         return None
     return found.group(1) == b"POST" and _IMAGES_URL.search(found.group(2)) is not None

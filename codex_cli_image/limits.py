@@ -51,10 +51,11 @@ class UsageLimitMemory:
         self,
         login: Callable[[], str | None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
-        self._login, self._clock = login, clock
+        self._login, self._clock, self._wall = login, clock, wall
         self._lock = threading.Lock()
-        self._held: tuple[float, QuotaError, str | None] | None = None
+        self._held: tuple[float, float, QuotaError, str | None] | None = None
 
     def note(self, error: CodexImageError) -> None:
         """Remember ``error`` when it is a usage limit (see :func:`block_s`)."""
@@ -63,7 +64,7 @@ class UsageLimitMemory:
             return
         login = self._login()
         with self._lock:
-            self._held = (self._clock() + seconds, error, login)
+            self._held = (self._clock() + seconds, self._wall() + seconds, error, login)
 
     def forget(self) -> None:
         """Drop the limit held (codex reported the windows free again)."""
@@ -77,8 +78,10 @@ class UsageLimitMemory:
             held = self._held
         if held is None:
             return None
-        until, error, login = held
-        left = until - self._clock()
+        until, until_wall, error, login = held
+        # Both clocks: the monotonic one stops while the machine sleeps (a laptop shut for
+        # the week would be refused on waking), the wall clock can be set back.
+        left = min(until - self._clock(), until_wall - self._wall())
         if left <= 0 or self._login() != login:
             with self._lock:
                 if self._held is held:

@@ -29,7 +29,7 @@ import anyio.abc
 
 from . import _proc
 from ._watchdog import WATCHDOG
-from .endpoint import http_log_line, rust_log
+from .endpoint import HTTP_TARGET, http_log_line, rust_log
 from .errors import (
     CodexImageError,
     LaunchError,
@@ -60,7 +60,7 @@ __all__ = ["Attempt", "Produced", "run_attempt"]
 log = logging.getLogger(__name__)
 
 POLL_S = 0.02
-_USAGE_GRACE_S = 1.0
+_USAGE_GRACE_S = 0.3  # 0.149 writes them milliseconds after the tool output
 _TOKEN_COUNT = b"token_count"  # a prompt that says it only shortens the wait
 _EOF_WAIT_S = 2.0
 STDERR_TAIL_BYTES = 64 * 1024
@@ -225,6 +225,9 @@ async def _start(attempt: Attempt, workspace: Path, images: list[str]) -> anyio.
         str(workspace),
         "--config",
         "analytics.enabled=false",
+        # Plain stderr lines (FORCE_COLOR would colour them even on a pipe): they are parsed.
+        "--color",
+        "never",
         # The model gets the image tool and nothing else: a prompt is untrusted input.
         *lockdown_options(attempt.disable, attempt.mcp_servers),
         *_yield_options(attempt),
@@ -387,13 +390,12 @@ async def _drain_stderr(process: anyio.abc.Process, state: _State) -> None:
 
 
 def _take_stderr(state: _State, lines: bytes) -> None:
-    if b"codex_http_client::client" in lines:
+    if HTTP_TARGET in lines:
         kept = []
         for line in lines.splitlines(keepends=True):
-            images = http_log_line(line)
-            if images is None:
+            if HTTP_TARGET not in line:
                 kept.append(line)
-            elif images:
+            elif http_log_line(line):  # whatever its form, its headers are not kept
                 state.image_requests += 1
         lines = b"".join(kept)
     state.stderr += lines
@@ -409,8 +411,8 @@ async def _watch_images(state: _State, attempt: Attempt, scope: anyio.CancelScop
     attempt.emit("image_saved", str(state.image[0]), state.thread_id)
     if not attempt.wait_for_turn:
         # The usage windows of the image's model answer may land in the log just after the
-        # tool's output (0.149): a moment for them, then stop codex without waiting for its
-        # closing message.
+        # tool's output (0.149): a moment for them (not more: a late one is not worth an early
+        # stop), then stop codex without waiting for its closing message.
         with anyio.move_on_after(_USAGE_GRACE_S):
             await _usage_recorded(attempt, state)
         scope.cancel()
@@ -419,11 +421,12 @@ async def _watch_images(state: _State, attempt: Attempt, scope: anyio.CancelScop
 async def _usage_recorded(attempt: Attempt, state: _State) -> None:
     """Return once the session log holds a ``token_count`` record (read from where the last
     look stopped: the log can hold a large image)."""
-    offset, tail = 0, b""
+    offset, tail, path = 0, b"", None
     while True:
-        path = await anyio.to_thread.run_sync(
-            partial(find_rollout, attempt.codex_home, state.thread_id or "")
-        )
+        if path is None:  # looked for until found, then read from where the last look stopped
+            path = await anyio.to_thread.run_sync(
+                partial(find_rollout, attempt.codex_home, state.thread_id or "")
+            )
         if path is not None:
             found, offset, tail = await anyio.to_thread.run_sync(
                 _token_count_since, path, offset, tail

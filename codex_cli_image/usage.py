@@ -55,6 +55,9 @@ class UsageLimits:
     primary: UsageWindow | None = None
     secondary: UsageWindow | None = None
     plan: str | None = None
+    credits: bool = False
+    """The account has credits (or is unlimited): a used-up window is then paid from them, not
+    refused (codex-facts section 11: ``x-codex-credits-*``)."""
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -77,7 +80,10 @@ class UsageLimits:
 
     @property
     def reached(self) -> UsageWindow | None:
-        """A window used up (100 %), if any: the one that resets last."""
+        """A window used up (100 %), if any and no credits pay beyond it: the one that resets
+        last."""
+        if self.credits:
+            return None
         full = [
             w for w in (self.primary, self.secondary) if w is not None and w.used_percent >= 100
         ]
@@ -91,7 +97,8 @@ def from_rollout(rate_limits: Mapping[str, Any]) -> UsageLimits | None:
     secondary = _window(rate_limits.get("secondary"), "used_percent", "window_minutes", "resets_at")
     if primary is None and secondary is None:
         return None
-    return UsageLimits(primary, secondary, _plan(rate_limits.get("plan_type")))
+    credits = _credits(rate_limits.get("credits"), "has_credits")
+    return UsageLimits(primary, secondary, _plan(rate_limits.get("plan_type")), credits)
 
 
 def from_app_server(result: Mapping[str, Any]) -> UsageLimits | None:
@@ -107,7 +114,11 @@ def from_app_server(result: Mapping[str, Any]) -> UsageLimits | None:
     plan = _plan(limits.get("planType"))
     if primary is None and secondary is None:
         return UsageLimits(plan=plan) if plan is not None else None
-    return UsageLimits(primary, secondary, plan)
+    return UsageLimits(primary, secondary, plan, _credits(limits.get("credits"), "hasCredits"))
+
+
+def _credits(value: object, has: str) -> bool:
+    return isinstance(value, Mapping) and (value.get(has) is True or value.get("unlimited") is True)
 
 
 def _number(value: object) -> float | None:

@@ -701,7 +701,13 @@ def test_a_usage_limit_codex_recorded_is_answered_without_codex_until_it_resets(
             client.generate("a fox", output=out / "a.png")
         assert held.value.reason == "usage_limit" and held.value.retry_after_s
         assert len(fake_codex.exec_calls) == 1
-        client.usage_limits()  # 34 % and 12 % used: the limit was lifted
+        from codex_cli_image.usage import UsageLimits, UsageWindow
+
+        # An image's record with free windows may be older than the refusal: it lifts nothing.
+        client._note_usage(UsageLimits(UsageWindow(34.0, 300, time.time() + 3600)))
+        with pytest.raises(QuotaError):
+            client.generate("a fox", output=out / "a.png")
+        client.usage_limits()  # a fresh read, 34 % and 12 % used: the limit was lifted
         assert client.generate("a fox", output=out / "b.png").path.exists()
         # The image that used the window up: the next call is refused at once, with its reset.
         fake_codex.configure("success", usage_windows={"primary": 100.0, "secondary": 40.0})

@@ -236,3 +236,15 @@ def test_rust_log_keeps_the_users_directives() -> None:
     assert resend_warnings(0) == resend_warnings(1) == ()
     (warning,) = resend_warnings(3)
     assert "3 times" in warning and "more than one image" in warning
+
+
+def test_coloured_and_span_prefixed_http_lines_are_read_too() -> None:
+    """FORCE_COLOR colours codex's stderr even on a pipe (we pass --color never, but a line is
+    read either way), and a user's RUST_LOG=info puts codex's span before the target."""
+    coloured = (b"\x1b[2m2026-12-07T12:09:53Z\x1b[0m \x1b[34mDEBUG\x1b[0m \x1b[2mcodex_http_client"
+                b"::client\x1b[0m: Request completed method=POST url=https://x/backend-api/codex/"
+                b"images/generations status=200 OK headers={}")  # fmt: skip
+    spanned = (b"2026-12-07T12:09:53Z DEBUG codex.exec{thread.id=019a}: codex_http_client::client:"
+               b" Request completed method=POST url=https://x/backend-api/codex/images/edits "
+               b"status=200 OK")  # fmt: skip
+    assert http_log_line(coloured) is True and http_log_line(spanned) is True

@@ -848,7 +848,8 @@ def test_codex_resending_the_image_request_is_reported(
             b'url=https://x/backend-api/codex/images/edits status=200 OK headers={"set-cookie": '
             b'"__cf_bm=c"} version=HTTP/2.0\n')  # fmt: skip
     # Fed as codex writes it: lines split anywhere between reads.
-    stream = b"ERROR codex_core: one\n" + line + line + b"last words"
+    coloured = b"\x1b[34mDEBUG\x1b[0m " + line.split(b" DEBUG ", 1)[1]
+    stream = b"ERROR codex_core: one\n" + line + coloured + b"last words"
     chunks = [stream[i : i + 37] for i in range(0, len(stream), 37)]
 
     class Stderr:

@@ -760,6 +760,9 @@ def test_origins_need_to_be_allowed(serve: Any) -> None:
         got = http.get("/models")
         assert got.status_code == 200
         assert got.headers["access-control-allow-origin"] == "https://app.example"
+        # #32: the page may read the usage windows' headers (and when to retry)
+        exposed = got.headers["access-control-expose-headers"]
+        assert "x-codex-primary-used-percent" in exposed and "retry-after" in exposed
         pre = http.options(
             "/images/generations",
             headers={

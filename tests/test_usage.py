@@ -76,3 +76,46 @@ def test_what_a_backend_or_a_model_could_put_there_is_not_believed() -> None:
                           "plan_type": "Pro"})  # fmt: skip
     assert weird == UsageLimits(UsageWindow(5.0, None, None), None, "pro")
     assert weird.describe(NOW) == "window 5 % used"
+
+
+def test_credits_pay_beyond_a_used_up_window() -> None:
+    """A window at 100 % is refused only without credits (codex-facts section 11)."""
+    full = {"primary": {"used_percent": 100.0, "window_minutes": 300, "resets_at": NOW + 600}}
+    assert from_rollout(full) is not None and from_rollout(full).reached is not None  # type: ignore[union-attr]
+    paid = from_rollout({**full, "credits": {"has_credits": True, "balance": "12"}})
+    assert paid is not None and paid.credits and paid.reached is None
+    answer = {"rateLimits": {"primary": {"usedPercent": 100, "windowDurationMins": 300,
+                                         "resetsAt": NOW + 600},
+                             "credits": {"hasCredits": False, "unlimited": True}}}  # fmt: skip
+    unlimited = from_app_server(answer)
+    assert unlimited is not None and unlimited.reached is None
+
+
+def test_a_held_limit_ends_by_the_wall_clock_too() -> None:
+    """The monotonic clock stops while the machine sleeps: a laptop shut until after the reset
+    is not refused on waking."""
+    from codex_cli_image.errors import QuotaError
+    from codex_cli_image.limits import UsageLimitMemory
+
+    mono, wall = [0.0], [NOW]
+    memory = UsageLimitMemory(clock=lambda: mono[0], wall=lambda: wall[0])
+    limit = QuotaError("Limit.", reason="usage_limit", hint="Wait (in 2 h).", retry_after_s=7200.0)
+    memory.note(limit)
+    mono[0], wall[0] = 60.0, NOW + 60
+    assert memory.in_force() is not None
+    wall[0] = NOW + 7201  # asleep meanwhile: the monotonic clock barely moved
+    assert memory.in_force() is None
+
+
+def test_what_codex_says_when_it_cannot_read_the_windows() -> None:
+    from codex_cli_image.app_server import read_error
+    from codex_cli_image.errors import AuthError, LaunchError, TransientError
+
+    url = "GET https://chatgpt.com/backend-api/wham/usage"
+    refused = read_error(f"failed to fetch codex rate limits: {url} failed: 401 Unauthorized; "
+                         "body={}", -32603)  # fmt: skip
+    assert isinstance(refused, AuthError) and refused.reason == "login_refused"
+    challenge = read_error(f"failed to fetch codex rate limits: {url} failed: 403 Forbidden; "
+                           "body=<html>Just a moment...</html> login", -32603)  # fmt: skip
+    assert isinstance(challenge, TransientError)  # a proxy's page is no verdict on the login
+    assert isinstance(read_error("method not found", -32601), LaunchError)

@@ -250,10 +250,15 @@ class Gate:
                     error.extend(body)
             await send(message)
 
+        ended: BaseException | None = None
         try:
             await self._gate(scope, receive, counted)
+        except BaseException as exc:
+            ended = exc
+            raise
         finally:
-            status = seen["status"] or 499
+            # Nothing sent: the client left, unless the app failed or was ended (a stop).
+            status = seen["status"] or (499 if ended is None else 500)
             access_log.info(
                 "%s %s %d %.3fs %dB%s",
                 _printable(scope["method"]),
@@ -261,7 +266,7 @@ class Gate:
                 status,
                 time.monotonic() - started,
                 seen["bytes"],
-                _error_code(bytes(error)) or (" client_closed" if status == 499 else ""),
+                _error_code(bytes(error)) or _unsent(status, ended),
             )
 
     async def _gate(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -289,7 +294,8 @@ class Gate:
                     f"Start the server with --allow-origin {origin[:100]} to allow that site.",
                 )(scope, receive, send)
                 return
-            cors = {"access-control-allow-origin": origin, "vary": "Origin"}
+            cors = {"access-control-allow-origin": origin, "vary": "Origin",
+                    "access-control-expose-headers": _EXPOSED}  # fmt: skip
             if scope["method"] == "OPTIONS":  # a preflight: no token is sent with it
                 asked = headers.get("access-control-request-headers", "authorization, content-type")
                 await Response(
@@ -321,6 +327,19 @@ class Gate:
 
 
 _ERROR_BODY_LIMIT = 64 * 1024
+# What a page allowed by --allow-origin may read of an answer beside its body.
+_EXPOSED = ", ".join(
+    ["retry-after", "x-should-retry", "x-codex-plan-type"]
+    + [f"x-codex-{w}-{f}" for w in ("primary", "secondary")
+       for f in ("used-percent", "window-minutes", "reset-at")]
+)  # fmt: skip
+
+
+def _unsent(status: int, ended: BaseException | None) -> str:
+    """Why a request got no answer of ours, for the log line."""
+    if ended is None:
+        return " client_closed" if status == 499 else ""
+    return " cancelled" if isinstance(ended, anyio.get_cancelled_exc_class()) else " server_error"
 
 
 def _error_code(body: bytes) -> str:

@@ -31,6 +31,8 @@ MAX_IDEMPOTENCY_KEY = 255
 USAGE_REFRESH_S = 60.0
 """/healthz reads the usage windows again when the last known are older than this."""
 USAGE_READ_S = 15.0
+USAGE_WAIT_S = 0.5
+"""How long /healthz waits for a read of the usage windows it started (then: the last known)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -152,6 +152,7 @@ def serve(options: ServeOptions, *, on_ready: Callable[[str], None] = lambda _: 
 
         async def main() -> None:
             async with anyio.create_task_group() as tasks:
+                service.background = tasks
                 tasks.start_soon(announce)
                 tasks.start_soon(stop_images)
                 tasks.start_soon(service.reap_forever)

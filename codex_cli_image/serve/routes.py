@@ -61,6 +61,7 @@ from .responses import (
     too_large,
 )
 from .service import (
+    Job,
     Made,
     Service,
     Watch,
@@ -299,22 +300,36 @@ async def _answer(
             done = await beside(watch.job.wait, partial(_until_disconnect, request.receive))
             if done is None:
                 watch.leave()
-    if done is None:  # the caller went away: its image is kept a while for its retry
-        return Response(status_code=499)
-    made = done[0]
+        if done is None:  # the caller went away: its image is kept a while for its retry
+            return Response(status_code=499)
+        # Still watching while the reply is made: the job's files are not reaped meanwhile.
+        return await _reply(service, watch.job, call, done[0], base)
+
+
+async def _reply(service: Service, job: Job, call: ImagesCall, made: Made, base: str) -> Response:
     if not made.images:
         return error_response(made.failed[0])
-    if not service.claim(watch.job):
+    if not service.claim(job):
         return _delivered_already()
-    entries, delivered = await service.reply_entries(call, made, base)
-    pairs = list(zip(made.images, entries, strict=True))
-    reply = images_reply(delivered, pairs, made.failed, created=int(time.time()))
-    # Ten large images are 200 MB of JSON: rendered off the loop, in pieces, and sent so.
-    pieces = await anyio.to_thread.run_sync(partial(render_json, reply))
-    await anyio.to_thread.run_sync(service.forget_files, watch.job)  # sent: no copy stays here
+    try:
+        entries, delivered = await service.reply_entries(call, made, base)
+        pairs = list(zip(made.images, entries, strict=True))
+        reply = images_reply(delivered, pairs, made.failed, created=int(time.time()))
+        # Ten large images are 200 MB of JSON: rendered off the loop, in pieces, and sent so.
+        pieces = await anyio.to_thread.run_sync(partial(render_json, reply))
+    except BaseException:
+        service.unclaim(job)  # not sent: a retry may still have it
+        raise
     latest = next((r.usage_limits for r in reversed(made.images) if r.usage_limits), None)
-    headers = usage_headers(latest or service.usage)
-    return _Pieces(pieces, media_type="application/json", headers=headers)
+
+    async def sent(whole: bool) -> None:
+        if whole:  # no copy stays here
+            await anyio.to_thread.run_sync(service.forget_files, job)
+        else:  # the client left while it was sent: a retry may still have it
+            service.unclaim(job)
+
+    return _Pieces(pieces, media_type="application/json",
+                   headers=usage_headers(latest or service.usage), sent=sent)  # fmt: skip
 
 
 def _delivered_already() -> Response:
@@ -335,10 +350,14 @@ class _Pieces(Response):
     and the loop serves other requests between them."""
 
     def __init__(
-        self, pieces: list[bytes], media_type: str, headers: dict[str, str] | None = None
+        self,
+        pieces: list[bytes],
+        media_type: str,
+        headers: dict[str, str] | None = None,
+        sent: Callable[[bool], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__(media_type=media_type, headers=headers)
-        self.pieces = pieces
+        self.pieces, self.sent = pieces, sent
         length = str(sum(len(piece) for piece in pieces)).encode()
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         self.raw_headers.append((b"content-length", length))
@@ -346,8 +365,15 @@ class _Pieces(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code,
                     "headers": self.raw_headers})  # fmt: skip
-        for piece in self.pieces:
+        *head, last = self.pieces or [b""]
+        for piece in head:
             await send({"type": "http.response.body", "body": piece, "more_body": True})
+        if self.sent is not None:  # did the client leave before the end? (a look, not a wait)
+            gone = False
+            with anyio.move_on_after(0):
+                gone = (await receive())["type"] == "http.disconnect"
+            await self.sent(not gone)  # before the last piece: the client is told after it
+        await send({"type": "http.response.body", "body": last, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
@@ -467,9 +493,9 @@ class _EventStream(Response):
                 return
             if made.failed:  # after the images that were made: the SDKs raise it
                 await emit(stream_error(made.failed[0]).encode())
+            if self._service.claim(job):  # sent: no copy stays here (gone before the end)
+                await anyio.to_thread.run_sync(self._service.forget_files, job)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        if self._service.claim(job):  # sent: no copy stays here
-            await anyio.to_thread.run_sync(self._service.forget_files, job)
 
 
 def _upload_name(upload: UploadFile) -> str:

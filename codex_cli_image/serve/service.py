@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from anyio.abc import TaskGroup
 
 from ..client import Client
 from ..errors import (
@@ -47,6 +48,7 @@ from .options import (
     REAP_EVERY_S,
     USAGE_READ_S,
     USAGE_REFRESH_S,
+    USAGE_WAIT_S,
     ServeOptions,
 )
 from .responses import QueueFull
@@ -80,7 +82,9 @@ class Service:
     """The subscription's usage windows as last known (an image's record, or a read)."""
     usage_at: float = -USAGE_REFRESH_S
     """When they were known (monotonic): older than :data:`USAGE_REFRESH_S`, /healthz reads."""
-    _reading: bool = False
+    background: TaskGroup | None = None
+    """Where work that outlives a request runs (the server's task group)."""
+    _reading: anyio.Event | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def admit(self, n: int) -> None:
@@ -127,19 +131,33 @@ class Service:
             self.usage, self.usage_at = usage, time.monotonic()
 
     async def current_usage(self) -> UsageLimits | None:
-        """The usage windows, read again through codex when the last known are over a minute
-        old (one read at a time; a failed read keeps the last known, and waits its minute)."""
-        if time.monotonic() - self.usage_at < USAGE_REFRESH_S or self._reading:
-            return self.usage
-        self._reading = True
+        """The usage windows as last known; when they are over a minute old, read again
+        through codex in the background (one read at a time), waited for briefly: a health
+        probe with a short timeout gets an answer at once, a slow read lands later."""
+        if self._reading is None and time.monotonic() - self.usage_at >= USAGE_REFRESH_S:
+            self._reading = anyio.Event()
+            if self.background is not None:
+                self.background.start_soon(self._refresh)
+            else:
+                await self._refresh()
+        if self._reading is not None:
+            with anyio.move_on_after(USAGE_WAIT_S):
+                await self._reading.wait()
+        return self.usage
+
+    async def _refresh(self) -> None:
         try:
             self.note_usage(await self.client.ausage_limits(timeout=USAGE_READ_S))
-        except CodexImageError as error:
+        except CodexImageError as error:  # the last known stay; the next try in a minute
             log.warning("the usage windows could not be read: %s", error.message)
             self.usage_at = time.monotonic()
+        except Exception as exc:  # a bug of ours must not take the server down
+            log_unexpected(log, "reading the usage windows failed", exc)
+            self.usage_at = time.monotonic()
         finally:
-            self._reading = False
-        return self.usage
+            if self._reading is not None:
+                self._reading.set()
+            self._reading = None
 
     @contextlib.contextmanager
     def joined(self, fingerprint: str, idempotency: str | None, n: int) -> Iterator[Watch]:
@@ -199,8 +217,9 @@ class Service:
             made = await self.make(call, references, job.add)
             job.failed.extend(made.failed)
         finally:
-            if not job.images and not job.failed:  # ended from outside (the server stops)
-                job.failed.append(stopping_error())
+            # Ended from outside (the server stops): each image not made says why.
+            missing = job.n - len(job.images) - len(job.failed)
+            job.failed.extend(stopping_error() for _ in range(max(0, missing)))
             job.finish(time.monotonic())
 
     def claim(self, job: Job) -> bool:
@@ -215,6 +234,15 @@ class Service:
             if job in self.jobs:
                 self.jobs.remove(job)
             return True
+
+    def unclaim(self, job: Job) -> None:
+        """``job``'s images were not sent after all: a retry may join it again (kept as one
+        whose client left)."""
+        with self._lock:
+            if job.idempotency is None and job.delivered:
+                job.delivered = False
+                if job not in self.jobs:
+                    self.jobs.append(job)
 
     def forget_files(self, job: Job) -> None:
         """Remove ``job``'s images from the private folder once sent, but those still kept for
