@@ -722,3 +722,14 @@ def test_a_usage_limit_codex_recorded_is_answered_without_codex_until_it_resets(
         fake_codex.configure("success")
         fresh.generate("a cat", output=out / "e.png")
     assert len(fake_codex.exec_calls) == 4
+
+
+def test_a_window_used_up_with_credits_is_not_held(fake_codex: FakeCodex, out: Path) -> None:
+    """#32 (review): credits pay beyond a used-up window: the next call runs codex."""
+    fake_codex.configure("success", usage_windows={"primary": 100.0, "secondary": 40.0,
+                                                   "credits": True})  # fmt: skip
+    with Client() as client:
+        made = client.generate("a hen", output=out / "a.png")
+        assert made.usage_limits is not None and made.usage_limits.credits
+        client.generate("a cat", output=out / "b.png")
+    assert len(fake_codex.exec_calls) == 2

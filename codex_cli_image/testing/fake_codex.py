@@ -456,7 +456,11 @@ class Fake:
             "limitName": None,
             "primary": window(windows.get("primary"), 300, 2 * 3600),
             "secondary": window(windows.get("secondary"), 10080, 3 * 86400),
-            "credits": {"hasCredits": False, "unlimited": False, "balance": "0"},
+            "credits": {
+                "hasCredits": bool(windows.get("credits")),
+                "unlimited": False,
+                "balance": "12" if windows.get("credits") else "0",
+            },  # fmt: skip
             "planType": windows.get("plan"),
             "rateLimitReachedType": None,
         }
@@ -1022,7 +1026,11 @@ class Turn:
             "limit_name": None,
             "primary": window(primary, 300, reset),
             "secondary": window(windows.get("secondary"), 10080, 3 * 86400.0),
-            "credits": {"has_credits": False, "unlimited": False, "balance": None},
+            "credits": {
+                "has_credits": bool(windows.get("credits")),
+                "unlimited": False,
+                "balance": "12" if windows.get("credits") else None,
+            },  # fmt: skip
             "plan_type": windows.get("plan"),
         }
         info = {"total_token_usage": {"input_tokens": 24763, "output_tokens": 122}}
