@@ -53,6 +53,33 @@ def offline(argv: Sequence[str]) -> list[str]:
     return list(argv)
 
 
+def run_inner_suite(
+    python: Path,
+    tests: str,
+    label: str,
+    env: dict[str, str],
+    capsys: Any,
+    extra: Sequence[str] = (),
+) -> None:
+    """Run ``tests`` with pytest in another environment's ``python`` (offline, with loopback
+    only, where a namespace can be made), its lines shown under ``label``; fail unless every
+    test passed and none was skipped."""
+    command = [str(python), "-m", "pytest", tests, "-v", "-p", "no:cacheprovider", *extra]
+    ip = shutil.which("ip") or "/usr/sbin/ip"
+    if offline(["x"]) != ["x"] and os.path.exists(ip):  # a namespace with loopback only
+        command = offline(["sh", "-c", f'{ip} link set lo up && exec "$@"', "sh", *command])
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    run = subprocess.run(command, cwd=REPO, env={**clean, **env}, capture_output=True, text=True,
+                         timeout=840)  # fmt: skip
+    with capsys.disabled():
+        sys.stdout.write(
+            "\n" + "".join(f"  {label} | {line}\n" for line in run.stdout.splitlines())
+        )
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    summary = run.stdout.strip().splitlines()[-1]
+    assert " passed" in summary and "skipped" not in summary, summary
+
+
 def survivors(fake: FakeCodex) -> list[int]:
     """The fake codex processes (and their helpers) of ``fake`` that are still running."""
     pids = [c.pid for c in fake.calls] + [c.helper_pid for c in fake.calls if c.helper_pid]

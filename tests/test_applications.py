@@ -5,14 +5,12 @@ Offline: in a private network namespace where one can be made."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
-from helpers import IN_CI, REPO, offline
+from helpers import IN_CI, REPO, run_inner_suite
 
 pytestmark = pytest.mark.timeout(900)
 APPS = {"litellm": "litellm", "langchain": "langchain_community", "haystack": "haystack"}
@@ -28,19 +26,8 @@ def test_the_application_against_serve(app: str, capsys: pytest.CaptureFixture[s
         if IN_CI:
             pytest.fail(reason + " (CI must run the application tests)")
         pytest.skip(reason)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    env.update(CODEX_IMAGE_APPS_INNER="1", CODEX_IMAGE_SERVE_PYTHON=sys.executable)
+    env = {"CODEX_IMAGE_APPS_INNER": "1", "CODEX_IMAGE_SERVE_PYTHON": sys.executable}
     # The applications' own deprecation and resource warnings are theirs, not failures here.
     quiet = [f"-Wignore::{kind}" for kind in ("DeprecationWarning", "PendingDeprecationWarning",
                                                "UserWarning", "ResourceWarning")]  # fmt: skip
-    command = [str(python), "-m", "pytest", f"tests/apps/test_{app}.py", "-v",
-               "-p", "no:cacheprovider", *quiet]  # fmt: skip
-    ip = shutil.which("ip") or "/usr/sbin/ip"
-    if offline(["x"]) != ["x"] and os.path.exists(ip):  # a namespace with loopback only
-        command = offline(["sh", "-c", f'{ip} link set lo up && exec "$@"', "sh", *command])
-    run = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=840)
-    with capsys.disabled():
-        sys.stdout.write("\n" + "".join(f"  {app} | {line}\n" for line in run.stdout.splitlines()))
-    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-    summary = run.stdout.strip().splitlines()[-1]
-    assert " passed" in summary and "skipped" not in summary, summary
+    run_inner_suite(python, f"tests/apps/test_{app}.py", app, env, capsys, quiet)

@@ -6,14 +6,13 @@ kept out of the test environment. Offline: in a private network namespace where 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from helpers import IN_CI, REPO, offline
+from helpers import IN_CI, REPO, run_inner_suite
 
 pytestmark = pytest.mark.timeout(600)
 HERMES_VERSION = "0.19.0"
@@ -34,15 +33,4 @@ def test_the_backend_inside_hermes_agent(capsys: pytest.CaptureFixture[str]) -> 
         if IN_CI:
             pytest.fail(reason + " (CI must run the Hermes Agent tests)")
         pytest.skip(reason)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    env["CODEX_IMAGE_HERMES_INNER"] = "1"
-    command = [str(python), "-m", "pytest", "tests/hermes", "-v", "-p", "no:cacheprovider"]
-    ip = shutil.which("ip") or "/usr/sbin/ip"
-    if offline(["x"]) != ["x"] and os.path.exists(ip):  # a namespace with loopback only
-        command = offline(["sh", "-c", f'{ip} link set lo up && exec "$@"', "sh", *command])
-    run = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=540)
-    with capsys.disabled():
-        sys.stdout.write("\n" + "".join(f"  hermes | {line}\n" for line in run.stdout.splitlines()))
-    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-    summary = run.stdout.strip().splitlines()[-1]
-    assert " passed" in summary and "skipped" not in summary, summary
+    run_inner_suite(python, "tests/hermes", "hermes", {"CODEX_IMAGE_HERMES_INNER": "1"}, capsys)
