@@ -162,6 +162,7 @@ class MockBackend:
         usage_limit_s: float = 3 * 3600,
         windows_s: tuple[float, float] = (3 * 3600, 5 * 86400),
         usage_percent: tuple[float, float] | None = (34.5, 12.0),
+        usage_status: int = 200,
         images_error: tuple[int, dict[str, Any] | str] | None = None,
         images_fail_first: int = 0,
         latency_s: float = 0.0,
@@ -206,6 +207,8 @@ class MockBackend:
         # How much of the 5-hour and the weekly window is used, reported on every model answer
         # and by /wham/usage (a usage limit: the 5-hour one at 100); None: no headers at all.
         self.usage_percent = (100.0, 41.0) if scenario == "usage_limit" else usage_percent
+        # /wham/usage answers with this status (401: the login refused; 5xx: unavailable).
+        self.usage_status = usage_status
         # Every request is answered this much later: a real network's round trip, where each
         # request codex makes costs time (loopback makes them all free).
         self.latency_s = latency_s
@@ -446,6 +449,9 @@ class _Handler(BaseHTTPRequestHandler):
         if path.endswith("/wham/accounts/check"):
             return self._json(200, _accounts())
         if path.endswith("/wham/usage") or path.endswith("/api/codex/usage"):
+            if mock.usage_status != 200:
+                refused = {"detail": "Could not parse your authentication token."}
+                return self._json(mock.usage_status, refused)
             return self._json(200, _usage(mock.windows_s, mock.usage_percent))
         if path.endswith("/oauth/token"):
             return self._json(

@@ -68,3 +68,24 @@ def test_limits_reads_the_windows_without_a_model_request(
     assert "/backend-api/wham/usage" in mock.paths("GET")
     assert not [p for p in mock.paths("POST") if p.endswith("/responses")]  # no model request
     assert usage_limits(codex=shim, allow_relay=True).plan == "plus"  # the library, the same way
+
+
+@pytest.mark.parametrize(("status", "code", "reason"), [(401, 3, "login_refused"),
+                                                       (502, 5, "usage_unavailable")])  # fmt: skip
+def test_a_refused_read_is_sorted_as_the_fake_says_it(
+    shim: Path, backend: Start, signed_in: SignIn, status: int, code: int, reason: str
+) -> None:
+    """The fake's refused/unavailable answers are held to what each release says when the
+    usage endpoint refuses the login or fails."""
+    mock = backend("image", usage_status=status)
+    signed_in(mock)
+    run = subprocess.run(
+        [sys.executable, "-m", "codex_cli_image", "limits", "--json", "--codex", str(shim),
+         "--allow-relay"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert run.returncode == code, run.stdout + run.stderr
+    error = json.loads(run.stdout)["error"]
+    assert error["reason"] == reason
+    assert "failed to fetch codex rate limits: GET https://" in error["message"]
+    assert f"failed: {status} " in error["message"]
