@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from codex_cli_image import AuthError, Client, doctor
@@ -411,7 +412,18 @@ def test_a_daemon_holding_codex_pipes_after_success(guard: Guard) -> None:
         _clean(result, 0)
         assert target.exists()
     finally:
-        wait_for(pid_file.exists, 5, "the daemon's pid")
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        # Written whole, not only made: an empty file (opened, not yet written) is no pid.
+        wait_for(lambda: pid_file.exists() and pid_file.read_text().strip().isdigit(), 5,
+                 "the daemon's pid")  # fmt: skip
+        daemon = int(pid_file.read_text())
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(daemon, signal.SIGKILL)
+        wait_for(lambda: not _running(daemon), 5, "the daemon's end")  # a kill takes a moment
     guard.verify(delivered=[target])
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
