@@ -22,7 +22,7 @@ from ._watchdog import WATCHDOG
 from .errors import AuthError, CodexImageError, LaunchError, TransientError
 from .launcher import Codex
 from .redact import read_login_secrets, redact
-from .runner import stop_codex
+from .runner import start_codex, stop_codex
 from .usage import UsageLimits, from_app_server
 
 __all__ = ["READ_TIMEOUT_S", "read_usage_limits"]
@@ -55,19 +55,9 @@ async def read_usage_limits(
         "analytics.enabled=false",
         "app-server",
     )
-    group = _proc.new_group_kwargs()
-    WATCHDOG.start()
     try:
-        process = await anyio.open_process(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            cwd=workspace,
-            env={**codex.env, "CODEX_HOME": str(codex_home)},
-            start_new_session=bool(group.get("start_new_session")),
-            creationflags=int(group.get("creationflags", 0)),
-        )
+        env = {**codex.env, "CODEX_HOME": str(codex_home)}
+        process = await start_codex(argv, cwd=workspace, env=env, stderr=subprocess.DEVNULL)
     except BaseException as exc:  # a cancel while it starts too: no folder left behind
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(_remove, workspace)

@@ -238,20 +238,26 @@ async def _start(attempt: Attempt, workspace: Path, images: list[str]) -> anyio.
         *([*(f"--image={name}" for name in images), "--"] if images else []),
         "-",
     )
+    # A line per HTTP request on stderr: codex's resends of the images request counted.
+    env = {**attempt.codex.env, "CODEX_HOME": str(attempt.codex_home),
+           "RUST_LOG": rust_log(attempt.codex.env.get("RUST_LOG"))}  # fmt: skip
+    return await start_codex(argv, cwd=workspace, env=env)
+
+
+async def start_codex(
+    argv: list[str], *, cwd: Path, env: dict[str, str], stderr: int = subprocess.PIPE
+) -> anyio.abc.Process:
+    """codex started as the leader of its own process group (a session on POSIX), its pipes
+    ours; the watchdog is started first: if we die from here on, its group is ended."""
     group = _proc.new_group_kwargs()
-    WATCHDOG.start()  # before codex exists: if we die from here on, its group is ended
+    WATCHDOG.start()
     return await anyio.open_process(
         argv,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=workspace,
-        # A line per HTTP request on stderr: codex's resends of the images request counted.
-        env={
-            **attempt.codex.env,
-            "CODEX_HOME": str(attempt.codex_home),
-            "RUST_LOG": rust_log(attempt.codex.env.get("RUST_LOG")),
-        },  # fmt: skip
+        stderr=stderr,
+        cwd=cwd,
+        env=env,
         start_new_session=bool(group.get("start_new_session")),
         creationflags=int(group.get("creationflags", 0)),
     )

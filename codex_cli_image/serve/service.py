@@ -262,36 +262,33 @@ class Service:
     ) -> Made:
         """The call's n images (admitted already) through the client's limit, side by side;
         every one that was made is kept, whatever happened to the others, and handed to
-        ``completed`` as soon as it is made. A usage limit among the failures is remembered."""
+        ``completed`` as soon as it is made. (A usage limit among the failures is remembered by
+        the client, in the memory the queue asks.)"""
         made: list[ImageResult] = []
         failed: list[CodexImageError] = []
-        try:
 
-            async def one() -> None:
-                request = ImageRequest(
-                    call.prompt,
-                    output=self.images / new_name("png"),
-                    references=references,
-                    size=call.size,
-                    transparent=call.transparent,
-                )
-                try:
-                    made.append(await self.client.agenerate(request))
-                    self.note_usage(made[-1].usage_limits)
-                    if completed is not None:
-                        await completed(made[-1])
-                except CodexImageError as error:
-                    failed.append(stopping_error() if self.client.closed else server_side(error))
-                except Exception as exc:
-                    log_unexpected(log, "unexpected error making an image", exc)
-                    failed.append(internal_error(exc))
+        async def one() -> None:
+            request = ImageRequest(
+                call.prompt,
+                output=self.images / new_name("png"),
+                references=references,
+                size=call.size,
+                transparent=call.transparent,
+            )
+            try:
+                made.append(await self.client.agenerate(request))
+                self.note_usage(made[-1].usage_limits)
+                if completed is not None:
+                    await completed(made[-1])
+            except CodexImageError as error:
+                failed.append(stopping_error() if self.client.closed else server_side(error))
+            except Exception as exc:
+                log_unexpected(log, "unexpected error making an image", exc)
+                failed.append(internal_error(exc))
 
-            async with anyio.create_task_group() as tasks:
-                for _ in range(call.n):
-                    tasks.start_soon(one)
-        finally:
-            for error in failed:
-                self.limits.note(error)
+        async with anyio.create_task_group() as tasks:
+            for _ in range(call.n):
+                tasks.start_soon(one)
         return Made(made, failed)
 
     async def reply_entries(

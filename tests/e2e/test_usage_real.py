@@ -21,6 +21,15 @@ Start = Callable[..., MockBackend]
 SignIn = Callable[..., Path]
 
 
+def limits_cli(shim: Path) -> subprocess.CompletedProcess[str]:
+    """`codex-image limits --json` as a user runs it, with a GUI's short PATH."""
+    return subprocess.run(
+        [sys.executable, "-m", "codex_cli_image", "limits", "--json", "--codex", str(shim),
+         "--allow-relay"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+
+
 def test_an_image_reports_the_windows_codex_recorded(
     shim: Path, image_scenario: str, backend: Start, signed_in: SignIn, tmp_path: Path
 ) -> None:
@@ -50,11 +59,7 @@ def test_limits_reads_the_windows_without_a_model_request(
 ) -> None:
     mock = backend(scenario)
     signed_in(mock)
-    run = subprocess.run(
-        [sys.executable, "-m", "codex_cli_image", "limits", "--json", "--codex", str(shim),
-         "--allow-relay"],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "PATH": "/usr/bin:/bin"},
-    )  # fmt: skip
+    run = limits_cli(shim)
     assert run.returncode == 0, run.stderr
     document = json.loads(run.stdout)
     expected = 100.0 if scenario == "usage_limit" else 34.0
@@ -79,11 +84,7 @@ def test_a_refused_read_is_sorted_as_the_fake_says_it(
     usage endpoint refuses the login or fails."""
     mock = backend("image", usage_status=status)
     signed_in(mock)
-    run = subprocess.run(
-        [sys.executable, "-m", "codex_cli_image", "limits", "--json", "--codex", str(shim),
-         "--allow-relay"],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "PATH": "/usr/bin:/bin"},
-    )  # fmt: skip
+    run = limits_cli(shim)
     assert run.returncode == code, run.stdout + run.stderr
     error = json.loads(run.stdout)["error"]
     assert error["reason"] == reason
